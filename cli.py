@@ -1,0 +1,54 @@
+"""plmgen command line: ``python cli.py {prepare,train,generate,evaluate,bench,demo} [--help]``.
+
+Thin on purpose: each command is a typed function in the library; jsonargparse turns its signature and docstring
+into flags. Only the chosen command's module is imported, so ``--help`` and errors come back fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "prepare": ("plmgen.data.prepare", "prepare", "fetch, align and split a benchmark (or user data)"),
+    "train": ("plmgen.train", "train", "pre-train or fine-tune an XLNet (Lightning)"),
+    "generate": ("plmgen.decoding.generate", "generate", "any-order query-stream generation"),
+    "evaluate": ("plmgen.evaluation", "evaluate", "sacrebleu BLEU/chrF of hypotheses against references"),
+    "bench": ("plmgen.benchmarks", "bench", "benchmarks printing ratios against a same-run reference"),
+    "demo": ("plmgen.demo", "demo", "the README demo"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python cli.py COMMAND [--help] [flags]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[argv[0]]
+    from jsonargparse import CLI
+
+    from plmgen.errors import UserError
+
+    fn = getattr(importlib.import_module(module), func)
+    try:
+        CLI(fn, args=argv[1:], prog=f"cli.py {argv[0]}", as_positional=True)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

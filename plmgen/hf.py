@@ -1,0 +1,155 @@
+"""Hugging Face XLNet interop: the only place HF conventions live.
+
+- ``load_hf_xlnet(path)``: an HF XLNet checkpoint directory (config.json + model.safetensors or pytorch_model.bin)
+  -> plmgen ``XLNet`` (weights loaded safely: safetensors, or ``torch.load(weights_only=True)``).
+- ``save_hf_xlnet(model, path)``: the reverse; ``transformers.XLNetLMHeadModel.from_pretrained`` loads it.
+- ``forward_hf(model, ...)``: a forward taking HF's conventions (perm_mask 1 = blocked, one-hot float
+  target_mapping, mems as per-layer [mlen, B, d]), for people porting HF code and for parity tests.
+
+HF stores projections as [d_model, n_head, d_head] tensors used with einsum; plmgen uses nn.Linear weights
+[out, in] with fused key/value. Neither library is imported here except torch/safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import ModelConfig, atomic_write_text
+from .errors import UserError
+from .model import XLNet
+
+_CFG_KEYS = ("vocab_size", "d_model", "n_layer", "n_head", "d_inner", "ff_activation", "attn_type",
+             "initializer_range", "layer_norm_eps", "dropout", "bi_data", "clamp_len", "same_length")
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    kw = {k: hf[k] for k in _CFG_KEYS if k in hf}
+    kw["mem_len"] = int(hf.get("mem_len") or 0)
+    kw["reuse_len"] = int(hf.get("reuse_len") or 0)
+    kw["dropatt"] = float(hf.get("dropout", 0.1))  # HF uses one dropout rate for both
+    kw["untie_r"] = True  # HF keeps per-layer biases
+    return ModelConfig(**kw)
+
+
+def config_to_hf(cfg: ModelConfig) -> dict:
+    d = {k: getattr(cfg, k) for k in _CFG_KEYS}
+    d.update(model_type="xlnet", architectures=["XLNetLMHeadModel"], d_head=cfg.d_head, untie_r=True,
+             mem_len=cfg.mem_len or None, reuse_len=cfg.reuse_len or None, use_mems_eval=True,
+             use_mems_train=False, pad_token_id=5, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    return d
+
+
+def state_dict_from_hf(sd: dict[str, Tensor], cfg: ModelConfig) -> dict[str, Tensor]:
+    """HF parameter names/layouts -> plmgen ``XLNet.state_dict()``."""
+    d = cfg.d_model
+    g = lambda name: sd[f"transformer.{name}"]  # noqa: E731
+    lin = lambda w: w.reshape(d, -1).t().contiguous()  # [d, n, dh] einsum weight -> Linear [n*dh, d]  # noqa: E731
+    out = {"word_embedding.weight": g("word_embedding.weight"), "mask_emb": g("mask_emb").reshape(d),
+           "lm_bias": sd["lm_loss.bias"]}
+    for name in ("r_w_bias", "r_r_bias", "r_s_bias"):
+        out[name] = torch.stack([g(f"layer.{i}.rel_attn.{name}") for i in range(cfg.n_layer)])
+    for i in range(cfg.n_layer):
+        a, o = f"layer.{i}.rel_attn.", f"layers.{i}.rel_attn."
+        out[o + "q.weight"] = lin(g(a + "q"))
+        out[o + "kv.weight"] = torch.cat([lin(g(a + "k")), lin(g(a + "v"))])
+        out[o + "r.weight"] = lin(g(a + "r"))
+        out[o + "o.weight"] = g(a + "o").reshape(d, -1).contiguous()  # "ibnd,hnd->ibh": Linear [h, n*dh]
+        out[o + "seg_embed"] = g(a + "seg_embed")
+        for p in ("weight", "bias"):
+            out[o + f"layer_norm.{p}"] = g(a + f"layer_norm.{p}")
+            for sub in ("layer_1", "layer_2", "layer_norm"):
+                out[f"layers.{i}.ff.{sub}.{p}"] = g(f"layer.{i}.ff.{sub}.{p}")
+    return out
+
+
+def state_dict_to_hf(model: XLNet) -> dict[str, Tensor]:
+    cfg, sd = model.cfg, model.state_dict()
+    d, H, D = cfg.d_model, cfg.n_head, cfg.d_head
+    heads = lambda w: w.t().reshape(d, H, D).contiguous()  # noqa: E731
+    out = {"transformer.word_embedding.weight": sd["word_embedding.weight"],
+           "transformer.mask_emb": sd["mask_emb"].reshape(1, 1, d), "lm_loss.bias": sd["lm_bias"]}
+    for i in range(cfg.n_layer):
+        a, o = f"transformer.layer.{i}.rel_attn.", f"layers.{i}.rel_attn."
+        k, v = sd[o + "kv.weight"].chunk(2)
+        out[a + "q"], out[a + "k"], out[a + "v"] = heads(sd[o + "q.weight"]), heads(k), heads(v)
+        out[a + "r"] = heads(sd[o + "r.weight"])
+        out[a + "o"] = sd[o + "o.weight"].reshape(d, H, D).contiguous()
+        out[a + "seg_embed"] = sd[o + "seg_embed"]
+        for name, u in zip(("r_w_bias", "r_r_bias", "r_s_bias"), model.biases(i)):
+            out[a + name] = u.detach().clone()
+        for p in ("weight", "bias"):
+            out[a + f"layer_norm.{p}"] = sd[o + f"layer_norm.{p}"]
+            for sub in ("layer_1", "layer_2", "layer_norm"):
+                out[f"transformer.layer.{i}.ff.{sub}.{p}"] = sd[f"layers.{i}.ff.{sub}.{p}"]
+    return {k: t.detach().contiguous().clone() for k, t in out.items()}
+
+
+def load_hf_xlnet(path: str | os.PathLike) -> XLNet:
+    """Read an HF XLNet checkpoint directory into a plmgen model (no transformers import needed)."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"{cfg_file}: not found (expected a Hugging Face XLNet checkpoint directory)")
+    hf_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    if hf_cfg.get("model_type") not in (None, "xlnet"):
+        raise UserError(f"{cfg_file}: model_type is {hf_cfg.get('model_type')!r}, not 'xlnet'")
+    cfg = config_from_hf(hf_cfg)
+    if (path / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path / "model.safetensors"))
+    elif (path / "pytorch_model.bin").is_file():
+        sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise UserError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
+    if not any(k.startswith("transformer.") for k in sd):  # bare XLNetModel checkpoints lack the prefix
+        sd = {f"transformer.{k}": v for k, v in sd.items()}
+    sd.setdefault("lm_loss.bias", torch.zeros(cfg.vocab_size))
+    model = XLNet(cfg)
+    try:
+        model.load_state_dict(state_dict_from_hf(sd, cfg))
+    except KeyError as e:
+        raise UserError(f"{path}: checkpoint lacks parameter {e.args[0]} for a {cfg.n_layer}-layer XLNet") from None
+    return model
+
+
+def save_hf_xlnet(model: XLNet, path: str | os.PathLike) -> None:
+    """Write config.json + model.safetensors that ``XLNetLMHeadModel.from_pretrained(path)`` loads."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / ".model.safetensors.tmp"
+    save_file(state_dict_to_hf(model), str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path / "model.safetensors")
+    atomic_write_text(path / "config.json", json.dumps(config_to_hf(model.cfg), indent=2))
+
+
+def forward_hf(model: XLNet, input_ids: Tensor, token_type_ids: Tensor | None = None,
+               perm_mask: Tensor | None = None, target_mapping: Tensor | None = None,
+               mems: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor] | None]:
+    """HF-convention forward -> (logits [B, P or T, V], new_mems as per-layer [mlen, B, d] or None)."""
+    B, T = input_ids.shape
+    content = query = target_pos = None
+    if perm_mask is not None:
+        allowed = perm_mask <= 0.5  # HF: 1 = i may NOT attend to j
+        content = allowed | torch.eye(T, dtype=torch.bool, device=allowed.device)[None]
+        query = allowed
+    if target_mapping is not None:
+        tm = target_mapping.float()
+        if not bool(((tm == 0) | (tm == 1)).all()) or not bool((tm.sum(-1) == 1).all()):
+            raise ValueError("target_mapping must be one-hot: exactly one 1 per prediction row")
+        target_pos = tm.argmax(-1)
+        if query is not None:
+            query = torch.gather(query, 1, target_pos[:, :, None].expand(-1, -1, T))
+    our_mems = [m.transpose(0, 1) for m in mems] if mems is not None else None
+    out = model(input_ids, seg_ids=token_type_ids, content_mask=content, query_mask=query,
+                target_pos=target_pos, mems=our_mems)
+    logits = model.logits(out.g if out.g is not None else out.h)
+    new_mems = [m.transpose(0, 1) for m in out.mems] if out.mems is not None else None
+    return logits, new_mems
