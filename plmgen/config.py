@@ -148,3 +148,43 @@ NAMED_SIZES: dict[str, dict[str, Any]] = {
     "base": dict(vocab_size=32000, d_model=768, n_layer=12, n_head=12, d_inner=3072, mem_len=384, reuse_len=256),
     "large": dict(vocab_size=32000, d_model=1024, n_layer=24, n_head=16, d_inner=4096, mem_len=384, reuse_len=256),
 }
+
+
+# --- seq2seq fine-tuning (owner: seq2seq/generation engineer) ---------------------------------------------------------
+
+SEQ2SEQ_ORDERS = ("uniform", "l2r", "r2l")
+
+
+def parse_order_mix(spec: str) -> list[tuple[str, float]]:
+    """``"uniform"`` or ``"l2r:0.5,uniform:0.5"`` -> [(order, probability)] (weights normalised to sum 1)."""
+    items: list[tuple[str, float]] = []
+    for part in str(spec).split(","):
+        name, _, w = part.strip().partition(":")
+        _check(name in SEQ2SEQ_ORDERS, "Seq2SeqConfig", f"order {name!r} in {spec!r} is not one of {', '.join(SEQ2SEQ_ORDERS)}")
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(f"Seq2SeqConfig: weight {w!r} of order {name!r} in {spec!r} is not a number") from None
+        _check(weight > 0, "Seq2SeqConfig", f"weight of order {name!r} in {spec!r} must be > 0")
+        items.append((name, weight))
+    total = sum(w for _, w in items)
+    return [(n, w / total) for n, w in items]
+
+
+@dataclasses.dataclass
+class Seq2SeqConfig(YamlConfig):
+    """Knobs of the seq2seq objective (layout ``[source <sep> target]``, see plmgen/objectives/seq2seq.py)."""
+
+    order: str = "uniform"  # factorization orders of the target: uniform | l2r | r2l | a mix "l2r:0.5,uniform:0.5"
+    predict_fraction: float = 1.0  # share of target tokens predicted per example (the earliest-ranked rest = context)
+    length_weight: float = 0.1  # weight of the joint target-length loss (0 = no length head training)
+    max_len: int = 128  # length classes 1..max_len of the length head (and the longest target kept in training)
+    mass_weight: float = 0.0  # > 0: add the `mass` span objective on each side of the pairs (MASS-style joint)
+
+    def __post_init__(self) -> None:
+        n = "Seq2SeqConfig"
+        parse_order_mix(self.order)
+        _check(0.0 < self.predict_fraction <= 1.0, n, f"predict_fraction must be in (0, 1], got {self.predict_fraction!r}")
+        _check(self.length_weight >= 0, n, f"length_weight must be >= 0, got {self.length_weight!r}")
+        _check(isinstance(self.max_len, int) and self.max_len >= 1, n, f"max_len must be an int >= 1, got {self.max_len!r}")
+        _check(self.mass_weight >= 0, n, f"mass_weight must be >= 0, got {self.mass_weight!r}")

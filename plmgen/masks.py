@@ -53,9 +53,10 @@ def target_positions(rank: Tensor, num_predict: int | None = None) -> tuple[Tens
     B, T = rank.shape
     is_tgt = rank >= 0
     counts = is_tgt.sum(1)
-    P = int(counts.max()) if num_predict is None else num_predict
-    if int(counts.max(initial=0)) > P:
-        raise ValueError(f"num_predict={P} is smaller than the number of targets in a row ({int(counts.max())})")
+    most = int(counts.max()) if B else 0
+    P = most if num_predict is None else num_predict
+    if most > P:
+        raise ValueError(f"num_predict={P} is smaller than the number of targets in a row ({most})")
     big = torch.iinfo(torch.long).max
     key = torch.where(is_tgt, rank, torch.full_like(rank, big))
     order = torch.sort(key, dim=1, stable=True).indices[:, :P]  # targets first, by rank

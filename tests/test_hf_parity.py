@@ -142,3 +142,15 @@ def test_load_errors(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="not 'xlnet'"):
         load_hf_xlnet(tmp_path)
+
+
+@torch.no_grad()
+def test_uni_batched_with_target_mapping():
+    m = random_model(tiny_config(attn_type="uni", mem_len=5), seed=12)
+    hf = hf_twin(m)
+    ids, _, _, tm = rand_perm_inputs(3, 8, 3, seed=13)
+    l1, mems = m.forward_hf(ids)
+    r1 = hf(ids, use_mems=True)
+    assert_close(l1, r1.logits)
+    assert_close(m.forward_hf(ids, target_mapping=tm, mems=mems)[0],
+                 hf(ids, target_mapping=tm, mems=r1.mems).logits)

@@ -1,0 +1,44 @@
+import pytest
+
+from plmgen.config import ModelConfig
+
+
+def test_named_sizes():
+    base = ModelConfig.named("base")
+    assert (base.n_layer, base.d_model, base.n_head, base.d_inner) == (12, 768, 12, 3072)
+    large = ModelConfig.named("large")
+    assert (large.n_layer, large.d_model, large.n_head, large.d_inner) == (24, 1024, 16, 4096)
+    assert ModelConfig.named("tiny", mem_len=0).mem_len == 0
+    with pytest.raises(ValueError, match="unknown model size"):
+        ModelConfig.named("huge")
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(d_model=30, n_head=4), "divisible"),
+    (dict(mem_len=-1), "mem_len"),
+    (dict(reuse_len=-3), "reuse_len"),
+    (dict(attn_type="causal"), "attn_type"),
+    (dict(dropout=1.5), "dropout"),
+    (dict(n_layer=0), "n_layer"),
+    (dict(same_length=True), "same_length"),
+    (dict(ff_activation="swish"), "ff_activation"),
+])
+def test_validation_errors(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        ModelConfig.named("tiny", **kw)
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = ModelConfig.named("small", bi_data=True, clamp_len=64)
+    cfg.to_yaml(tmp_path / "m.yaml")
+    assert ModelConfig.from_yaml(tmp_path / "m.yaml") == cfg
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("d_model: 32\nn_head: 5\n")
+    with pytest.raises(ValueError, match="bad.yaml.*divisible"):
+        ModelConfig.from_yaml(p)
+    p.write_text("d_modle: 32\n")
+    with pytest.raises(ValueError, match="unknown field.*d_modle"):
+        ModelConfig.from_yaml(p)
