@@ -25,6 +25,14 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def normalize_flag(arg: str) -> str:
+    """Accept ``--length-beam`` as well as jsonargparse's ``--length_beam`` (values are left untouched)."""
+    if not arg.startswith("--"):
+        return arg
+    name, eq, value = arg.partition("=")
+    return name.replace("-", "_").replace("__", "--", 1) + eq + value
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -40,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fn = getattr(importlib.import_module(module), func)
     try:
-        CLI(fn, args=argv[1:], prog=f"cli.py {argv[0]}", as_positional=True)
+        CLI(fn, args=[normalize_flag(a) for a in argv[1:]], prog=f"cli.py {argv[0]}", as_positional=True)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
