@@ -163,7 +163,7 @@ def fetch_deb(package: str, cache: Path, console: Console) -> tuple[Path, str]:
 
 
 def prepare_libreoffice(
-    src: str, tgt: str, cache: Path, max_words: int, console: Console
+    src: str, tgt: str, cache: Path, console: Console
 ) -> tuple[list[Pair], Counter, list[dict[str, str]]]:
     """Download, unpack and align the two help packages. Returns raw pairs, drop counts and package versions."""
     sources = []
@@ -182,7 +182,7 @@ def prepare_libreoffice(
             if not root.is_dir():
                 raise UserError(f"{deb}: has no {HELP_ROOT / help_lang(code)} folder; is {code!r} a help language?")
             roots.append(root)
-        pairs, dropped = align_help_trees(roots[0], roots[1])
+        pairs, dropped = align_help_trees(roots[0], roots[1], quiet=console.quiet)
     return pairs, dropped, sources
 
 

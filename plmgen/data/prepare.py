@@ -1,0 +1,140 @@
+"""``prepare``: build a benchmark or user data folder (train/dev/test + manifest) from one recipe name.
+
+Recipes (each module owns its source; :mod:`plmgen.data.splits` owns cleaning, splitting and the folder format):
+
+* ``lo-de-en``       German -> English LibreOffice help (Debian packages), split by help file.
+                     ``--src``/``--tgt`` pick other help languages (fr, es, it, nl, pt-br ...).
+* ``bible-kjv-bbe``  King James -> Basic English Bible (PyPI packages), split by book.
+* ``tsv``            your ``--path`` file of ``source<TAB>target`` lines, split randomly (seeded).
+* ``parallel``       your ``--src_file``/``--tgt_file`` line-parallel files, split randomly (seeded).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+
+from plmgen.data import bible, libreoffice, userdata
+from plmgen.data.splits import Pair, clean_pairs, default_holdout_size, split_by_group, split_random, verify_dataset
+from plmgen.data.splits import write_dataset
+from plmgen.errors import UserError
+
+RECIPES = ("lo-de-en", "bible-kjv-bbe", "tsv", "parallel")
+DEFAULT_LANGS = {"lo-de-en": ("de", "en"), "bible-kjv-bbe": ("kjv", "bbe"), "tsv": ("src", "tgt")}
+DEFAULT_LANGS["parallel"] = DEFAULT_LANGS["tsv"]
+BENCHMARK_HOLDOUT = 1500  # pairs in dev and in test for the benchmarks: >= 1,000 even after a bad group draw
+
+
+def cache_dir(kind: str, cache: str | None) -> Path:
+    """``cache`` if given, else ``$PLMGEN_CACHE/<kind>``, else ``~/.cache/plmgen/<kind>`` (kind: debs, wheels)."""
+    if cache:
+        return Path(cache).expanduser()
+    return Path(os.environ.get("PLMGEN_CACHE") or Path.home() / ".cache" / "plmgen").expanduser() / kind
+
+
+def prepare(
+    name: str,
+    out: str | None = None,
+    src: str | None = None,
+    tgt: str | None = None,
+    path: str | None = None,
+    src_file: str | None = None,
+    tgt_file: str | None = None,
+    dev_size: int | None = None,
+    test_size: int | None = None,
+    seed: int = 0,
+    max_words: int = 100,
+    cache: str | None = None,
+    force: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """Prepare a data folder with {train,dev,test}.{src,tgt} and manifest.json; returns its path.
+
+    Args:
+        name: recipe: lo-de-en, bible-kjv-bbe, tsv or parallel.
+        out: output folder (default data/<name>, or data/lo-<src>-<tgt> for other help languages).
+        src: source language code (recipe default: de, kjv, or "src" for user data; also the file suffix).
+        tgt: target language code (recipe default: en, bbe, or "tgt").
+        path: tsv recipe: file of source<TAB>target lines.
+        src_file: parallel recipe: source segments, one per line.
+        tgt_file: parallel recipe: target segments, line i translating line i of src_file.
+        dev_size: pairs held out for dev (default 1500 for benchmarks; 5 % capped at 1000 for user data).
+        test_size: pairs held out for test (same defaults as dev_size).
+        seed: shuffle seed of the user-data split (benchmarks split by a fixed hash of file/book names).
+        max_words: longest segment in words; benchmarks drop longer pairs, user data raises an error.
+        cache: folder for downloaded .deb/.whl files (default $PLMGEN_CACHE/<debs|wheels> or ~/.cache/plmgen/...).
+        force: rebuild even if out already holds a complete prepared folder.
+        quiet: no progress output.
+    """
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    if max_words < 1:
+        raise UserError(f"--max_words must be positive, got {max_words}")
+    default_src, default_tgt = DEFAULT_LANGS[name]
+    src, tgt = src or default_src, tgt or default_tgt
+    if src == tgt:
+        raise UserError(f"--src and --tgt are both {src!r}; the two sides need different file suffixes")
+    if out is None:
+        renamed = name == "lo-de-en" and (src, tgt) != (default_src, default_tgt)
+        out = f"data/lo-{src}-{tgt}" if renamed else f"data/{name}"
+    out_dir = Path(out)
+    console = Console(stderr=True, quiet=quiet)
+
+    if out_dir.exists() and not force:
+        manifest = verify_dataset(out_dir)
+        if manifest is None:
+            raise UserError(f"{out_dir}: exists but is not a complete prepared folder; pass --force to replace it")
+        if (manifest.get("recipe"), manifest.get("src"), manifest.get("tgt")) != (name, src, tgt):
+            held = f"{manifest.get('recipe')} {manifest.get('src')}->{manifest.get('tgt')}"
+            raise UserError(f"{out_dir}: already holds {held}; pass --force or another --out")
+        console.print(f"reusing {out_dir} ({manifest['pairs']}); pass --force to rebuild")
+        return out_dir
+
+    started = time.perf_counter()
+    settings = {"max_words": max_words}
+    group_unit = None
+    if name in ("lo-de-en", "bible-kjv-bbe"):
+        if name == "lo-de-en":
+            raw, dropped, sources = libreoffice.prepare_libreoffice(src, tgt, cache_dir("debs", cache), console)
+            group_unit = "help file"
+        else:
+            raw, dropped, sources = bible.prepare_bible(src, tgt, cache_dir("wheels", cache), console)
+            group_unit = "book"
+        pairs, more = clean_pairs(raw, max_words)
+        dev_n, test_n = dev_size or BENCHMARK_HOLDOUT, test_size or BENCHMARK_HOLDOUT
+        splits = split_by_group(pairs, dev_n, test_n)
+        settings.update(dev_size=dev_n, test_size=test_n, split="by " + group_unit + " (sha1 order)")
+    else:
+        raw, sources = _user_pairs(name, path, src_file, tgt_file, max_words)
+        # Over-long/empty lines already raised; cleaning here only removes duplicate sources (no train/test leak).
+        pairs, more = clean_pairs(raw, max_words, drop_identical=False)
+        dropped = Counter()
+        dev_n = default_holdout_size(len(pairs)) if dev_size is None else dev_size
+        test_n = default_holdout_size(len(pairs)) if test_size is None else test_size
+        splits = split_random(pairs, dev_n, test_n, seed)
+        settings.update(dev_size=dev_n, test_size=test_n, seed=seed, split="random (seeded)")
+    if not splits["train"]:
+        raise UserError(f"recipe {name}: no training pairs left after filtering (see --max_words)")
+
+    manifest = {"recipe": name, "sources": sources, "settings": settings}
+    write_dataset(out_dir, splits, src, tgt, manifest, dropped + more, group_unit)
+    counts = ", ".join(f"{s} {len(v)}" for s, v in splits.items())
+    console.print(f"wrote {out_dir}: {counts} pairs in {time.perf_counter() - started:.1f}s")
+    return out_dir
+
+
+def _user_pairs(
+    name: str, path: str | None, src_file: str | None, tgt_file: str | None, max_words: int
+) -> tuple[list[Pair], list[dict[str, str]]]:
+    if name == "tsv":
+        if not path:
+            raise UserError("recipe tsv needs --path FILE.tsv (source<TAB>target per line)")
+        return userdata.tsv_pairs(path, max_words), [{"file": str(Path(path).resolve())}]
+    if not src_file or not tgt_file:
+        raise UserError("recipe parallel needs --src_file A and --tgt_file B (one segment per line, same count)")
+    pairs = userdata.parallel_pairs(src_file, tgt_file, max_words)
+    return pairs, [{"file": str(Path(src_file).resolve())}, {"file": str(Path(tgt_file).resolve())}]
