@@ -1,0 +1,177 @@
+"""The objective interface, its output, and the pieces every objective shares.
+
+Legend: B batch, T length, M memory, P predicted positions, I query rows, J keys, V vocab, d model dim.
+Masks are bool, True = may attend.
+
+An objective wraps the backbone: it samples *what* is predicted and in *which order* with a pure function of
+(batch, generator) — so tests can re-derive every mask by brute force — then runs the model and returns named,
+unweighted loss terms with their weights. The batch contract is in COMMON.md ("Batch").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from plmgen.config import ModelConfig, ObjectiveConfig
+from plmgen.masks import StreamMasks, stream_masks
+
+from .nsp import NSPHead, nsp_loss
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """Token ids an objective needs (defaults = plmgen.tokenizer's fixed special ids)."""
+
+    mask_id: int = 6
+    pad_id: int = 5
+    cls_id: int = 3
+    sep_id: int = 4
+    first_normal_id: int = 9  # random replacement tokens (DAE) are drawn from [first_normal_id, vocab_size)
+
+    @classmethod
+    def from_tokenizer(cls, tok) -> "SpecialIds":
+        return cls(mask_id=tok.mask_id, pad_id=tok.pad_id, cls_id=tok.cls_id, sep_id=tok.sep_id)
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: Tensor  # weighted total (scalar)
+    terms: dict[str, Tensor]  # named, unweighted loss terms
+    weights: dict[str, float]  # weight of each term in `loss`
+    n_tokens: dict[str, int]  # predicted tokens (or rows, for nsp) per term
+    mems: list[Tensor] | None  # new memory (detached) or None
+
+
+def combine(terms: dict[str, Tensor], weights: dict[str, float], n_tokens: dict[str, int],
+            mems: list[Tensor] | None) -> ObjectiveOutput:
+    """loss = Σ weight·term, the one place a total is formed."""
+    loss = sum(weights[k] * terms[k] for k in terms)
+    return ObjectiveOutput(loss=loss, terms=terms, weights=weights, n_tokens=n_tokens, mems=mems)
+
+
+class Objective(nn.Module):
+    """Base class: ``forward(model, batch, mems, generator) -> ObjectiveOutput``. Owns the optional NSP head."""
+
+    name: ClassVar[str] = ""
+    uses_mems: bool = False
+
+    def __init__(self, cfg: ObjectiveConfig, model_cfg: ModelConfig, special: SpecialIds | None = None):
+        super().__init__()
+        self.cfg, self.model_cfg = cfg, model_cfg
+        self.special = special or SpecialIds()
+        self.nsp = NSPHead(model_cfg.d_model) if cfg.nsp_weight > 0 else None
+
+    def forward(self, model, batch: dict, mems: list[Tensor] | None = None,
+                generator: torch.Generator | None = None) -> ObjectiveOutput:
+        raise NotImplementedError
+
+    def output(self, loss: Tensor, n: int, h: Tensor, batch: dict, mems: list[Tensor] | None) -> ObjectiveOutput:
+        """The objective's own term (+ the NSP term on the content states h [B, T, d] when enabled)."""
+        terms, weights, n_tokens = {self.name: loss}, {self.name: 1.0}, {self.name: n}
+        if self.nsp is not None:
+            terms["nsp"], n_tokens["nsp"] = nsp_loss(self.nsp, h, batch)
+            weights["nsp"] = self.cfg.nsp_weight
+        return combine(terms, weights, n_tokens, mems if self.uses_mems else None)
+
+
+class TwoStreamObjective(Objective):
+    """An objective that samples a factorization order and scores XLNet's query stream at its targets."""
+
+    uses_mems = True
+
+    def sample(self, batch: dict, generator: torch.Generator | None) -> StreamMasks:
+        raise NotImplementedError
+
+    def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
+        out, loss, n = two_stream_loss(model, batch, self.sample(batch, generator), mems)
+        return self.output(loss, n, out.h, batch, out.mems)
+
+
+# --- shared helpers ---------------------------------------------------------------------------------------------------
+
+def masked_ce(logits: Tensor, labels: Tensor, valid: Tensor) -> tuple[Tensor, int]:
+    """Mean cross-entropy over the valid entries -> (loss, count). logits [.., V], labels/valid [..].
+
+    Computed in fp32 (bf16 logits lose the small differences the loss is made of). With no valid entry the loss is
+    a zero that still carries a graph, so a step never breaks on an empty batch.
+    """
+    nll = F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), reduction="none")
+    w = valid.flatten().to(nll.dtype)
+    n = int(valid.sum())
+    return (nll * w).sum() / max(n, 1), n
+
+
+def eligible(batch: dict) -> Tensor:
+    """[B, T] bool: tokens that may be predicted (valid and not functional: SEP/CLS/padding never are)."""
+    valid = batch["valid"]
+    functional = batch.get("functional")
+    return valid if functional is None else valid & ~functional
+
+
+def reuse_len_of(batch: dict) -> int:
+    """The batch's reuse length (0 = none), checked against its length."""
+    R = int(batch.get("reuse_len") or 0)
+    T = batch["input_ids"].shape[1]
+    if not 0 <= R < T:
+        raise ValueError(f"batch reuse_len={R} must be in [0, T={T})")
+    return R
+
+
+def block_reuse(mask: Tensor, q_pos: Tensor, k_pos: Tensor, k_valid: Tensor, reuse_len: int) -> Tensor:
+    """Apply the reference's reuse rule to a mask [B, I, J] whose rows/keys sit at positions q_pos [B|1, I], k_pos.
+
+    Rows in the reuse part (pos < reuse_len) see no key outside it: their states are cached as memory for the next
+    segment, whose text overlaps the rest of this one. Rows after it see every valid reuse key (the reuse part comes
+    first in the factorization order). k_valid [B, J] marks real keys.
+    """
+    if reuse_len <= 0:
+        return mask
+    q_in = (q_pos < reuse_len)[:, :, None]  # [B|1, I, 1]
+    k_in = (k_pos < reuse_len)[:, None, :]  # [B|1, 1, J]
+    rest_sees_reuse = k_in & k_valid[:, None, :]
+    return torch.where(q_in, mask & k_in, torch.where(k_in, rest_sees_reuse, mask))
+
+
+def order_masks(rank: Tensor, valid: Tensor, num_predict: int, reuse_len: int = 0) -> StreamMasks:
+    """``masks.stream_masks`` for rank [B, T] with a static P = num_predict, plus the reuse rule.
+
+    A prediction that may see nothing (e.g. the first-ranked target of a reuse part that holds no context) is not
+    scored: its attention row would be fully masked, and a fully masked row attends *uniformly to every key* —
+    its own token included. Such rows get target_valid False (with memory they would be fine, but the masks do
+    not depend on it).
+    """
+    sm = stream_masks(rank, valid, num_predict)
+    content, query = sm.content, sm.query
+    if reuse_len > 0:
+        pos = torch.arange(rank.shape[1], device=rank.device)[None]
+        content = block_reuse(content, pos, pos, valid, reuse_len)
+        query = block_reuse(query, sm.target_pos, pos, valid, reuse_len) & sm.target_valid[:, :, None]
+    tvalid = sm.target_valid & query.any(-1)
+    return replace(sm, content=content, query=query & tvalid[:, :, None], target_valid=tvalid,
+                   target_mapping=sm.target_mapping & tvalid[:, :, None])
+
+
+def on_device(sm: StreamMasks, device) -> StreamMasks:
+    return StreamMasks(*(getattr(sm, f).to(device) for f in ("content", "query", "target_pos", "target_valid",
+                                                              "target_mapping")))
+
+
+def two_stream_loss(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | None):
+    """Run the two-stream model with masks sm and score the query stream at sm.target_pos -> (out, loss, n)."""
+    ids = batch["input_ids"]
+    sm = on_device(sm, ids.device)
+    out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=sm.content, query_mask=sm.query,
+                target_pos=sm.target_pos, mems=mems)
+    labels = torch.gather(ids, 1, sm.target_pos)  # [B, P]
+    loss, n = masked_ce(model.logits(out.g), labels, sm.target_valid)
+    return out, loss, n
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+    """U[0, 1) on the CPU: every sampler draws from a CPU generator, so a seed means the same masks everywhere."""
+    return torch.rand(shape, generator=generator)

@@ -1,0 +1,77 @@
+"""``dae``: BERT-style denoising auto-encoding on the Transformer-XL backbone (the paper's "DAE + Transformer-XL").
+
+Legend: B batch, T length, P predicted positions (static: ``dae_cap``), V vocab.
+
+``dae_corruption(batch, cfg, special, vocab_size, generator)`` is the pure function: per row it picks
+max(1, round(dae_prob·n)) of the n eligible tokens (as BERT's ``create_pretraining_data``), and replaces each by
+``<mask>`` (dae_mask_frac), a random ordinary token (dae_random_frac) or keeps it (the rest). One content stream,
+full bidirectional attention over the valid tokens (plus the reuse rule when the batch has ``reuse_len``), and the
+loss is the cross-entropy of ``model.logits(out.h)`` at the chosen positions against the original tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from plmgen.config import ObjectiveConfig
+from plmgen.masks import content_mask, target_positions
+
+from .base import (Objective, ObjectiveOutput, SpecialIds, block_reuse, eligible, masked_ce, reuse_len_of,
+                   uniform)
+
+KEEP, MASK, RANDOM = 1, 2, 3  # DAECorruption.kind values (0 = not predicted)
+
+
+@dataclass
+class DAECorruption:
+    input_ids: Tensor  # [B, T] corrupted input
+    kind: Tensor  # [B, T] long: 0 not predicted, KEEP / MASK / RANDOM
+    target_pos: Tensor  # [B, P] long
+    target_valid: Tensor  # [B, P] bool
+    content: Tensor  # [B, T, T] bool attention mask
+
+
+def dae_cap(T: int, cfg: ObjectiveConfig) -> int:
+    return max(1, round(cfg.dae_prob * T))
+
+
+def dae_corruption(batch: dict, cfg: ObjectiveConfig, special: SpecialIds, vocab_size: int,
+                   generator: torch.Generator | None = None) -> DAECorruption:
+    ids, valid = batch["input_ids"].cpu(), batch["valid"].cpu()
+    elig = eligible(batch).cpu()
+    B, T = ids.shape
+    n = elig.sum(1, keepdim=True)  # [B, 1]
+    count = torch.where(n > 0, torch.clamp(torch.round(cfg.dae_prob * n), min=1), n)
+    prio = torch.where(elig, uniform((B, T), generator), torch.full((B, T), -1.0))
+    place = torch.argsort(torch.argsort(prio, dim=1, descending=True), dim=1)  # 0 = highest priority
+    chosen = elig & (place < count)
+    u = uniform((B, T), generator)
+    kind = torch.where(u < cfg.dae_mask_frac, MASK, torch.where(u < cfg.dae_mask_frac + cfg.dae_random_frac, RANDOM, KEEP))
+    kind = torch.where(chosen, kind, 0)
+    rand_tok = torch.randint(special.first_normal_id, vocab_size, (B, T), generator=generator)
+    corrupted = torch.where(kind == MASK, special.mask_id, torch.where(kind == RANDOM, rand_tok, ids))
+    tpos, tvalid = target_positions(torch.where(chosen, torch.arange(T)[None], -1), dae_cap(T, cfg))
+    pos = torch.arange(T)[None]
+    content = block_reuse(content_mask(torch.full((B, T), -1), valid), pos, pos, valid, reuse_len_of(batch))
+    return DAECorruption(input_ids=corrupted, kind=kind, target_pos=tpos, target_valid=tvalid, content=content)
+
+
+class DAEObjective(Objective):
+    name = "dae"
+    uses_mems = True
+
+    def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
+        c = dae_corruption(batch, self.cfg, self.special, self.model_cfg.vocab_size, generator)
+        ids = batch["input_ids"]
+        dev = ids.device
+        out = model(c.input_ids.to(dev), seg_ids=batch.get("seg_ids"), content_mask=c.content.to(dev), mems=mems)
+        tpos = c.target_pos.to(dev)
+        h_t = torch.gather(out.h, 1, tpos[:, :, None].expand(-1, -1, out.h.shape[-1]))  # [B, P, d]
+        loss, n = masked_ce(model.logits(h_t), torch.gather(ids, 1, tpos), c.target_valid.to(dev))
+        return self.output(loss, n, out.h, batch, out.mems)
+
+
+OBJECTIVE = DAEObjective

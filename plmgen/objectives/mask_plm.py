@@ -1,0 +1,136 @@
+"""``mask-plm``: permutation LM in a *single* content stream, ``<mask>`` at the targets, order in the attention mask.
+
+Legend: B batch, T length, P predicted positions (static, as ``plm``), L = T + 2P rows, K = T + P keys, M memory,
+d model dim, V vocab.
+
+The seed article's alternative to two-stream attention. Targets and their order are sampled exactly as for ``plm``
+(``plm.plm_order``). The prediction of target t (rank r) must see the context, the *true* tokens of the targets
+ranked before it and ``<mask>`` for the rest. One row cannot be both a ``<mask>`` query and the true-token key that
+later targets read, and a ``<mask>`` row that later targets read must not itself have seen anything t may not
+(else it leaks through the layers). So every target appears three times, each row a real token embedding at the
+target's own (explicit) position:
+
+    A  [T rows]  the sequence with <mask> at every target; sees all of A (valid) — never a true target token
+    C  [P rows]  the true token of each target; sees A, itself and the C rows of lower rank
+    Q  [P rows]  <mask> at each target; sees A and the C rows of lower rank; the LM loss is read here
+
+Keys are A and C only (Q rows are never read), so the prediction of t sees exactly the context, ``<mask>`` at every
+target (the A rows) and the true tokens ranked before t — and, transitively, nothing more: A never sees C, a C row
+sees only lower-ranked C rows. ``mask_plm_layout`` is the pure function (leak-tested by a reachability closure);
+``rows_forward`` runs the backbone's layers on explicit positions (``XLNet.forward`` places content rows at
+0..T−1, which the C rows cannot use). Memory caches the A rows (``<mask>`` included, as in ``dae``); the reuse rule
+applies by position; ``attn_type: uni`` is not applied (the mask is the whole attention pattern here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from plmgen.attention import RelPos
+from plmgen.config import ObjectiveConfig
+from plmgen.masks import target_positions
+
+from .base import Objective, ObjectiveOutput, SpecialIds, block_reuse, masked_ce
+from .plm import num_predict_cap, plm_order
+
+
+@dataclass
+class MaskPLMLayout:
+    input_ids: Tensor  # [B, L] rows A ; C ; Q
+    pos: Tensor  # [B, L] position of each row in the segment
+    seg_ids: Tensor | None  # [B, L]
+    mask: Tensor  # [B, L, K] bool, True = row may attend key (keys = the first K rows)
+    rank: Tensor  # [B, T] the factorization order (−1 context)
+    target_pos: Tensor  # [B, P]
+    target_valid: Tensor  # [B, P]
+    T: int
+    P: int
+
+
+def mask_plm_layout(batch: dict, cfg: ObjectiveConfig, special: SpecialIds,
+                    generator: torch.Generator | None = None) -> MaskPLMLayout:
+    """The pure function of ``mask-plm``: sample targets and order as ``plm`` does, then lay out the rows."""
+    rank, _, R = plm_order(batch, cfg, generator)
+    P = num_predict_cap(rank.shape[1], R, cfg)
+    seg = batch.get("seg_ids")
+    return layout_from_order(batch["input_ids"].cpu(), batch["valid"].cpu(), None if seg is None else seg.cpu(),
+                             rank, R, P, special)
+
+
+def layout_from_order(ids: Tensor, valid: Tensor, seg: Tensor | None, rank: Tensor, R: int, P: int,
+                      special: SpecialIds) -> MaskPLMLayout:
+    """Rows A ; C ; Q and their mask for a given order rank [B, T] (reuse length R, P prediction rows)."""
+    B, T = ids.shape
+    tpos, tvalid = target_positions(rank, P)  # [B, P] by rank
+    is_tgt = rank >= 0
+    a_ids = torch.where(is_tgt, special.mask_id, ids)
+    c_ids = torch.where(tvalid, torch.gather(ids, 1, tpos), special.pad_id)
+    q_ids = torch.full_like(c_ids, special.mask_id)
+    pos = torch.cat([torch.arange(T).expand(B, T), tpos, tpos], dim=1)  # [B, L]
+    if seg is not None:
+        seg = torch.cat([seg, torch.gather(seg, 1, tpos), torch.gather(seg, 1, tpos)], dim=1)
+
+    r = torch.gather(rank, 1, tpos)  # [B, P] rank of each target row
+    earlier = (r[:, None, :] < r[:, :, None]) & tvalid[:, None, :]  # [B, P(row), P(key)]
+    eye_t = torch.eye(T, dtype=torch.bool)[None]
+    eye_p = torch.eye(P, dtype=torch.bool)[None] & tvalid[:, None, :]
+    sees_a = valid[:, None, :].expand(B, P, T)
+    a_rows = torch.cat([valid[:, None, :] | eye_t, torch.zeros(B, T, P, dtype=torch.bool)], dim=2)
+    c_rows = torch.cat([sees_a, earlier | eye_p], dim=2)
+    q_rows = torch.cat([sees_a, earlier], dim=2)
+    mask = torch.cat([a_rows, c_rows, q_rows], dim=1)  # [B, L, K]
+    k_valid = torch.cat([valid, tvalid], dim=1)
+    mask = block_reuse(mask, pos, pos[:, : T + P], k_valid, R)
+    return MaskPLMLayout(input_ids=torch.cat([a_ids, c_ids, q_ids], dim=1), pos=pos, seg_ids=seg, mask=mask,
+                         rank=rank, target_pos=tpos, target_valid=tvalid, T=T, P=P)
+
+
+def rows_forward(model, lay: MaskPLMLayout, mems: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor] | None]:
+    """The backbone's layers over rows at explicit positions -> (final rows [B, L, d], new memory of the A rows)."""
+    cfg = model.cfg
+    dev = model.word_embedding.weight.device
+    ids, pos, mask = lay.input_ids.to(dev), lay.pos.to(dev), lay.mask.to(dev)
+    B, _ = ids.shape
+    K = lay.T + lay.P
+    M = mems[0].shape[1] if mems else 0
+    x = model.dropout(model.word_embedding(ids))  # [B, L, d]
+    k_pos = torch.cat([torch.arange(M, device=dev).expand(B, M), M + pos[:, :K]], dim=1)  # memory first
+    rel = RelPos.build(M + pos, k_pos, cfg.d_model, cfg.clamp_len, cfg.bi_data)
+    table = model.dropout(rel.table)
+    seg_same = None
+    if lay.seg_ids is not None:
+        seg = lay.seg_ids.to(dev)
+        seg_k = torch.cat([seg.new_zeros(B, M), seg[:, :K]], dim=1)  # memory counts as segment 0
+        seg_same = seg[:, :, None] == seg_k[:, None, :]
+    if M:
+        mask = torch.cat([torch.ones(B, mask.shape[1], M, dtype=torch.bool, device=dev), mask], dim=2)
+    new_mems: list[Tensor] | None = [] if cfg.mem_len > 0 else None
+    for i in range(cfg.n_layer):
+        mem = mems[i] if M else None
+        if new_mems is not None:
+            new_mems.append(model.cache_mem(x[:, : lay.T], mem))
+        keys = x[:, :K] if mem is None else torch.cat([mem.to(x.dtype), x[:, :K]], dim=1)
+        k, v = model.layers[i].rel_attn.keys_values(keys)
+        rk = model.layers[i].rel_attn.project_table(table)
+        x = model.layer_step(i, x, k, v, rk, rel.index, seg_same, mask)
+    return model.dropout(x), new_mems
+
+
+class MaskPLMObjective(Objective):
+    name = "mask-plm"
+    uses_mems = True
+
+    def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
+        lay = mask_plm_layout(batch, self.cfg, self.special, generator)
+        rows, new_mems = rows_forward(model, lay, mems)
+        ids = batch["input_ids"]
+        tpos, tvalid = lay.target_pos.to(ids.device), lay.target_valid.to(ids.device)
+        q = rows[:, lay.T + lay.P :]  # [B, P, d] the Q rows
+        loss, n = masked_ce(model.logits(q), torch.gather(ids, 1, tpos), tvalid)
+        return self.output(loss, n, rows[:, : lay.T], batch, new_mems)
+
+
+OBJECTIVE = MaskPLMObjective
