@@ -31,8 +31,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+@dataclasses.dataclass
 class YamlConfig:
-    """Mixin: dict/YAML round trip for a (possibly nested) config dataclass."""
+    """Mixin: dict/YAML round trip for a (possibly nested) config dataclass.
+
+    It is itself a (field-less) dataclass so jsonargparse treats every config as a plain dataclass: flags like
+    ``--model.d_model`` appear in ``--help`` and a bad key gives a one-line error.
+    """
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[arg-type]
@@ -85,7 +90,9 @@ def _type_hints(cls: type) -> dict[str, Any]:
 
 def _check(cond: bool, cls: str, msg: str) -> None:
     if not cond:
-        raise ValueError(f"{cls}: {msg}")
+        from .errors import UserError  # a ValueError: the CLI prints it as one line
+
+        raise UserError(f"{cls}: {msg}")
 
 
 @dataclasses.dataclass

@@ -1,0 +1,153 @@
+"""PLMModule: the LightningModule around an injected XLNet backbone and an injected objective.
+
+One shared step for training and validation: the objective turns (model, batch, mems) into named loss terms; this
+module logs them, keeps Transformer-XL memory between training batches and owns the optimiser/schedule.
+
+Legend: B batch rows, M memory length, d model dim.
+
+Memory: with ``objective.uses_mems`` the mems of training batch k feed batch k+1 (the pre-training pipeline makes
+row b of consecutive batches continue the same text stream). Rows whose stream restarted (``stream_reset``) get
+no memory: if every row restarted the mems are dropped; if only some did, those rows' mems are zeroed (the model
+always attends to memory, so zero states are the nearest thing to "none" it has). Validation never uses or
+changes the training mems: each validation batch starts cold, so validation loss does not depend on the step at
+which it runs. Mems are not saved in checkpoints; a resumed run starts its first batch without memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch import Tensor, nn
+
+NO_DECAY_NAMES = ("r_w_bias", "r_r_bias", "r_s_bias", "mask_emb", "layer_norm", "lm_bias")
+
+
+def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices only; never on biases, LayerNorm, u/v/b biases or mask_emb."""
+    decay, no_decay, seen = [], [], set()
+    for module in modules:
+        for name, p in module.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            skip = p.ndim < 2 or name.endswith("bias") or any(k in name for k in NO_DECAY_NAMES)
+            (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_linear(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up over ``warmup`` steps, then linear decay to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 1.0 - (1.0 - min_ratio) * frac
+
+
+class PLMModule(L.LightningModule):
+    """``PLMModule(model, objective, train_cfg, meta)``; ``meta`` (plain dict: the experiment config, tokenizer
+    path) is stored under ``checkpoint["plmgen"]`` so ``plmgen.train.load_checkpoint`` can rebuild everything."""
+
+    def __init__(self, model: nn.Module, objective: nn.Module, train_cfg, meta: dict | None = None) -> None:
+        super().__init__()
+        self.model, self.objective, self.train_cfg = model, objective, train_cfg
+        self.meta = meta or {}
+        self._mems: list[Tensor] | None = None
+        self._val_sums: dict[str, list[Tensor]] = {}
+
+    # -- the shared step -------------------------------------------------------------------------------------------
+    def _mems_for(self, batch: dict) -> list[Tensor] | None:
+        mems = self._mems
+        if mems is None or not self.objective.uses_mems:
+            return None
+        if mems[0].shape[0] != batch["input_ids"].shape[0]:
+            return None  # a batch of another size (parallel data's last batch): nothing to continue
+        reset = batch.get("stream_reset")
+        if reset is not None and bool(reset.any()):
+            if bool(reset.all()):
+                return None
+            keep = (~reset).to(mems[0].dtype)[:, None, None]  # [B, 1, 1]
+            mems = [m * keep for m in mems]
+        return mems
+
+    def step(self, batch: dict, stage: str):
+        training = stage == "train"
+        mems = self._mems_for(batch) if training else None
+        out = self.objective(self.model, batch, mems=mems)
+        if not torch.isfinite(out.loss.detach()):
+            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
+            raise FloatingPointError(
+                f"non-finite {stage} loss {float(out.loss)} at step {self.global_step} ({terms}); lower train.lr, "
+                f"raise train.warmup_steps or use train.precision 32")
+        if training and self.objective.uses_mems:
+            self._mems = [m.detach() for m in out.mems] if out.mems else None
+        return out
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        out = self.step(batch, "train")
+        B = int(batch["input_ids"].shape[0])
+        self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=B)
+        for name, value in out.terms.items():
+            self.log(f"train/{name}", value.detach(), batch_size=B)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False, batch_size=B)
+        return out.loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.step(batch, "val")
+        # Token-weighted sums, reduced over devices at the end: the mean per token, not a mean of batch means.
+        for name, value in [("loss", out.loss)] + list(out.terms.items()):
+            n = 1 if name == "loss" else max(1, int(out.n_tokens.get(name, 1)))
+            s = self._val_sums.setdefault(name, [torch.zeros((), device=self.device, dtype=torch.float64)] * 2)
+            s[0] = s[0] + value.detach().double() * n
+            s[1] = s[1] + n
+
+    def on_validation_epoch_end(self) -> None:
+        for name, (total, count) in self._val_sums.items():
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")
+            mean = float(total / count.clamp_min(1))
+            self.log(f"val/{name}", mean, prog_bar=name == "loss", sync_dist=False)
+            if name != "loss":  # perplexity per token of each loss term
+                self.log(f"val/ppl_{name}", math.exp(min(mean, 50.0)), sync_dist=False)
+        self._val_sums = {}
+
+    # -- optimisation ----------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        c = self.train_cfg
+        opt = torch.optim.AdamW(param_groups([self.model, self.objective], c.weight_decay), lr=c.lr,
+                                betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_linear(s, c.warmup_steps, c.max_steps, c.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoint metadata (plain dicts: loadable with torch.load(weights_only=True)) -----------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["plmgen"] = self.meta
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoint writes as a temp file in the target folder + fsync + ``os.replace`` (atomic on one filesystem).
+
+    Lightning's own ``_atomic_save`` stages the file in an fsspec transaction whose temp file sits in the system
+    temp dir and is ``shutil.move``-d into place: across filesystems that is a copy, not atomic.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

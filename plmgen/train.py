@@ -1,0 +1,263 @@
+"""``python cli.py train``: pre-train or fine-tune an XLNet with Lightning; ``load_checkpoint`` for everything else.
+
+A run lives in one folder (``runs/<name>`` unless ``--out_dir``):
+
+    config.yaml          the resolved ExperimentConfig (vocab size set from the tokenizer)
+    tokenizer.model      sentencepiece model (+ .vocab): given, taken from --init_from, or trained on the train split
+    checkpoints/         last.ckpt (every validation and at the end) and best-step=N.ckpt (lowest val/loss)
+    logs/csv, logs/tb    CSV and TensorBoard logs
+
+Checkpoints are written through :class:`plmgen.lit.AtomicCheckpointIO` (temp file in the same folder, fsync, ``os.replace``).
+Lightning's own ``_atomic_save`` writes into an fsspec transaction whose temp file lives in the system temp dir
+and is then ``shutil.move``-d; when /tmp is another filesystem that move is a copy, and a crash mid-copy leaves a
+truncated ``last.ckpt`` - hence our own IO. Every checkpoint keeps the experiment config and tokenizer path as plain
+data under ``checkpoint["plmgen"]``, so ``torch.load(..., weights_only=True)`` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, TrainConfig
+from plmgen.errors import UserError
+
+# Fields that fix the backbone's parameter shapes: --init_from takes them from the checkpoint.
+SHAPE_FIELDS = ("vocab_size", "d_model", "n_layer", "n_head", "d_inner", "untie_r", "ff_activation")
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: nn.Module  # XLNet, eval mode, on CPU
+    objective: nn.Module  # the objective it was trained with (its own heads loaded)
+    config: ExperimentConfig
+    tokenizer_path: str | None
+
+
+def make_objective(cfg: ExperimentConfig, tokenizer) -> nn.Module:
+    """The objective named by ``cfg.objective`` (registry in plmgen.objectives)."""
+    from plmgen.objectives import SpecialIds, build_objective
+
+    special = SpecialIds.from_tokenizer(tokenizer) if tokenizer is not None else None
+    return build_objective(cfg.objective, cfg.model, special)
+
+
+def train(
+    name: str = "run",
+    model: ModelConfig = ModelConfig(),
+    objective: ObjectiveConfig = ObjectiveConfig(),
+    data: DataConfig = DataConfig(),
+    train: TrainConfig = TrainConfig(),
+    out_dir: str | None = None,
+    tokenizer: str | None = None,
+    init_from: str | None = None,
+    resume: str | None = None,
+) -> Path:
+    """Pre-train or fine-tune an XLNet; returns the run folder.
+
+    Args:
+        name: run name; the run folder is runs/<name> unless out_dir is given.
+        model: backbone hyper-parameters.
+        objective: training objective (name and its knobs).
+        data: data pipeline (kind pretrain or parallel).
+        train: optimisation and Trainer settings.
+        out_dir: run folder (default runs/<name>).
+        tokenizer: sentencepiece .model to use (default: the run folder's, trained on the train split if missing).
+        init_from: checkpoint to start from (backbone weights; the objective's own too when its name matches).
+        resume: continue a run: "last" (the run folder's last.ckpt) or a checkpoint path.
+    """
+    cfg = ExperimentConfig(name=name, out_dir=out_dir, tokenizer=tokenizer, model=model, objective=objective,
+                           data=data, train=train)
+    return run_training(cfg, init_from=init_from, resume=resume).run_dir
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    trainer: Any
+    module: Any
+
+
+def run_training(cfg: ExperimentConfig, *, init_from: str | None = None, resume: str | None = None,
+                 objective: nn.Module | None = None, callbacks: list | None = None) -> RunResult:
+    """The train command without the CLI (tests inject ``objective``; the default comes from the registry)."""
+    run_dir = cfg.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    if resume and init_from:
+        raise UserError("--resume and --init_from exclude each other (resume restores all weights)")
+    ckpt_path = _resume_path(resume, ckpt_dir)
+    if ckpt_path is None and (ckpt_dir / "last.ckpt").exists():
+        raise UserError(f"{run_dir} already holds a run; pass --resume last to continue it, or another --name/--out_dir")
+
+    import lightning as L  # after the argument checks: a bad flag answers at once
+
+    from plmgen.data.module import PLMDataModule
+    from plmgen.lit import PLMModule
+    from plmgen.model import XLNet
+
+    init = load_checkpoint(init_from) if init_from else None
+    if init is not None:
+        init_model = init.config.model
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **{f: getattr(init_model, f) for f in SHAPE_FIELDS}))
+    tok, tok_path = _tokenizer(cfg, run_dir, init.tokenizer_path if init else None)
+    if tok.vocab_size != cfg.model.vocab_size:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
+    cfg = dataclasses.replace(cfg, tokenizer=str(tok_path))
+    cfg.to_yaml(run_dir / "config.yaml")
+
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    backbone = XLNet(cfg.model)
+    objective = objective if objective is not None else make_objective(cfg, tok)
+    if init is not None:
+        _init_weights(backbone, objective, init, cfg)
+    module = PLMModule(backbone, objective, cfg.train, meta={"config": cfg.to_dict(), "tokenizer": str(tok_path)})
+    datamodule = PLMDataModule(cfg, tok)
+    trainer = _trainer(cfg, ckpt_dir, run_dir, callbacks or [])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # the final state, whatever the val schedule
+    return RunResult(run_dir, trainer, module)
+
+
+def _resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
+    if not resume:
+        return None
+    path = ckpt_dir / "last.ckpt" if resume == "last" else Path(resume)
+    if not path.is_file():
+        raise UserError(f"--resume: {path} not found")
+    return path
+
+
+def _tokenizer(cfg: ExperimentConfig, run_dir: Path, init_tokenizer: str | None):
+    """Load the given / inherited / run folder's tokenizer, or train one on the train split; keep a copy in run_dir."""
+    from plmgen.tokenizer import Tokenizer
+
+    local = run_dir / "tokenizer.model"
+    source = cfg.tokenizer or init_tokenizer
+    if source and Path(source).resolve() != local.resolve():
+        tok = Tokenizer.load(source)  # validates before copying
+        for ext in ("model", "vocab"):
+            src = Path(source).with_suffix("." + ext)
+            if src.is_file():
+                _atomic_copy(src, local.with_suffix("." + ext))
+        return Tokenizer.load(local), local
+    if local.is_file():
+        return Tokenizer.load(local), local
+    texts = [line for doc in _tokenizer_documents(cfg) for line in doc]
+    Tokenizer.train(texts, out_prefix=run_dir / "tokenizer", vocab_size=cfg.model.vocab_size, seed=cfg.train.seed)
+    return Tokenizer.load(local), local
+
+
+def _tokenizer_documents(cfg: ExperimentConfig) -> list[list[str]]:
+    from plmgen.data.module import pretrain_documents
+
+    if cfg.data.kind == "pretrain":
+        return pretrain_documents(cfg, "train")
+    from plmgen.data.splits import load_pairs
+
+    pairs = load_pairs(cfg.data.path, "train")
+    return [[s for s, _ in pairs], [t for _, t in pairs]]
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _init_weights(backbone: nn.Module, objective: nn.Module, init: LoadedCheckpoint, cfg: ExperimentConfig) -> None:
+    backbone.load_state_dict(init.model.state_dict())
+    if init.config.objective.name == cfg.objective.name:
+        try:
+            objective.load_state_dict(init.objective.state_dict())
+        except RuntimeError as e:  # same objective, other head shapes (e.g. length classes): backbone only
+            print(f"note: --init_from: objective weights not loaded ({str(e).splitlines()[0]})")
+
+
+def _trainer(cfg: ExperimentConfig, ckpt_dir: Path, run_dir: Path, callbacks: list):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from plmgen.lit import AtomicCheckpointIO
+
+    t = cfg.train
+    has_val = cfg.data.kind == "parallel" or (cfg.data.use_benchmark_text and cfg.data.val_batches > 0)
+    if has_val:
+        ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{step}", monitor="val/loss", mode="min",
+                               save_top_k=1, save_last=True, auto_insert_metric_name=True)
+    else:
+        ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="{step}", every_n_train_steps=t.val_every, save_top_k=1,
+                               save_last=True)
+    callbacks = [ckpt, *callbacks]
+    if t.progress_bar:
+        callbacks.append(RichProgressBar())
+    return L.Trainer(
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=t.precision,
+        gradient_clip_val=t.grad_clip or None,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        val_check_interval=t.val_every if has_val else None,
+        check_val_every_n_epoch=None,
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every,
+        default_root_dir=run_dir,
+        callbacks=callbacks,
+        logger=[CSVLogger(run_dir / "logs", name="csv"), TensorBoardLogger(run_dir / "logs", name="tb")],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+    )
+
+
+# -- loading ---------------------------------------------------------------------------------------------------------
+def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
+    """A plmgen Lightning checkpoint -> backbone + objective with weights, the experiment config, tokenizer path."""
+    from plmgen.model import XLNet
+    from plmgen.tokenizer import Tokenizer
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    meta = ckpt.get("plmgen") if isinstance(ckpt, dict) else None
+    if not meta or "config" not in meta:
+        raise UserError(f"{path}: not a plmgen training checkpoint (no 'plmgen' entry)")
+    cfg = ExperimentConfig.from_dict(meta["config"])
+    tok_path = _checkpoint_tokenizer(path, meta.get("tokenizer"))
+    model = XLNet(cfg.model)
+    state = ckpt["state_dict"]
+    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    tok = Tokenizer.load(tok_path) if tok_path else None
+    objective = make_objective(cfg, tok)
+    objective.load_state_dict({k[len("objective."):]: v for k, v in state.items() if k.startswith("objective.")})
+    return LoadedCheckpoint(model.eval(), objective.eval(), cfg, tok_path)
+
+
+def _checkpoint_tokenizer(ckpt_path: Path, recorded: str | None) -> str | None:
+    """The run folder's tokenizer next to the checkpoint (runs move), else the path recorded at training time."""
+    beside = ckpt_path.resolve().parent.parent / "tokenizer.model"
+    if beside.is_file():
+        return str(beside)
+    return recorded if recorded and Path(recorded).is_file() else None

@@ -1,0 +1,50 @@
+"""Every shipped experiment config loads and validates; config validation errors name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from plmgen.errors import UserError
+
+CONFIGS = sorted((Path(__file__).parent.parent / "experiments" / "configs").glob("*.yaml"))
+
+
+def test_the_three_standard_configs_exist():
+    assert {"tiny", "small-cpu", "base"} <= {p.stem for p in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_loads_and_round_trips(path, tmp_path):
+    cfg = ExperimentConfig.from_yaml(path)
+    assert cfg.name == path.stem
+    cfg.to_yaml(tmp_path / "again.yaml")
+    assert ExperimentConfig.from_yaml(tmp_path / "again.yaml") == cfg
+
+
+def test_base_is_xlnet_base_scale():
+    cfg = ExperimentConfig.from_yaml(next(p for p in CONFIGS if p.stem == "base"))
+    m = cfg.model
+    assert (m.d_model, m.n_layer, m.n_head, m.d_inner, m.mem_len, m.reuse_len, m.bi_data) == (768, 12, 12, 3072, 384, 256, True)
+    assert cfg.data.seq_len == 512 and cfg.objective.perm_size == 256 and cfg.data.batch_size % 2 == 0
+
+
+@pytest.mark.parametrize("make,field", [
+    (lambda: TrainConfig(precision="16"), "precision"),
+    (lambda: TrainConfig(max_steps=0), "max_steps"),
+    (lambda: DataConfig(kind="stream"), "kind"),
+    (lambda: ExperimentConfig(data=DataConfig(seq_len=10), model=ModelConfig(reuse_len=8)), "seq_len"),
+    (lambda: ExperimentConfig(data=DataConfig(batch_size=3), model=ModelConfig(bi_data=True)), "bi_data"),
+])
+def test_bad_values_name_the_field(make, field):
+    with pytest.raises(UserError, match=field):
+        make()
+
+
+def test_unknown_yaml_key_is_an_error(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  max_stepz: 3\n")
+    with pytest.raises(ValueError, match="max_stepz"):
+        ExperimentConfig.from_yaml(p)

@@ -1,0 +1,154 @@
+"""PLMModule + the Lightning run: learning, memory across batches, resume, non-finite loss, optimiser groups."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from train_helpers import StandInObjective, make_dataset, make_tokenizer
+
+from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
+from plmgen.lit import param_groups, warmup_linear
+from plmgen.model import XLNet
+from plmgen.train import run_training
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lit")
+    data = make_dataset(root)
+    return data, make_tokenizer(root, data).path
+
+
+@pytest.fixture(scope="module")
+def small_assets(tmp_path_factory, assets):
+    """A corpus so short that 16 streams wrap after a few batches."""
+    return make_dataset(tmp_path_factory.mktemp("small"), n_train=12), assets[1]
+
+
+def config(assets, tmp_path, batch_size=4, **train) -> ExperimentConfig:
+    data, tok = assets
+    model = ModelConfig.named("tiny", vocab_size=120, mem_len=8, reuse_len=8)
+    t = TrainConfig(**{**dict(max_steps=6, lr=3e-3, warmup_steps=2, val_every=3, log_every=1, progress_bar=False,
+                              accelerator="cpu", devices=1), **train})
+    return ExperimentConfig(name="t", out_dir=str(tmp_path / "run"), tokenizer=tok, model=model,
+                            data=DataConfig(path=str(data), seq_len=24, batch_size=batch_size, val_batches=2), train=t)
+
+
+class Record(L.Callback):
+    def __init__(self):
+        self.losses, self.start = [], None
+
+    def on_train_start(self, trainer, module):
+        opt = trainer.optimizers[0]
+        self.start = dict(step=trainer.global_step, next_batch=trainer.datamodule.next_batch,
+                          opt={k: {n: v.clone() for n, v in s.items()} for k, s in opt.state_dict()["state"].items()},
+                          lr=opt.param_groups[0]["lr"])
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_loss_decreases(assets, tmp_path):
+    rec = Record()
+    run_training(config(assets, tmp_path, max_steps=30, val_every=30), objective=StandInObjective(), callbacks=[rec])
+    first, last = sum(rec.losses[:5]) / 5, sum(rec.losses[-5:]) / 5
+    assert last < first - 0.5, (first, last)
+
+
+def test_mems_carry_across_batches_and_reset_with_the_stream(small_assets, tmp_path):
+    obj = StandInObjective()
+    cfg = config(small_assets, tmp_path, batch_size=16, max_steps=8, val_every=4)
+    result = run_training(cfg, objective=obj)
+    chunks = result.trainer.datamodule.train_dataloader().dataset.chunks_per_pass
+    assert chunks < 8  # the run wraps the streams at least once
+    train = [(k, m, out) for training, k, m, out in obj.seen_mems if training]
+    assert [k for k, _, _ in train] == list(range(8))
+    for (k, mems, _), (_, _, prev_out) in zip(train[1:], train[:-1]):
+        if k % chunks == 0:
+            assert mems is None, f"batch {k} starts the streams again but got memory"
+            continue
+        assert mems is not None, f"batch {k} continues batch {k - 1} but got no memory"
+        assert len(mems) == cfg.model.n_layer and mems[0].shape == (16, 8, cfg.model.d_model)
+        assert all(torch.equal(m, p) for m, p in zip(mems, prev_out)) and not mems[0].requires_grad
+    val = [m for training, _, m, _ in obj.seen_mems if not training]
+    assert len(val) >= 2 and all(m is None for m in val)  # validation never uses the training memory
+
+
+class StopAt(L.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        trainer.should_stop = trainer.global_step >= self.step
+
+
+def test_resume_continues_steps_optimizer_and_data(assets, tmp_path):
+    """6 steps + resume to 9 == 9 uninterrupted steps (mem_len 0: memory is the one thing not checkpointed)."""
+    def cfg(path, steps):
+        c = config(assets, path, max_steps=steps)
+        c.model.mem_len = 0
+        return c
+
+    straight = run_training(cfg(tmp_path / "a", 9), objective=StandInObjective())
+    first = run_training(cfg(tmp_path / "b", 9), objective=StandInObjective(), callbacks=[StopAt(6)])  # "crash" at 6
+    ckpt = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6 and ckpt["PLMDataModule"] == {"next_batch": 6}
+    rec = Record()
+    resumed = run_training(cfg(tmp_path / "b", 9), objective=StandInObjective(), resume="last", callbacks=[rec])
+    assert rec.start["step"] == 6 and rec.start["next_batch"] == 6
+    saved = ckpt["optimizer_states"][0]["state"]
+    assert saved and len(rec.start["opt"]) == len(saved)
+    for i, state in saved.items():
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(rec.start["opt"][i][name], state[name])
+    assert resumed.trainer.global_step == 9
+    for (n, a), (_, b) in zip(straight.module.state_dict().items(), resumed.module.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=f"{n} differs after resume")
+    assert first.trainer.global_step == 6
+
+
+def test_existing_run_needs_resume(assets, tmp_path):
+    from plmgen.errors import UserError
+
+    run_training(config(assets, tmp_path, max_steps=1), objective=StandInObjective())
+    with pytest.raises(UserError, match="--resume last"):
+        run_training(config(assets, tmp_path, max_steps=2), objective=StandInObjective())
+
+
+class NanAt(StandInObjective):
+    def forward(self, model, batch, mems=None, generator=None):
+        out = super().forward(model, batch, mems, generator)
+        if batch.get("batch_index") == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+
+def test_non_finite_loss_names_the_step(assets, tmp_path):
+    with pytest.raises(FloatingPointError, match="at step 3"):
+        run_training(config(assets, tmp_path, max_steps=6, val_every=10), objective=NanAt())
+
+
+def test_bf16_mixed_runs_on_cpu(assets, tmp_path):
+    result = run_training(config(assets, tmp_path, max_steps=2, precision="bf16-mixed"), objective=StandInObjective())
+    assert result.trainer.global_step == 2
+
+
+def test_no_weight_decay_on_biases_norms_and_attention_biases():
+    model = XLNet(ModelConfig.named("tiny"))
+    decay, no_decay = param_groups([model], 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert {"mask_emb", "r_w_bias", "r_r_bias", "r_s_bias", "lm_bias"} <= skipped
+    assert all("layer_norm" in n or n.endswith("bias") or n in {"mask_emb", "r_w_bias", "r_r_bias", "r_s_bias", "lm_bias"}
+               for n in skipped)
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "word_embedding.weight" in decayed and any(n.endswith("ff.layer_1.weight") for n in decayed)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+def test_warmup_then_linear_decay():
+    lrs = [warmup_linear(s, 4, 12, 0.1) for s in range(13)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4] == 1.0 and abs(lrs[12] - 0.1) < 1e-9
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))

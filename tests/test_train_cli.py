@@ -1,0 +1,103 @@
+"""``python cli.py train``: config file + flag overrides, run folder, load_checkpoint, --init_from, DDP, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from train_helpers import make_dataset
+
+from plmgen.config import ExperimentConfig
+from plmgen.train import load_checkpoint, run_training
+
+ROOT = Path(__file__).parent.parent
+TINY = ROOT / "experiments" / "configs" / "tiny.yaml"
+
+
+def cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), "train", "--config", str(TINY), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("cli"))
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    res = cli("--data.path", str(data), "--out_dir", str(out), "--train.max_steps", "4", "--train.val_every", "2",
+              "--model.mem_len", "8", "--train.progress_bar", "false")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out
+
+
+def test_run_folder_holds_config_tokenizer_checkpoints_logs(run):
+    cfg = ExperimentConfig.from_yaml(run / "config.yaml")
+    assert cfg.model.mem_len == 8 and cfg.train.max_steps == 4  # flags override the file
+    assert cfg.model.d_model == 32  # ... which supplies the rest
+    assert (run / "tokenizer.model").is_file() and cfg.tokenizer == str(run / "tokenizer.model")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "checkpoints").glob("best-*.ckpt"))
+    assert list((run / "logs" / "csv").rglob("metrics.csv")) and list((run / "logs" / "tb").rglob("events.*"))
+    metrics = next((run / "logs" / "csv").rglob("metrics.csv")).read_text()
+    assert "val/loss" in metrics and "val/ppl_plm" in metrics
+
+
+def test_load_checkpoint_rebuilds_model_objective_and_config(run):
+    loaded = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4 and loaded.config.objective.name == "plm"
+    torch.testing.assert_close(loaded.model.word_embedding.weight, ckpt["state_dict"]["model.word_embedding.weight"])
+    assert Path(loaded.tokenizer_path) == run / "tokenizer.model"
+
+
+class FirstWeights(L.Callback):
+    def on_train_start(self, trainer, module):
+        self.model = {k: v.clone() for k, v in module.model.state_dict().items()}
+
+
+def test_init_from_starts_from_the_pretrained_backbone(run, data, tmp_path):
+    cfg = ExperimentConfig.from_yaml(run / "config.yaml")
+    cfg.out_dir, cfg.tokenizer = str(tmp_path / "ft"), None
+    cfg.objective.name = "dae"  # another objective: backbone only
+    cfg.model.vocab_size, cfg.model.d_model = 999, 64  # shapes come from the checkpoint
+    cfg.model.n_head = 4
+    cfg.train.max_steps, cfg.train.progress_bar = 1, False
+    rec = FirstWeights()
+    run_training(cfg, init_from=str(run / "checkpoints" / "last.ckpt"), callbacks=[rec])
+    pre = load_checkpoint(run / "checkpoints" / "last.ckpt").model.state_dict()
+    for k, v in pre.items():
+        torch.testing.assert_close(rec.model[k], v, msg=k)
+    assert (tmp_path / "ft" / "tokenizer.model").read_bytes() == (run / "tokenizer.model").read_bytes()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--train.max_stepz", "3"], "max_stepz"),
+    (["--train.precision", "16"], "precision"),
+    (["--objective.name", "bogus"], "objective"),
+    (["--resume", "last", "--out_dir", "/nonexistent/run"], "--resume"),
+])
+def test_bad_flag_is_one_error_line(args, needle, data):
+    res = cli("--data.path", str(data), *args, timeout=60)
+    assert res.returncode == 2, res.stderr[-2000:]
+    errors = [i for i, line in enumerate(res.stderr.splitlines()) if line.startswith("error:")]
+    assert len(errors) == 1 and needle in "\n".join(res.stderr.splitlines()[errors[0]:])
+    assert "Traceback" not in res.stderr
+
+
+def test_two_process_cpu_ddp(data, tmp_path):
+    out = tmp_path / "ddp"
+    res = cli("--data.path", str(data), "--out_dir", str(out), "--train.max_steps", "3", "--train.val_every", "3",
+              "--train.strategy", "ddp", "--train.devices", "2", "--train.accelerator", "cpu",
+              "--train.progress_bar", "false", timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3 and ckpt["PLMDataModule"] == {"next_batch": 3}
