@@ -1,0 +1,26 @@
+"""Benchmarks printing ratios against a reference measured in the same run: ``python cli.py bench WHAT``.
+
+Each benchmark is ``plmgen/benchmarks/<what>.py`` with a ``run(...)`` function.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import UserError
+
+BENCHMARKS = ("backbone", "train", "decode")
+
+
+def bench(what: str, steps: int | None = None, batch: int | None = None) -> None:
+    """Run one benchmark.
+
+    Args:
+        what: which benchmark (backbone, train, decode).
+        steps: timed steps (None = the benchmark's default; 3 for a quick smoke run).
+        batch: batch size (None = the benchmark's default).
+    """
+    if what not in BENCHMARKS:
+        raise UserError(f"unknown benchmark {what!r}; choose one of {', '.join(BENCHMARKS)}")
+    kwargs = {k: v for k, v in dict(steps=steps, batch=batch).items() if v is not None}
+    importlib.import_module(f"{__name__}.{what}").run(**kwargs)

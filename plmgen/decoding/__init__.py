@@ -1,0 +1,9 @@
+"""Any-order query-stream decoding: exact incremental cache, order strategies, search, refinement.
+
+    from plmgen.decoding import decode, score, Hypothesis, ORDERS, get_order
+"""
+
+from .orders import ORDERS, get_order
+from .search import Hypothesis, decode, score
+
+__all__ = ["ORDERS", "Hypothesis", "decode", "get_order", "score"]

@@ -1,0 +1,380 @@
+"""``generate``: translate sources with a fine-tuned seq2seq checkpoint along any decoding order.
+
+Legend: B sources in a batch, K length candidates.
+
+Flow: load the checkpoint (``plmgen.train.load_checkpoint``) and its tokenizer -> read sources (a file, or a split
+of the prepared data folder) -> choose each target length (``predict`` | ``oracle`` | a fixed ``N``; with
+``--length_beam K`` the top-K predicted lengths are all decoded and the best length-normalised log-probability
+wins) -> ``plmgen.decoding.decode`` in length-sorted batches -> detokenized hypotheses written atomically.
+``--trace`` writes one JSON line per sentence with the target positions filled at every step; ``--evaluate``
+scores against the references with sacrebleu. ``--orders a,b,c`` (optionally × ``--lengths``) runs a grid and writes
+a markdown table (BLEU, chrF, steps, tokens/s) plus PNG plots.
+
+An order spec is a strategy name from ``plmgen.decoding.ORDERS``, optionally with ``@K`` (positions filled per
+step, e.g. ``parallel@4``) or ``@P`` with 0 < P < 1 (a confidence threshold, e.g. ``threshold@0.7``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from plmgen.config import DecodeConfig, atomic_write_text
+from plmgen.errors import UserError
+from plmgen.length import LengthMode, parse_length_mode, select_best, top_lengths
+
+PRECISION = {"32": False, "fp32": False, "bf16": True, "bf16-mixed": True}
+
+
+@dataclass
+class Translator:
+    """A loaded checkpoint ready to decode: backbone, length head (if the objective has one), tokenizer, config."""
+
+    model: torch.nn.Module
+    objective: torch.nn.Module
+    tokenizer: object
+    config: object  # ExperimentConfig
+    path: str
+
+    @property
+    def length_head(self):
+        return getattr(self.objective, "length_head", None)
+
+    @property
+    def max_src_len(self) -> int:
+        from plmgen.data.parallel import split_limits
+
+        d = self.config.data
+        return split_limits(d.seq_len, d.max_src_len, d.max_tgt_len)[0]
+
+
+@dataclass
+class RunResult:
+    """One decoding run (an order × a length mode) over all inputs."""
+
+    order: str
+    length: str
+    hyps: list[str]
+    hypotheses: list  # plmgen.decoding.Hypothesis per input
+    seconds: float
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(h.tokens) for h in self.hypotheses)
+
+    @property
+    def steps(self) -> float:
+        return sum(h.steps for h in self.hypotheses) / max(1, len(self.hypotheses))
+
+
+def load_translator(checkpoint: str) -> Translator:
+    """The checkpoint's model + objective + tokenizer, checked against each other (UserError on a mismatch)."""
+    from plmgen.tokenizer import Tokenizer
+    from plmgen.train import load_checkpoint
+
+    ck = load_checkpoint(checkpoint)
+    if ck.tokenizer_path is None:
+        raise UserError(f"--checkpoint {checkpoint}: its tokenizer.model is missing (expected in the run folder)")
+    tok = Tokenizer.load(ck.tokenizer_path)
+    V = ck.config.model.vocab_size
+    if tok.vocab_size != V:
+        raise UserError(f"--checkpoint {checkpoint}: tokenizer {ck.tokenizer_path} has {tok.vocab_size} pieces but the "
+                        f"model's vocabulary has {V}; they come from different runs")
+    return Translator(ck.model.eval(), ck.objective.eval(), tok, ck.config, str(checkpoint))
+
+
+def parse_order_spec(spec: str, flag: str = "--order") -> dict:
+    """``name`` | ``name@K`` | ``name@P`` -> DecodeConfig fields (order, k_per_step / threshold)."""
+    from plmgen.decoding.orders import ORDERS
+
+    name, _, arg = spec.strip().partition("@")
+    if name not in ORDERS:
+        raise UserError(f"{flag}: unknown order {name!r}; choose one of {', '.join(ORDERS)}")
+    if not arg:
+        return {"order": name}
+    try:
+        value = float(arg)
+    except ValueError:
+        raise UserError(f"{flag}: {spec!r}: expected NAME@K (positions per step) or NAME@P (threshold in (0, 1))") from None
+    if 0 < value < 1:
+        return {"order": name, "threshold": value}
+    if value >= 1 and value == int(value):
+        return {"order": name, "k_per_step": int(value)}
+    raise UserError(f"{flag}: {spec!r}: K must be an integer >= 1 or P a threshold in (0, 1)")
+
+
+# --- lengths -------------------------------------------------------------------------------------------------------
+
+def length_logits(tr: Translator, sources: Sequence[Sequence[int]], bf16: bool = False) -> torch.Tensor:
+    """Length-head logits [B, L] from the content states of ``[source <sep>]`` (the source never sees the target,
+    so these are the states the head was trained on)."""
+    from plmgen.data.parallel import layout
+
+    head = tr.length_head
+    if head is None:
+        raise UserError(f"--checkpoint {tr.path}: trained with objective {tr.config.objective.name!r}, which has no "
+                        "length head; fine-tune it with objective seq2seq, or use --length oracle or --length N")
+    srcs = [list(s)[: tr.max_src_len] for s in sources]
+    b = layout(srcs, [[] for _ in srcs], tr.tokenizer.sep_id, tr.tokenizer.pad_id)
+    dev = tr.model.word_embedding.weight.device
+    valid = b["valid"].to(dev)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with torch.inference_mode(), autocast:
+        h = tr.model(b["input_ids"].to(dev), seg_ids=b["seg_ids"].to(dev),
+                     content_mask=valid[:, None, :].expand(-1, valid.shape[1], -1)).h
+        return head(h, valid & ~b["functional"].to(dev)).float()
+
+
+def candidate_lengths(tr: Translator, sources, mode: LengthMode, beam: int, refs: Sequence[Sequence[int]] | None,
+                      bf16: bool = False) -> list[list[int]]:
+    """Target length candidates per source: K from the length head (best first), else the oracle / fixed one."""
+    if mode.kind == "fixed":
+        return [[mode.n] for _ in sources]
+    if mode.kind == "oracle":
+        return [[max(1, len(r))] for r in refs]
+    lengths, _ = top_lengths(length_logits(tr, sources, bf16), beam)
+    return lengths.tolist()
+
+
+def decode_with_lengths(decode_fn, sources, candidates: list[list[int]]) -> list:
+    """Decode every (source, length candidate) and keep, per source, the best length-normalised hypothesis.
+
+    decode_fn(sources, lengths) -> hypotheses with ``.logprob`` and ``.tokens``; candidate lists may differ in size.
+    """
+    flat_src = [s for s, c in zip(sources, candidates) for _ in c]
+    flat_len = [n for c in candidates for n in c]
+    hyps = decode_fn(flat_src, flat_len)
+    out, i = [], 0
+    for c in candidates:
+        group = hyps[i : i + len(c)]
+        i += len(c)
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        scores = torch.tensor([[h.logprob for h in group]], dtype=torch.float64)
+        lens = torch.tensor([[len(h.tokens) for h in group]])
+        out.append(group[int(select_best(scores, lens)[0])])
+    return out
+
+
+# --- running -------------------------------------------------------------------------------------------------------
+
+def translate(tr: Translator, sources: list[list[int]], dcfg: DecodeConfig, mode: LengthMode, length_beam: int = 1,
+              refs: list[list[int]] | None = None, batch_size: int = 32, progress=None, label: str = "",
+              desc: str = "") -> RunResult:
+    """Decode all sources (token ids) in length-sorted batches; returns hypotheses in input order."""
+    from plmgen.decoding import decode
+
+    tok = tr.tokenizer
+    banned = sorted(tok.special_ids)
+
+    def decode_fn(srcs, lengths):
+        return decode(tr.model, srcs, lengths, dcfg, sep_id=tok.sep_id, pad_id=tok.pad_id, banned=banned)
+
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    results: list = [None] * len(sources)
+    task = progress.add_task(desc or label or dcfg.order, total=len(sources)) if progress is not None else None
+    start = time.perf_counter()
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo : lo + batch_size]
+        srcs = [sources[i] for i in idx]
+        cands = candidate_lengths(tr, srcs, mode, length_beam, None if refs is None else [refs[i] for i in idx], dcfg.bf16)
+        cands = [[min(n, dcfg.max_len) for n in c] for c in cands]
+        for i, h in zip(idx, decode_with_lengths(decode_fn, srcs, cands)):
+            results[i] = h
+        if task is not None:
+            progress.advance(task, len(idx))
+    seconds = time.perf_counter() - start
+    hyps = [tok.decode(h.tokens) for h in results]
+    length = mode.label + (f"-beam{length_beam}" if mode.kind == "predict" and length_beam > 1 else "")
+    return RunResult(label or dcfg.order, length, hyps, results, seconds)
+
+
+def trace_lines(run: RunResult) -> str:
+    """JSONL: per input line, the target positions filled at each step (0-based target indices)."""
+    rows = [{"line": i + 1, "order": run.order, "length": len(h.tokens), "steps": h.trace, "hyp": text}
+            for i, (h, text) in enumerate(zip(run.hypotheses, run.hyps))]
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def read_inputs(input: str | None, split: str | None, data: str | None, ref: str | None, tr: Translator | None,
+                limit: int) -> tuple[list[str], list[str] | None, str]:
+    """(sources, references or None, description) from --input/--ref or --split of the data folder."""
+    from plmgen.data.splits import load_pairs
+    from plmgen.data.userdata import read_lines
+
+    if (input is None) == (split is None):
+        raise UserError("give exactly one of --input FILE or --split {train,dev,test}")
+    if input is not None:
+        sources = read_lines(input)
+        for i, s in enumerate(sources, start=1):
+            if not s.strip():
+                raise UserError(f"{input}:{i}: empty source line (every line needs text to translate)")
+        refs = None
+        if ref is not None:
+            refs = read_lines(ref)
+            if len(refs) != len(sources):
+                raise UserError(f"line counts differ: --input {input} has {len(sources)} lines but --ref {ref} has {len(refs)}")
+        what = input
+    else:
+        folder = data or tr.config.data.path
+        pairs = load_pairs(folder, split)
+        sources, refs = [s for s, _ in pairs], [t for _, t in pairs]
+        if ref is not None:
+            raise UserError("--ref goes with --input; --split takes the references from the data folder")
+        what = f"{folder} {split}"
+    if not sources:
+        raise UserError(f"{what}: no source lines")
+    if limit:
+        sources, refs = sources[:limit], None if refs is None else refs[:limit]
+    return sources, refs, what
+
+
+def generate(
+    *,
+    checkpoint: str,
+    input: str | None = None,
+    split: str | None = None,
+    data: str | None = None,
+    ref: str | None = None,
+    order: str = "l2r",
+    length: str = "predict",
+    length_beam: int = 1,
+    beam: int = 1,
+    refine_iters: int = 0,
+    out: str | None = None,
+    trace: str | None = None,
+    evaluate: bool = False,
+    orders: str | None = None,
+    lengths: str | None = None,
+    limit: int = 0,
+    batch_size: int = 32,
+    precision: str = "32",
+    seed: int = 0,
+    quiet: bool = False,
+) -> list[RunResult]:
+    """Generate translations with a fine-tuned seq2seq checkpoint (any decoding order).
+
+    Args:
+        checkpoint: a seq2seq checkpoint (runs/<name>/checkpoints/*.ckpt).
+        input: source file, one segment per line (or use --split).
+        split: translate this split (train, dev, test) of the data folder; references come with it.
+        data: data folder for --split (default: the one the checkpoint was trained on).
+        ref: references for --input (needed by --evaluate and --length oracle).
+        order: decoding order: l2r, r2l, random, middle-out, balanced-tree, confidence, entropy, margin, parallel,
+            threshold; NAME@K fills K positions per step, NAME@P uses a confidence threshold P.
+        length: target length: predict (length head), oracle (reference length) or a fixed N.
+        length_beam: with --length predict: decode the top-K lengths, keep the best per-token log-probability.
+        beam: beam size over (position, token) pairs (1 = greedy).
+        refine_iters: mask-predict refinement iterations after the fill.
+        out: hypotheses file (default: stdout); with --orders, a folder for every run's files, table and plots.
+        trace: JSONL file of the positions filled at each step (with --orders: one per run in the --out folder).
+        evaluate: print sacrebleu BLEU and chrF against the references, with signatures.
+        orders: comma-separated order specs to compare (writes a markdown table and PNG plots).
+        lengths: comma-separated length modes for --orders (default: --length), e.g. predict,oracle.
+        limit: only the first N sources (0 = all).
+        batch_size: sources decoded together.
+        precision: 32 or bf16 (bfloat16 autocast: the fast path on CPUs with AMX).
+        seed: seed of random orders / sampling.
+        quiet: no progress bar.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    # Flags first: a typo must not cost a checkpoint load.
+    specs = [parse_order_spec(s, "--orders") for s in orders.split(",")] if orders else [parse_order_spec(order)]
+    labels = [s.strip() for s in orders.split(",")] if orders else [order]
+    modes = [parse_length_mode(m, "--lengths") for m in lengths.split(",")] if lengths else [parse_length_mode(length)]
+    for name, v, lo in (("--length_beam", length_beam, 1), ("--beam", beam, 1), ("--batch_size", batch_size, 1),
+                        ("--limit", limit, 0), ("--refine_iters", refine_iters, 0)):
+        if not isinstance(v, int) or v < lo:
+            raise UserError(f"{name} must be an integer >= {lo}, got {v!r}")
+    if str(precision) not in PRECISION:
+        raise UserError(f"--precision must be 32 or bf16, got {precision!r}")
+    if orders and out is None:
+        raise UserError("--orders needs --out FOLDER for its hypotheses, table and plots")
+    bf16 = PRECISION[str(precision)]
+
+    tr = load_translator(checkpoint)
+    texts, refs, what = read_inputs(input, split, data, ref, tr, limit)
+    needs_refs = evaluate or any(m.kind == "oracle" for m in modes)
+    if needs_refs and refs is None:
+        raise UserError("--evaluate and --length oracle need references: use --split, or --input with --ref")
+    sources = tr.tokenizer.encode_batch(texts)
+    for i, s in enumerate(sources, start=1):
+        if not s:
+            raise UserError(f"{what}:{i}: the source tokenizes to nothing")
+    ref_ids = tr.tokenizer.encode_batch(refs) if refs is not None and any(m.kind == "oracle" for m in modes) else None
+    head = tr.length_head
+    max_len = max([head.max_len if head is not None else 1] + [m.n for m in modes] + [len(r) for r in ref_ids or []])
+
+    console = Console(stderr=True, quiet=quiet)
+    runs: list[RunResult] = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet, transient=False) as progress:
+        for spec, label in zip(specs, labels):
+            for mode in modes:
+                dcfg = DecodeConfig(**spec, beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=bf16)
+                runs.append(translate(tr, sources, dcfg, mode, length_beam, ref_ids, batch_size, progress,
+                                      label=label, desc=f"{label} ({mode.label})"))
+    _write_outputs(runs, refs, out, trace, evaluate, bool(orders), console)
+    return runs
+
+
+def _write_outputs(runs: list[RunResult], refs, out, trace, evaluate: bool, grid: bool, console) -> None:
+    from plmgen.evaluation import score
+
+    if not grid:
+        run = runs[0]
+        text = "".join(h + "\n" for h in run.hyps)
+        if out:
+            atomic_write_text(out, text)
+        else:
+            print(text, end="")
+        if trace:
+            atomic_write_text(trace, trace_lines(run))
+        if evaluate:
+            s = score(run.hyps, refs)
+            for line in s.lines():
+                print(line)
+        return
+    folder = Path(out)
+    rows = []
+    for run in runs:
+        tag = f"{run.order}.{run.length}".replace("/", "_")
+        atomic_write_text(folder / f"{tag}.txt", "".join(h + "\n" for h in run.hyps))
+        atomic_write_text(folder / f"{tag}.trace.jsonl", trace_lines(run))
+        row = {"order": run.order, "length": run.length, "BLEU": math.nan, "chrF": math.nan, "steps": run.steps,
+               "tokens/s": run.tokens / max(run.seconds, 1e-9)}
+        if refs is not None:
+            s = score(run.hyps, refs)
+            row.update(BLEU=s.bleu, chrF=s.chrf)
+            row["signature"] = s.bleu_signature
+        rows.append(row)
+    write_grid_report(rows, runs, folder)
+    console.print(f"wrote {folder / 'orders.md'}, order_heatmap.png, bleu_vs_steps.png")
+    if evaluate or refs is not None:
+        print((folder / "orders.md").read_text(encoding="utf-8"), end="")
+
+
+def write_grid_report(rows: list[dict], runs: list[RunResult], folder: Path) -> None:
+    """orders.md (order × length: BLEU, chrF, steps, tokens/s + the sacrebleu signature) and the two PNG plots."""
+    from plmgen.evaluation import markdown_table
+    from plmgen.plots import bleu_vs_steps, order_heatmap
+
+    cols = ["order", "length", "BLEU", "chrF", "steps", "tokens/s"]
+    sig = next((r["signature"] for r in rows if "signature" in r), None)
+    text = markdown_table(rows, cols) + (f"\nBLEU signature: `{sig}`\n" if sig else "")
+    atomic_write_text(folder / "orders.md", text)
+    first_mode = runs[0].length
+    by_order = {r.order: [{"length": len(h.tokens), "steps": h.trace} for h in r.hypotheses]
+                for r in runs if r.length == first_mode}
+    order_heatmap(by_order, folder / "order_heatmap.png")
+    if sig:
+        bleu_vs_steps([r for r in rows if not math.isnan(r["BLEU"])], folder / "bleu_vs_steps.png")

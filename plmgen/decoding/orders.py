@@ -1,0 +1,204 @@
+"""Factorization-order strategies: which open target positions to query and which to fill at each step.
+
+Legend: B batch rows, L target slots, Q queried rows this step, F rows filled this step, V vocab.
+
+Every strategy answers two questions per step (positions are target indices 0..L−1):
+- ``queries(open, n_filled, plan) -> (q_pos [B, Q], q_ok [B, Q])``: the positions whose predictive distribution
+  is needed. A *fixed* order (its positions known in advance) asks only for its next k positions — that is what
+  makes left-to-right decoding cheap; an *adaptive* order asks for every open position.
+- ``choose(logp [B, Q, V], q_ok) -> (sel [B, F], sel_ok [B, F])``: which queried rows to fill, in fill order
+  (column order = rank order inside the step).
+
+Fixed: ``l2r``, ``r2l``, ``random`` (seeded), ``middle-out``, ``balanced-tree`` (middle of the largest open
+interval first). Adaptive ("easy-first"): ``confidence`` (highest max-probability), ``entropy`` (lowest entropy),
+``margin`` (largest top-1 − top-2 log-prob gap). Parallel: any order fills ``k`` positions per step (fixed orders:
+their next k; adaptive: the k best); ``threshold`` fills every open position whose max-probability exceeds p (at
+least the best one); ``parallel`` and ``threshold`` are the confidence order with k / p set.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+
+
+class Order:
+    name = ""
+    adaptive = False
+
+    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0):
+        if k < 1:
+            raise UserError(f"--k_per_step must be >= 1, got {k}")
+        if threshold is not None and not self.adaptive:
+            raise UserError(f"--threshold needs an adaptive order (confidence, entropy, margin, threshold), "
+                            f"not {self.name!r}")
+        self.k, self.threshold, self.seed = k, threshold, seed
+
+    def init(self, lengths: list[int], L: int, device) -> Tensor | None:
+        """Per-example plan [B, L] (fixed orders; padded with 0) or None."""
+        return None
+
+
+class FixedOrder(Order):
+    """An order known before decoding: a permutation of 0..L_b−1 per example."""
+
+    def permutation(self, n: int, gen: torch.Generator) -> list[int]:
+        raise NotImplementedError
+
+    def init(self, lengths: list[int], L: int, device) -> Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        plan = torch.zeros(len(lengths), L, dtype=torch.long)
+        for b, n in enumerate(lengths):
+            perm = self.permutation(n, gen)
+            assert sorted(perm) == list(range(n)), f"{self.name}: not a permutation of 0..{n - 1}"
+            plan[b, :n] = torch.tensor(perm, dtype=torch.long)
+        return plan.to(device)
+
+    def queries(self, open_: Tensor, n_filled: Tensor, plan: Tensor) -> tuple[Tensor, Tensor]:
+        L = plan.shape[1]
+        col = n_filled[:, None] + torch.arange(self.k, device=plan.device)[None]  # [B, k] next plan entries
+        ok = col < open_.sum(1)[:, None] + n_filled[:, None]  # within this example's length
+        return plan.gather(1, col.clamp(max=L - 1)) * ok, ok
+
+    def choose(self, logp: Tensor, q_ok: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.arange(q_ok.shape[1], device=q_ok.device).expand_as(q_ok), q_ok
+
+    def rank_positions(self, logp: Tensor, q_ok: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """Beam search: candidate positions per row — for a fixed order, its next position only."""
+        return self.choose(logp, q_ok)
+
+
+class L2R(FixedOrder):
+    name = "l2r"
+
+    def permutation(self, n, gen):
+        return list(range(n))
+
+
+class R2L(FixedOrder):
+    name = "r2l"
+
+    def permutation(self, n, gen):
+        return list(range(n - 1, -1, -1))
+
+
+class RandomOrder(FixedOrder):
+    name = "random"
+
+    def permutation(self, n, gen):
+        return torch.randperm(n, generator=gen).tolist()
+
+
+class MiddleOut(FixedOrder):
+    """Middle first, then alternating right and left: 5 -> 2, 3, 1, 4, 0."""
+
+    name = "middle-out"
+
+    def permutation(self, n, gen):
+        mid, out = (n - 1) // 2, []
+        for d in range(n):
+            for p in ((mid + d, mid - d) if d else (mid,)):
+                if 0 <= p < n and len(out) < n:
+                    out.append(p)
+        return out
+
+
+class BalancedTree(FixedOrder):
+    """Binary split: the middle of the largest open interval first (ties: leftmost) — a level-order tree walk."""
+
+    name = "balanced-tree"
+
+    def permutation(self, n, gen):
+        heap, out = [(-n, 0, n)], []
+        while heap:
+            _, lo, hi = heapq.heappop(heap)
+            mid = (lo + hi - 1) // 2
+            out.append(mid)
+            for a, b in ((lo, mid), (mid + 1, hi)):
+                if b > a:
+                    heapq.heappush(heap, (-(b - a), a, b))
+        return out
+
+
+class ScoreOrder(Order):
+    """Adaptive: query every open position, fill the best-scoring ones (higher score = fill first)."""
+
+    adaptive = True
+
+    def score(self, logp: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def queries(self, open_: Tensor, n_filled: Tensor, plan: Tensor | None) -> tuple[Tensor, Tensor]:
+        Q = int(open_.sum(1).max())
+        first = torch.sort((~open_).to(torch.int8), dim=1, stable=True).indices[:, :Q]  # open slots first, in order
+        ok = open_.gather(1, first)
+        return first * ok, ok
+
+    def rank_positions(self, logp: Tensor, q_ok: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """Queried rows sorted by score (best first), the first ``n`` kept -> (sel [B, n'], sel_ok)."""
+        s = self.score(logp).masked_fill(~q_ok, float("-inf"))
+        n = min(n, q_ok.shape[1])
+        sel = s.topk(n, dim=1).indices  # [B, n] sorted, best first
+        return sel, q_ok.gather(1, sel)
+
+    def choose(self, logp: Tensor, q_ok: Tensor) -> tuple[Tensor, Tensor]:
+        sel, ok = self.rank_positions(logp, q_ok, q_ok.shape[1] if self.threshold is not None else self.k)
+        if self.threshold is not None:
+            conf = logp.max(-1).values.exp().gather(1, sel)  # [B, Q] max-probability, in score order
+            first = torch.zeros_like(ok)
+            first[:, 0] = True
+            ok = ok & ((conf > self.threshold) | first)
+        return sel, ok
+
+
+class Confidence(ScoreOrder):
+    name = "confidence"
+
+    def score(self, logp):
+        return logp.max(-1).values
+
+
+class Entropy(ScoreOrder):
+    name = "entropy"
+
+    def score(self, logp):
+        p = logp.exp()
+        return (p * logp.clamp(min=-1e30)).nan_to_num().sum(-1)  # −entropy: low entropy first
+
+
+class Margin(ScoreOrder):
+    name = "margin"
+
+    def score(self, logp):
+        top = logp.topk(2, dim=-1).values
+        return top[..., 0] - top[..., 1]
+
+
+class Parallel(Confidence):
+    """Confidence order filling k positions per step (set k with --k_per_step)."""
+
+    name = "parallel"
+
+
+class Threshold(Confidence):
+    """Every open position whose max-probability exceeds p (at least one); p defaults to 0.9."""
+
+    name = "threshold"
+
+    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0):
+        super().__init__(k, 0.9 if threshold is None else threshold, seed)
+
+
+ORDERS: dict[str, type[Order]] = {c.name: c for c in (L2R, R2L, RandomOrder, MiddleOut, BalancedTree, Confidence,
+                                                      Entropy, Margin, Parallel, Threshold)}
+
+
+def get_order(name: str, **kw) -> Order:
+    """An order strategy by name; ``kw``: k (positions per step), threshold, seed."""
+    if name not in ORDERS:
+        raise UserError(f"unknown --order {name!r}; choose one of {', '.join(ORDERS)}")
+    return ORDERS[name](**kw)

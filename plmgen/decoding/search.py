@@ -1,0 +1,245 @@
+"""Search over any-order query-stream decoding: greedy, beam over (position, token) pairs, sampling, scoring.
+
+Legend: B examples, K beams, R = B·K rows, L target slots, Q queried rows, F filled rows per step, V vocab.
+
+One loop drives every mode. A step fills the positions chosen at the previous step and queries the next ones in a
+single pass of the backend (``cache.IncrementalCache`` or ``cache.NaiveRecompute``), then the order strategy
+(``orders``) and the search mode choose what to fill next. Scores are model log-probabilities (temperature 1,
+before banning) of the chosen tokens; for one position per step they add up to the exact chain-rule
+log-probability of the output under the order that was followed (``score`` recomputes it for a given target).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..config import DecodeConfig
+from ..errors import UserError
+from ..model import XLNet
+from .cache import BACKENDS, DecodeLayout, build_layout
+from .orders import Order, get_order
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # target ids in position order
+    logprob: float  # sum of the chosen tokens' log-probabilities (chain-rule score for one position per step)
+    token_logprobs: list[float]  # per position, log-probability when it was (last) filled
+    trace: list[list[int]] = field(default_factory=list)  # target indices filled at each step, in fill order
+    steps: int = 0  # decoding steps (+ refinement iterations)
+
+    @property
+    def avg_logprob(self) -> float:
+        """Length-normalised score (for choosing among target lengths, as in Mask-Predict's length beam)."""
+        return self.logprob / max(1, len(self.tokens))
+
+
+StepHook = Callable[[Tensor, Tensor, Tensor], None]  # (logp [R, Q, V], q_pos [R, Q], q_ok [R, Q])
+
+
+def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int], cfg: DecodeConfig, *, sep_id: int,
+           pad_id: int, banned: Sequence[int] = (), force: Sequence[Sequence[int]] | None = None,
+           on_step: StepHook | None = None) -> list[Hypothesis]:
+    """Decode one target of length ``tgt_lengths[b]`` for each source ``src[b]`` (token ids without <sep>).
+
+    banned: ids never generated (e.g. the tokenizer's special ids). force: teacher-force these targets (the chosen
+    positions are filled with the given tokens; used by ``score``). on_step: called with each step's log-probs.
+    Returns one ``Hypothesis`` per example (the best beam). Runs under ``torch.inference_mode``; the model should
+    be in eval mode.
+    """
+    _validate(model, src, tgt_lengths, cfg, force)
+    order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+    with torch.inference_mode(), autocast:
+        layout = build_layout(model, [list(s) for s in src], list(tgt_lengths), sep_id, pad_id, cfg.max_segment)
+        forced = None
+        if force is not None:
+            forced = torch.full((len(src), int(layout.tgt_len.max())), pad_id, dtype=torch.long)
+            for b, t in enumerate(force):
+                forced[b, : len(t)] = torch.tensor(list(t), dtype=torch.long)
+            forced = forced.to(layout.ctx.device)
+        run = _beam if cfg.beam > 1 else _single
+        hyps = run(model, layout, order, cfg, list(banned), forced, on_step)
+        if cfg.refine_iters:
+            from .refine import refine
+
+            hyps = refine(model, layout, hyps, cfg.refine_iters, banned=list(banned))
+    return hyps
+
+
+def score(model: XLNet, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], order: str = "l2r", *,
+          sep_id: int, pad_id: int, seed: int = 0, max_segment: int = 512, bf16: bool = False,
+          backend: str = "cache") -> list[Hypothesis]:
+    """Exact chain-rule log-probability of each given target under ``order`` (one position per step; for an
+    adaptive order the positions are chosen from the model's predictions, the tokens are the given ones).
+    Returns ``Hypothesis`` objects (``logprob``, ``avg_logprob``, ``trace``) with ``tokens`` = the given target."""
+    cfg = DecodeConfig(order=order, seed=seed, max_len=max([len(t) for t in tgt] + [1]), max_segment=max_segment,
+                       bf16=bf16, backend=backend)
+    return decode(model, src, [len(t) for t in tgt], cfg, sep_id=sep_id, pad_id=pad_id, force=tgt)
+
+
+def _validate(model, src, tgt_lengths, cfg, force) -> None:
+    if len(src) != len(tgt_lengths):
+        raise UserError(f"got {len(src)} sources but {len(tgt_lengths)} target lengths")
+    if not len(src):
+        raise UserError("nothing to decode: the batch of sources is empty")
+    for b, (s, n) in enumerate(zip(src, tgt_lengths)):
+        if len(s) == 0:
+            raise UserError(f"source {b} is empty")
+        if not isinstance(n, int) or not 1 <= n <= cfg.max_len:
+            raise UserError(f"target length of example {b} must be an int in [1, --max_len {cfg.max_len}], got {n!r}")
+    if force is not None and [len(t) for t in force] != list(tgt_lengths):
+        raise UserError("forced targets must have the given target lengths")
+    V = model.cfg.vocab_size
+    if any(not 0 <= t < V for s in src for t in s):
+        raise UserError(f"source token ids must be in [0, {V})")
+
+
+@dataclass
+class _State:
+    """Per-row decoding state (rows = examples × beams)."""
+
+    tokens: Tensor  # [R, L] long
+    tok_lp: Tensor  # [R, L] float
+    open: Tensor  # [R, L] bool
+    n_filled: Tensor  # [R] long
+    steps: Tensor  # [R] long
+    score: Tensor  # [R] float
+    trace: list[list[list[int]]]  # per row, per step
+
+    @staticmethod
+    def new(lengths: Tensor, pad_id: int) -> "_State":
+        R, L = lengths.shape[0], int(lengths.max())
+        dev = lengths.device
+        return _State(tokens=torch.full((R, L), pad_id, dtype=torch.long, device=dev),
+                      tok_lp=torch.zeros(R, L, device=dev), open=torch.arange(L, device=dev)[None] < lengths[:, None],
+                      n_filled=torch.zeros(R, dtype=torch.long, device=dev),
+                      steps=torch.zeros(R, dtype=torch.long, device=dev), score=torch.zeros(R, device=dev),
+                      trace=[[] for _ in range(R)])
+
+    def reorder(self, rows: Tensor) -> None:
+        for f in ("tokens", "tok_lp", "open", "n_filled", "steps", "score"):
+            setattr(self, f, getattr(self, f)[rows])
+        self.trace = [list(self.trace[r]) for r in rows.tolist()]
+
+    def fill(self, pos: Tensor, tok: Tensor, lp: Tensor, ok: Tensor) -> None:
+        """Record tokens tok [R, F] with log-probs lp at target indices pos where ok."""
+        r, c = ok.nonzero(as_tuple=True)
+        if not bool(self.open[r, pos[r, c]].all()):
+            raise RuntimeError("decoding bug: a position was filled twice")  # also guarantees termination
+        self.tokens[r, pos[r, c]] = tok[r, c]
+        self.tok_lp[r, pos[r, c]] = lp[r, c]
+        self.open[r, pos[r, c]] = False
+        self.n_filled += ok.sum(1)
+        self.steps += ok.any(1)
+        self.score += torch.where(ok, lp, torch.zeros_like(lp)).sum(1)
+        for row, (p, o) in enumerate(zip(pos.tolist(), ok.tolist())):
+            if any(o):
+                self.trace[row].append([x for x, keep in zip(p, o) if keep])
+
+    def hypothesis(self, row: int, length: int) -> Hypothesis:
+        return Hypothesis(tokens=self.tokens[row, :length].tolist(), logprob=float(self.score[row]),
+                          token_logprobs=self.tok_lp[row, :length].tolist(), trace=self.trace[row],
+                          steps=int(self.steps[row]))
+
+
+def _ban(logp: Tensor, banned: list[int]) -> Tensor:
+    if not banned:
+        return logp
+    logp = logp.clone()
+    logp[..., banned] = float("-inf")
+    return logp
+
+
+def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gen: torch.Generator | None) -> Tensor:
+    """lp [R, F, V] (banned already −inf) -> tokens [R, F]: argmax, or a seeded sample."""
+    if not cfg.sample or cfg.temperature == 0:
+        return lp.argmax(-1)
+    x = lp / cfg.temperature
+    if cfg.top_k:
+        kth = x.topk(min(cfg.top_k, x.shape[-1]), dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sx, si = x.sort(dim=-1, descending=True)
+        p = sx.softmax(-1)
+        drop = p.cumsum(-1) - p >= cfg.top_p  # keep the smallest prefix whose mass reaches top_p
+        x = x.masked_fill(drop.scatter(-1, si, drop), float("-inf"))
+    probs = x.softmax(-1).flatten(0, -2)
+    return torch.multinomial(probs.float(), 1, generator=gen).view(lp.shape[:-1])
+
+
+def _query(order: Order, st: "_State", plan, backend, fill, on_step, banned):
+    """One backend pass: fill last step's choices, query the order's next positions; None when all are filled."""
+    q_pos, q_ok = order.queries(st.open, st.n_filled, plan)
+    if not q_ok.any():
+        return None
+    logp = backend.step(*fill, q_pos, q_ok)  # [R, Q, V]
+    if on_step is not None:
+        on_step(logp, q_pos, q_ok)
+    return q_pos, q_ok, logp, _ban(logp, banned)
+
+
+def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step):
+    """Greedy / sampling / forced scoring: each row follows its own order; k or a threshold give parallel fills."""
+    backend = BACKENDS[cfg.backend](model, layout)
+    st = _State.new(layout.tgt_len, layout.pad_id)
+    plan = order.init(layout.tgt_len.tolist(), st.tokens.shape[1], st.tokens.device)
+    gen = torch.Generator().manual_seed(cfg.seed) if cfg.sample else None
+    R = layout.batch
+    fill = (st.tokens.new_zeros(R, 0),) * 2 + (st.open.new_zeros(R, 0),)
+    while (nxt := _query(order, st, plan, backend, fill, on_step, banned)) is not None:
+        q_pos, q_ok, logp, blp = nxt  # [R, Q], [R, Q], [R, Q, V] model / banned log-probs
+        sel, ok = order.choose(blp, q_ok)  # [R, F]
+        pos = q_pos.gather(1, sel)
+        lp_rows = blp.gather(1, sel[:, :, None].expand(-1, -1, blp.shape[-1]))  # [R, F, V]
+        tok = forced.gather(1, pos) if forced is not None else _pick_tokens(lp_rows, cfg, gen)
+        tok_lp = logp.gather(1, sel[:, :, None].expand(-1, -1, logp.shape[-1])).gather(2, tok[:, :, None])[..., 0]
+        st.fill(pos, tok, tok_lp, ok)
+        fill = (pos * ok, tok * ok, ok)
+    return [st.hypothesis(b, int(layout.tgt_len[b])) for b in range(R)]
+
+
+def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step):
+    """Beam search over (position, token) pairs, one position per step, ranked by the chain-rule score.
+
+    Fixed orders: the position is given, tokens are expanded. Adaptive orders: each hypothesis proposes its top-K
+    positions by the order's own score and every (position, token) pair among them competes — so K = 1 is exactly
+    the greedy decode for every order. Hypotheses of an example all have the same length, so they finish together.
+    """
+    B, K = layout.batch, cfg.beam
+    rows = torch.arange(B, device=layout.ctx.device).repeat_interleave(K)
+    plan = order.init(layout.tgt_len.tolist(), int(layout.tgt_len.max()), rows.device)  # per example, not per beam
+    plan = None if plan is None else plan[rows]
+    layout = layout.index(rows)
+    backend = BACKENDS[cfg.backend](model, layout)
+    st = _State.new(layout.tgt_len, layout.pad_id)
+    st.score[:] = float("-inf")
+    st.score[::K] = 0.0  # one live hypothesis per example at the start
+    own = torch.arange(B * K, device=rows.device)
+    fill = (st.tokens.new_zeros(B * K, 0),) * 2 + (st.open.new_zeros(B * K, 0),)
+    while (nxt := _query(order, st, plan, backend, fill, on_step, banned)) is not None:
+        q_pos, q_ok, logp, blp = nxt  # [R, Q], [R, Q], [R, Q, V] model / banned log-probs
+        sel, ok = order.rank_positions(blp, q_ok, K)  # candidate positions per hypothesis [R, S]
+        S, V = sel.shape[1], blp.shape[-1]
+        cand = blp.gather(1, sel[:, :, None].expand(-1, -1, V)).masked_fill(~ok[:, :, None], float("-inf"))
+        total = (st.score[:, None, None] + cand).view(B, K * S * V)  # [B, K·S·V]
+        top = total.topk(K, dim=1).indices  # [B, K]
+        src_row = (torch.arange(B, device=top.device)[:, None] * K + top // (S * V)).view(-1)
+        s_idx, tok = (top // V % S).view(-1), (top % V).view(-1)
+        live = ok.view(B, K, S).any(-1).any(-1).repeat_interleave(K)  # example still has open positions
+        src_row = torch.where(live, src_row, own)
+        backend.reorder(src_row)
+        st.reorder(src_row)
+        q_idx = sel[src_row].gather(1, s_idx[:, None])[:, 0]  # [R] queried row of the chosen candidate
+        pos = q_pos[src_row, q_idx][:, None]
+        tok_lp = logp[src_row, q_idx, tok][:, None]
+        fill_ok = live[:, None]
+        st.fill(pos * fill_ok, tok[:, None] * fill_ok, tok_lp, fill_ok)
+        fill = (pos * fill_ok, tok[:, None] * fill_ok, fill_ok)
+    best = st.score.view(B, K).argmax(1) + torch.arange(B, device=rows.device) * K
+    return [st.hypothesis(int(r), int(layout.tgt_len[r])) for r in best]

@@ -1,0 +1,80 @@
+"""Order strategies: plans, adaptive choices, parallel fills, and the registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from plmgen.config import DecodeConfig
+from plmgen.decoding import ORDERS, decode, get_order
+from plmgen.errors import UserError
+
+from .helpers import PAD, SEP, model
+
+
+def plan(name, n, seed=0):
+    return get_order(name, seed=seed).init([n], n, "cpu")[0].tolist()
+
+
+def test_fixed_plans():
+    assert plan("l2r", 4) == [0, 1, 2, 3]
+    assert plan("r2l", 4) == [3, 2, 1, 0]
+    assert plan("middle-out", 5) == [2, 3, 1, 4, 0]
+    assert plan("balanced-tree", 7) == [3, 1, 5, 0, 2, 4, 6]
+    assert plan("balanced-tree", 4) == [1, 2, 0, 3]  # [2,4) is the largest open interval after splitting at 1
+    assert plan("random", 9, seed=1) == plan("random", 9, seed=1)
+    assert plan("random", 9, seed=1) != plan("random", 9, seed=2)
+    assert sorted(plan("random", 9)) == list(range(9))
+
+
+def synthetic():
+    """Three open positions with known confidence / entropy / margin rankings."""
+    p = torch.tensor([[[0.5, 0.5, 0.0, 0.0], [0.6, 0.1, 0.1, 0.2], [0.55, 0.45, 0.0, 0.0]]])
+    return p.clamp(min=1e-9).log(), torch.ones(1, 3, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("name,first", [("confidence", 1), ("entropy", 2), ("margin", 1)])
+def test_adaptive_choice(name, first):
+    # confidence: max-prob 0.6 at 1; entropy: 0.55/0.45 (0.688) is lowest vs 0.5/0.5 (ln 2 = 0.693) and 1.09;
+    # margin: 0.6-0.2 = 0.4 beats 0.1 and 0.
+    logp, ok = synthetic()
+    sel, sel_ok = get_order(name).choose(logp, ok)
+    assert sel[0][sel_ok[0]].tolist() == [first]
+
+
+def test_parallel_and_threshold_choice():
+    logp, ok = synthetic()
+    sel, sel_ok = get_order("parallel", k=2).choose(logp, ok)
+    assert sel[0][sel_ok[0]].tolist() == [1, 2]  # by confidence 0.6, 0.55
+    sel, sel_ok = get_order("threshold", threshold=0.52).choose(logp, ok)
+    assert sel[0][sel_ok[0]].tolist() == [1, 2]
+    sel, sel_ok = get_order("threshold", threshold=0.99).choose(logp, ok)
+    assert sel[0][sel_ok[0]].tolist() == [1]  # at least one
+    ok[0, 1] = False  # a closed position is never chosen
+    sel, sel_ok = get_order("confidence").choose(logp, ok)
+    assert sel[0][sel_ok[0]].tolist() == [2]
+
+
+@pytest.mark.parametrize("order", list(ORDERS))
+@pytest.mark.parametrize("k", [1, 3])
+def test_every_position_filled_exactly_once(order, k):
+    m = model()
+    lens = [1, 5, 8]
+    hyps = decode(m, [[7, 8], [9], [10, 11, 12]], lens, DecodeConfig(order=order, k_per_step=k, seed=4),
+                  sep_id=SEP, pad_id=PAD)
+    for h, n in zip(hyps, lens):
+        flat = [p for step in h.trace for p in step]
+        assert sorted(flat) == list(range(n))
+        assert h.steps == len(h.trace) and all(1 <= len(s) <= max(k, n if order == "threshold" else k) for s in h.trace)
+        if order != "threshold":
+            assert h.steps == -(-n // k)  # ceil(n / k)
+        assert len(h.tokens) == n
+
+
+def test_unknown_order_lists_choices():
+    with pytest.raises(UserError, match="l2r.*balanced-tree"):
+        get_order("sideways")
+    with pytest.raises(UserError, match="order"):
+        DecodeConfig(order="sideways")
+    with pytest.raises(UserError, match="threshold"):
+        DecodeConfig(order="l2r", threshold=0.5)
