@@ -1,0 +1,91 @@
+"""Parallel (seq2seq) data: token pairs and their collate into ``[source <sep> target]`` batches.
+
+Legend: B batch, T padded length (S source + 1 <sep> + L target).
+
+Batch keys (COMMON.md): ``input_ids`` [B, T], ``seg_ids`` [B, T] (0 source and <sep>, 1 target, 0 padding),
+``valid`` [B, T], ``functional`` [B, T] (<sep> and padding: never predicted), ``target`` [B, T] (target
+positions), ``src_len`` [B] (S, without <sep>), ``tgt_len`` [B]. Padding sits at the right, so per-example
+positions stay contiguous and a padded batch gives each example the relative distances it would have alone.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+Pair = tuple[list[int], list[int]]
+
+
+def encode_pairs(tokenizer, pairs: Sequence[tuple[str, str]], max_src_len: int, max_tgt_len: int) -> list[Pair]:
+    """Tokenize (source, target) text pairs, truncating each side; pairs with an empty side are dropped."""
+    src = tokenizer.encode_batch([s for s, _ in pairs])
+    tgt = tokenizer.encode_batch([t for _, t in pairs])
+    return [(s[:max_src_len], t[:max_tgt_len]) for s, t in zip(src, tgt) if s and t]
+
+
+class PairDataset(Dataset):
+    def __init__(self, pairs: list[Pair]):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> Pair:
+        return self.pairs[i]
+
+
+def layout(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], sep_id: int, pad_id: int) -> dict[str, Tensor]:
+    """Right-padded ``[source <sep> target]`` rows; ``targets`` may hold placeholder ids (e.g. <mask> slots)."""
+    B = len(sources)
+    lens = [len(s) + 1 + len(t) for s, t in zip(sources, targets)]
+    T = max(lens)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    seg = torch.zeros(B, T, dtype=torch.long)
+    target = torch.zeros(B, T, dtype=torch.bool)
+    for b, (s, t) in enumerate(zip(sources, targets)):
+        S, L = len(s), len(t)
+        ids[b, :S] = torch.tensor(list(s), dtype=torch.long)
+        ids[b, S] = sep_id
+        if L:
+            ids[b, S + 1 : S + 1 + L] = torch.tensor(list(t), dtype=torch.long)
+        seg[b, S + 1 : S + 1 + L] = 1
+        target[b, S + 1 : S + 1 + L] = True
+    valid = torch.arange(T)[None, :] < torch.tensor(lens)[:, None]
+    functional = ~valid | ((ids == sep_id) & ~target)
+    return {
+        "input_ids": ids, "seg_ids": seg, "valid": valid, "functional": functional, "target": target,
+        "src_len": torch.tensor([len(s) for s in sources]), "tgt_len": torch.tensor([len(t) for t in targets]),
+    }
+
+
+class PairCollate:
+    """Picklable collate (DataLoader workers) for lists of (source ids, target ids)."""
+
+    def __init__(self, sep_id: int, pad_id: int):
+        self.sep_id, self.pad_id = sep_id, pad_id
+
+    def __call__(self, examples: list[Pair]) -> dict[str, Tensor]:
+        return layout([s for s, _ in examples], [t for _, t in examples], self.sep_id, self.pad_id)
+
+
+def build_parallel_datasets(cfg, tokenizer) -> tuple[PairDataset, PairDataset, PairCollate]:
+    """(train, validation, collate) for a prepared parallel folder (``cfg``: the experiment's DataConfig)."""
+    from plmgen.data.splits import load_pairs
+
+    max_src, max_tgt = split_limits(cfg.seq_len, cfg.max_src_len, cfg.max_tgt_len)
+    train, dev = load_pairs(cfg.path, "train"), load_pairs(cfg.path, "dev")
+    train = train[: cfg.max_pairs] if cfg.max_pairs else train
+    dev = dev[: cfg.max_val_pairs] if cfg.max_val_pairs else dev
+    return (PairDataset(encode_pairs(tokenizer, train, max_src, max_tgt)),
+            PairDataset(encode_pairs(tokenizer, dev, max_src, max_tgt)),
+            PairCollate(tokenizer.sep_id, tokenizer.pad_id))
+
+
+def split_limits(seq_len: int, max_src_len: int = 0, max_tgt_len: int = 0) -> tuple[int, int]:
+    """Longest source and target kept (tokens): explicit limits, else seq_len − 1 (<sep>) shared half and half."""
+    max_src = max_src_len or (seq_len - 1) // 2
+    max_tgt = max_tgt_len or max(1, seq_len - 1 - max_src)
+    return max_src, max_tgt

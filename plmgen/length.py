@@ -1,0 +1,83 @@
+"""Target-length prediction: a classifier over 1..max_len from the mean-pooled source content states.
+
+Legend: B batch, T length, d model dim, K length candidates, L max_len (classes).
+
+plmgen's seq2seq layout has no <eos>: the number of target slots is fixed before decoding (Mask-Predict style).
+The head reads the source's content stream (which never sees the target, so training and generation read the same
+states), is trained jointly with the translation loss (term ``length``), and drives the generation modes
+``predict`` (argmax), ``--length-beam K`` (decode the top-K lengths, keep the best length-normalised
+log-probability), ``oracle`` (reference length, for analysis) and a fixed ``N``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from plmgen.errors import UserError
+
+
+class LengthHead(nn.Module):
+    """Class k (0-based) means target length k+1; longer targets fall into the last class (they are truncated)."""
+
+    def __init__(self, d_model: int, max_len: int):
+        super().__init__()
+        self.max_len = max_len
+        self.proj = nn.Linear(d_model, max_len)
+
+    def forward(self, h: Tensor, src_mask: Tensor) -> Tensor:
+        """h [B, T, d] content states, src_mask [B, T] bool (source positions) -> logits [B, L]."""
+        m = src_mask.to(h.dtype)[..., None]  # [B, T, 1]
+        pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # [B, d]
+        return self.proj(pooled).float()
+
+    def loss(self, logits: Tensor, tgt_len: Tensor) -> Tensor:
+        """Mean cross-entropy against the true lengths tgt_len [B] (>= 1)."""
+        return F.cross_entropy(logits, self.classes(tgt_len))
+
+    def classes(self, lengths: Tensor) -> Tensor:
+        return lengths.clamp(1, self.max_len).long() - 1
+
+
+def top_lengths(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k most likely lengths [B, K] (best first) and their log-probabilities [B, K]."""
+    k = min(k, logits.shape[-1])
+    lp = logits.log_softmax(-1)
+    vals, idx = lp.topk(k, dim=-1)
+    return idx + 1, vals
+
+
+def select_best(scores: Tensor, lengths: Tensor) -> Tensor:
+    """Length beam choice: index [B] of the candidate with the best per-token log-probability.
+
+    scores [B, K] summed token log-probabilities of each decoded candidate, lengths [B, K] its length. Normalising
+    by length stops the beam from always preferring the shortest candidate (fewer negative terms in the sum).
+    """
+    return (scores / lengths.clamp_min(1).to(scores.dtype)).argmax(-1)
+
+
+@dataclass(frozen=True)
+class LengthMode:
+    kind: str  # "predict" | "oracle" | "fixed"
+    n: int = 0  # the fixed length (kind == "fixed")
+
+    @property
+    def label(self) -> str:
+        return str(self.n) if self.kind == "fixed" else self.kind
+
+
+def parse_length_mode(value: str | int, flag: str = "--length") -> LengthMode:
+    """``predict`` | ``oracle`` | a positive integer -> LengthMode; anything else is a UserError naming the flag."""
+    text = str(value).strip().lower()
+    if text in ("predict", "oracle"):
+        return LengthMode(text)
+    try:
+        n = int(text)
+    except ValueError:
+        raise UserError(f"{flag} must be 'predict', 'oracle' or a positive integer, got {value!r}") from None
+    if n < 1:
+        raise UserError(f"{flag} must be a positive length, got {n}")
+    return LengthMode("fixed", n)

@@ -1,0 +1,71 @@
+"""sacrebleu wrappers, the evaluate command and markdown tables."""
+
+import pytest
+
+from plmgen.errors import UserError
+from plmgen.evaluation import evaluate, markdown_table, score
+
+REFS = ["Select the area containing all the ranges.", "Then choose Sheet - Named Ranges.", "This opens the dialog."]
+
+
+def test_references_against_themselves_score_100():
+    s = score(REFS, REFS)
+    assert s.bleu == pytest.approx(100.0)
+    assert s.chrf == pytest.approx(100.0)
+    assert "tok:13a" in s.bleu_signature and "version:" in s.bleu_signature
+    assert s.chrf_signature.startswith("nrefs:1")
+
+
+def test_worse_hypotheses_score_lower():
+    hyps = ["Select the area containing the ranges.", "Then choose Sheet.", "It opens a window."]
+    s = score(hyps, REFS)
+    assert 0.0 < s.bleu < 100.0 and 0.0 < s.chrf < 100.0
+
+
+def test_evaluate_prints_scores_with_signatures(tmp_path, capsys):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("\n".join(REFS) + "\n", encoding="utf-8")
+    ref.write_text("\n".join(REFS) + "\n", encoding="utf-8")
+    s = evaluate(hyp=str(hyp), ref=str(ref))
+    out = capsys.readouterr().out
+    assert s.bleu == pytest.approx(100.0)
+    assert "BLEU = 100.00" in out and "signature: nrefs:1|case:mixed" in out and "chrF = 100.00" in out
+
+
+def test_evaluate_line_count_mismatch_names_both_files(tmp_path):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("a\nb\n", encoding="utf-8")
+    ref.write_text("a\nb\nc\n", encoding="utf-8")
+    with pytest.raises(UserError) as e:
+        evaluate(hyp=str(hyp), ref=str(ref))
+    msg = str(e.value)
+    assert str(hyp) in msg and str(ref) in msg and "2" in msg and "3" in msg and "\n" not in msg
+
+
+def test_evaluate_missing_file_is_user_error(tmp_path):
+    ref = tmp_path / "ref.txt"
+    ref.write_text("a\n", encoding="utf-8")
+    with pytest.raises(UserError, match="nope.txt"):
+        evaluate(hyp=str(tmp_path / "nope.txt"), ref=str(ref))
+
+
+def test_evaluate_cli_exit_code(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("a\n", encoding="utf-8")
+    ref.write_text("a\nb\n", encoding="utf-8")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "cli.py"), "evaluate", "--hyp", str(hyp), "--ref", str(ref)],
+                       capture_output=True, text=True, cwd=root)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: line counts differ") and "Traceback" not in r.stderr
+
+
+def test_markdown_table_layout():
+    t = markdown_table([{"order": "l2r", "BLEU": 12.345}, {"order": "r2l", "BLEU": float("nan")}])
+    lines = t.strip().split("\n")
+    assert lines[0] == "| order | BLEU |" and lines[1] == "|---|---|"
+    assert lines[2] == "| l2r | 12.35 |" and lines[3] == "| r2l | nan |"

@@ -1,0 +1,173 @@
+"""generate: a tiny seq2seq checkpoint made here (trainer API, few steps) -> hypotheses, traces, tables, errors."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, Seq2SeqConfig, TrainConfig
+from plmgen.decoding.generate import decode_with_lengths, generate
+from plmgen.errors import UserError
+from train_helpers import make_dataset, make_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from plmgen.train import run_training
+
+    root = tmp_path_factory.mktemp("gen")
+    data = make_dataset(root, n_train=64, n_dev=8)
+    tok = make_tokenizer(root, data)
+    cfg = ExperimentConfig(
+        name="s2s", out_dir=str(root / "run"), tokenizer=str(tok.path),
+        model=ModelConfig.named("tiny", vocab_size=tok.vocab_size, mem_len=0),
+        objective=ObjectiveConfig(name="seq2seq", seq2seq=Seq2SeqConfig(max_len=24, length_weight=0.5)),
+        data=DataConfig(kind="parallel", path=str(data), seq_len=64, batch_size=8),
+        train=TrainConfig(max_steps=4, val_every=4, warmup_steps=0, progress_bar=False, log_every=1),
+    )
+    run = run_training(cfg).run_dir
+    return run / "checkpoints" / "last.ckpt", data, root
+
+
+def _inputs(root, lines):
+    p = root / "in.txt"
+    p.write_text("".join(l + "\n" for l in lines), encoding="utf-8")
+    return p
+
+
+def test_generate_writes_one_line_per_input_and_a_trace(ckpt, tmp_path):
+    path, data, root = ckpt
+    src = _inputs(tmp_path, ["der hund sieht die katze", "rot und blau", "das haus"])
+    out, trace = tmp_path / "hyp.txt", tmp_path / "trace.jsonl"
+    generate(checkpoint=str(path), input=str(src), order="r2l", length="5", out=str(out), trace=str(trace), quiet=True)
+    assert len(out.read_text(encoding="utf-8").split("\n")) == 4  # 3 lines + final newline
+    recs = [json.loads(l) for l in trace.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in recs] == [1, 2, 3]
+    for r in recs:
+        assert r["length"] == 5 and [s for step in r["steps"] for s in step] == [4, 3, 2, 1, 0]  # r2l
+
+
+def test_generate_split_with_length_predict_beam_and_evaluate(ckpt, tmp_path, capsys):
+    path, data, root = ckpt
+    out = tmp_path / "hyp.txt"
+    runs = generate(checkpoint=str(path), split="test", limit=5, order="confidence", length="predict", length_beam=3,
+                    out=str(out), evaluate=True, quiet=True)
+    printed = capsys.readouterr().out
+    assert len(runs[0].hyps) == 5 and len(out.read_text(encoding="utf-8").splitlines()) == 5
+    assert "BLEU = " in printed and "signature: nrefs:1" in printed and "chrF = " in printed
+    assert runs[0].length == "predict-beam3"
+
+
+def test_generate_orders_grid_writes_table_and_plots(ckpt, tmp_path):
+    path, data, root = ckpt
+    folder = tmp_path / "grid"
+    runs = generate(checkpoint=str(path), split="dev", limit=4, orders="l2r,parallel@2", lengths="predict,oracle",
+                    out=str(folder), quiet=True)
+    assert [(r.order, r.length) for r in runs] == [("l2r", "predict"), ("l2r", "oracle"), ("parallel@2", "predict"),
+                                                   ("parallel@2", "oracle")]
+    table = (folder / "orders.md").read_text(encoding="utf-8")
+    assert table.startswith("| order | length | BLEU | chrF | steps | tokens/s |") and "BLEU signature" in table
+    assert len([l for l in table.splitlines() if l.startswith("| ")]) == 5
+    assert (folder / "order_heatmap.png").stat().st_size > 0 and (folder / "bleu_vs_steps.png").stat().st_size > 0
+    # filling 2 positions per step needs about half the steps of left-to-right
+    l2r, par = runs[1], runs[3]
+    assert par.steps < l2r.steps
+    for r in runs:
+        assert len((folder / f"{r.order}.{r.length}.txt").read_text(encoding="utf-8").splitlines()) == 4
+
+
+def test_length_beam_keeps_the_best_scoring_candidate():
+    class H:
+        def __init__(self, n, lp):
+            self.tokens, self.logprob = [0] * n, lp
+
+    table = {(0, 2): -3.0, (0, 4): -4.0, (0, 6): -9.0, (1, 3): -0.3, (1, 1): -0.5}
+
+    def fake_decode(srcs, lengths):
+        return [H(n, table[(s[0], n)]) for s, n in zip(srcs, lengths)]
+
+    best = decode_with_lengths(fake_decode, [[0], [1]], [[2, 4, 6], [3, 1]])
+    assert [len(h.tokens) for h in best] == [4, 3]  # -1.0/token beats -1.5/token; -0.1 beats -0.5
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(order="sideways"), "unknown order 'sideways'"),
+    (dict(length="0"), "--length must be a positive length"),
+    (dict(length="oracle"), "need references"),
+    (dict(length_beam=0), "--length_beam"),
+    (dict(precision="fp8"), "--precision"),
+])
+def test_generate_bad_flags(ckpt, tmp_path, kwargs, match):
+    path, data, root = ckpt
+    src = _inputs(tmp_path, ["der hund"])
+    with pytest.raises(UserError, match=match):
+        generate(checkpoint=str(path), input=str(src), quiet=True, **kwargs)
+
+
+def test_generate_empty_source_line_names_file_and_line(ckpt, tmp_path):
+    path, data, root = ckpt
+    src = _inputs(tmp_path, ["der hund", "   ", "das haus"])
+    with pytest.raises(UserError, match=rf"{src}:2: empty source line"):
+        generate(checkpoint=str(path), input=str(src), length="3", quiet=True)
+
+
+def test_generate_vocab_mismatch_is_user_error(ckpt, tmp_path):
+    path, data, root = ckpt
+    from plmgen.train import load_checkpoint
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = state["plmgen"]["config"]
+    cfg["model"]["vocab_size"] += 7
+    emb = "model.word_embedding.weight"
+    state["state_dict"][emb] = torch.cat([state["state_dict"][emb], torch.zeros(7, state["state_dict"][emb].shape[1])])
+    state["state_dict"]["model.lm_bias"] = torch.cat([state["state_dict"]["model.lm_bias"], torch.zeros(7)])
+    bad = path.parent / "bad-vocab.ckpt"
+    torch.save(state, bad)
+    load_checkpoint(bad)  # the checkpoint itself is consistent; only the tokenizer disagrees
+    with pytest.raises(UserError, match="different runs"):
+        generate(checkpoint=str(bad), input=str(_inputs(tmp_path, ["der hund"])), length="3", quiet=True)
+    bad.unlink()
+
+
+def test_generate_needs_a_length_head_for_predict(ckpt, tmp_path):
+    path, data, root = ckpt
+    from plmgen.decoding.generate import Translator, length_logits, load_translator
+
+    tr = load_translator(str(path))
+    plain = Translator(tr.model, torch.nn.Module(), tr.tokenizer, tr.config, "x.ckpt")
+    with pytest.raises(UserError, match="no length head"):
+        length_logits(plain, [[10, 11]])
+
+
+def test_generate_cli_error_is_one_line(ckpt, tmp_path):
+    path, data, root = ckpt
+    src = _inputs(tmp_path, ["der hund", ""])
+    r = subprocess.run([sys.executable, str(ROOT / "cli.py"), "generate", "--checkpoint", str(path), "--input", str(src),
+                        "--length", "3", "--quiet", "true"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith(f"error: {src}:2: empty source line")
+
+
+def test_generation_length_logits_match_training_states(ckpt):
+    """The head sees the same source states at generation ([src <sep>] alone) as in training ([src <sep> tgt])."""
+    path, data, root = ckpt
+    from plmgen.data.parallel import layout
+    from plmgen.decoding.generate import length_logits, load_translator
+    from plmgen.objectives.seq2seq import batch_masks
+
+    tr = load_translator(str(path))
+    tok = tr.tokenizer
+    srcs = tok.encode_batch(["der hund sieht die katze", "rot", "das haus und der baum"])
+    tgts = tok.encode_batch(["the dog sees the cat", "red and blue and small", "the house"])
+    batch = layout(srcs, tgts, tok.sep_id, tok.pad_id)
+    _, sm = batch_masks(batch, tr.config.objective.seq2seq, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        h = tr.model(batch["input_ids"], batch["seg_ids"], sm.content, sm.query, sm.target_pos).h
+        want = tr.length_head(h, batch["valid"] & ~batch["target"] & ~batch["functional"])
+    torch.testing.assert_close(length_logits(tr, srcs), want, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,193 @@
+"""Seq2seq objective: brute-force mask leak test, model-level perturbation test, loss terms, parallel collate."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from plmgen.config import ModelConfig, Seq2SeqConfig
+from plmgen.data.parallel import layout
+from plmgen.model import XLNet
+from plmgen.objectives.seq2seq import batch_masks, mono_batch, predicted_ranks, sample_orders, target_ranks
+
+SEP, PAD = 4, 5
+
+
+def _batch(g: torch.Generator, B: int = 5, vocab: int = 1000):
+    srcs = [torch.randint(10, vocab, (int(torch.randint(1, 7, (1,), generator=g)),), generator=g).tolist() for _ in range(B)]
+    tgts = [torch.randint(10, vocab, (int(torch.randint(1, 8, (1,), generator=g)),), generator=g).tolist() for _ in range(B)]
+    return layout(srcs, tgts, SEP, PAD), srcs, tgts
+
+
+def test_layout_positions_segments_and_flags():
+    b = layout([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD)
+    assert b["input_ids"].tolist() == [[11, 12, SEP, 21, 22, 23], [13, SEP, 24, PAD, PAD, PAD]]
+    assert b["seg_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0]]
+    assert b["target"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0]]
+    assert b["functional"].tolist() == [[0, 0, 1, 0, 0, 0], [0, 1, 0, 1, 1, 1]]
+    assert b["src_len"].tolist() == [2, 1] and b["tgt_len"].tolist() == [3, 1]
+
+
+@pytest.mark.parametrize("order,fraction", [("uniform", 1.0), ("l2r", 1.0), ("r2l", 1.0), ("uniform", 0.4),
+                                            ("l2r:0.5,r2l:0.5", 0.7)])
+def test_masks_brute_force_no_leak(order, fraction):
+    g = torch.Generator().manual_seed(1)
+    batch, srcs, tgts = _batch(g, B=6)
+    rank, m = batch_masks(batch, Seq2SeqConfig(order=order, predict_fraction=fraction), g)
+    B, T = rank.shape
+    tgt, valid = batch["target"], batch["valid"]
+    for b in range(B):
+        L = len(tgts[b])
+        r = rank[b][tgt[b]]
+        assert sorted(r.tolist()) == list(range(L))  # every target token has a distinct rank
+        if order == "l2r":
+            assert r.tolist() == list(range(L))
+        if order == "r2l":
+            assert r.tolist() == list(range(L - 1, -1, -1))
+        # the predicted tokens are the last-ranked ceil(fraction * L), listed by rank
+        n_pred = max(1, math.ceil(round(fraction * L, 6)))
+        preds = [int(p) for p, ok in zip(m.target_pos[b], m.target_valid[b]) if ok]
+        assert len(preds) == n_pred
+        assert [int(rank[b, p]) for p in preds] == list(range(L - n_pred, L))
+        for i, j in itertools.product(range(T), range(T)):
+            if not valid[b, i]:
+                continue
+            if not valid[b, j]:
+                want = False
+            elif not tgt[b, i]:  # source / <sep>: sees the source side only
+                want = not tgt[b, j]
+            else:  # target: the source side, itself, and lower-ranked target tokens
+                want = (not tgt[b, j]) or int(rank[b, j]) <= int(rank[b, i])
+            assert bool(m.content[b, i, j]) == want, (b, i, j)
+        for p, i in enumerate(preds):
+            for j in range(T):
+                want = bool(valid[b, j]) and ((not tgt[b, j]) or int(rank[b, j]) < int(rank[b, i]))
+                assert bool(m.query[b, p, j]) == want, (b, i, j)
+                assert bool(m.target_mapping[b, p, j]) == (j == i)
+        for p in range(len(preds), m.target_pos.shape[1]):
+            assert not m.query[b, p].any()
+
+
+def test_order_mixture_draws_both_orders():
+    names = sample_orders("l2r:0.5,uniform:0.5", 400, torch.Generator().manual_seed(0))
+    assert 120 < names.count("l2r") < 280 and names.count("l2r") + names.count("uniform") == 400
+
+
+def test_predicted_fraction_keeps_last_ranks():
+    target = torch.tensor([[False, True, True, True, True]])
+    rank = target_ranks(target, ["r2l"])
+    assert rank.tolist() == [[-1, 3, 2, 1, 0]]
+    assert predicted_ranks(rank, 0.5).tolist() == [[-1, 3, 2, -1, -1]]
+
+
+def test_model_perturbation_respects_order():
+    """Changing a target token moves only what may see it: no source state, no query of rank <= its rank."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    model = XLNet(ModelConfig.named("tiny", mem_len=0)).eval()
+    batch, srcs, tgts = _batch(g, B=4)
+    rank, m = batch_masks(batch, Seq2SeqConfig(order="uniform"), g)
+
+    def run(ids):
+        with torch.no_grad():
+            return model(ids, batch["seg_ids"], m.content, m.query, m.target_pos)
+
+    base = run(batch["input_ids"])
+    for b in range(4):
+        for j in batch["target"][b].nonzero().flatten().tolist():
+            ids = batch["input_ids"].clone()
+            ids[b, j] = (ids[b, j] + 1) % 1000
+            out = run(ids)
+            src = ~batch["target"][b] & batch["valid"][b]
+            torch.testing.assert_close(out.h[b][src], base.h[b][src])
+            for p in range(m.target_pos.shape[1]):
+                if not m.target_valid[b, p]:
+                    continue
+                i = int(m.target_pos[b, p])
+                same = torch.allclose(out.g[b, p], base.g[b, p], atol=1e-6)
+                if rank[b, j] >= rank[b, i]:
+                    assert same, (b, i, j)
+                else:
+                    assert not same, (b, i, j)  # the check is live: a visible change does show up
+            for other in range(4):
+                if other != b:
+                    torch.testing.assert_close(out.g[other], base.g[other])
+
+
+def test_mono_batch_splits_each_pair_into_two_rows():
+    b = layout([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD)
+    mb = mono_batch(b, SEP, PAD)
+    assert mb["input_ids"].tolist() == [[11, 12, PAD], [13, PAD, PAD], [21, 22, 23], [24, PAD, PAD]]
+    assert mb["valid"].sum(1).tolist() == [2, 1, 3, 1]
+
+
+def _objective(**s2s):
+    from plmgen.config import ObjectiveConfig
+    from plmgen.objectives.seq2seq import Seq2SeqObjective
+
+    cfg = ObjectiveConfig(name="seq2seq", seq2seq=Seq2SeqConfig(**s2s))
+    mcfg = ModelConfig.named("tiny", mem_len=0)
+    return Seq2SeqObjective(cfg, mcfg), XLNet(mcfg)
+
+
+def test_objective_terms_and_weights():
+    torch.manual_seed(0)
+    obj, model = _objective(length_weight=0.3, mass_weight=0.5, max_len=8)
+    batch, _, tgts = _batch(torch.Generator().manual_seed(0), B=4)
+    out = obj(model, batch, generator=torch.Generator().manual_seed(0))
+    assert set(out.terms) == {"seq2seq", "length", "mass"}
+    assert out.weights == {"seq2seq": 1.0, "length": 0.3, "mass": 0.5}
+    assert out.n_tokens["seq2seq"] == sum(len(t) for t in tgts) and out.n_tokens["length"] == 4
+    total = sum(out.weights[k] * out.terms[k] for k in out.terms)
+    torch.testing.assert_close(out.loss, total)
+    out.loss.backward()
+    assert obj.length_head.proj.weight.grad is not None and model.mask_emb.grad is not None
+
+
+def test_objective_fits_a_fixed_batch():
+    """Over-fitting 8 fixed pairs: the seq2seq loss (over random orders) must fall well below its start."""
+    torch.manual_seed(0)
+    obj, model = _objective(order="l2r:0.5,uniform:0.5", length_weight=0.1, max_len=8)
+    g = torch.Generator().manual_seed(0)
+    batch, _, _ = _batch(g, B=8, vocab=60)
+    opt = torch.optim.Adam(list(model.parameters()) + list(obj.parameters()), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        out = obj(model, batch, generator=g)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(float(out.terms["seq2seq"]))
+    assert sum(losses[-5:]) / 5 < 0.3 * sum(losses[:5]) / 5, (losses[:5], losses[-5:])
+
+
+def test_hf_xlnet_becomes_an_init_checkpoint(tmp_path):
+    """experiments/hf_to_ckpt.py: an HF XLNet dir -> a checkpoint load_checkpoint (hence --init_from) reads."""
+    import importlib.util
+    from pathlib import Path
+
+    from plmgen.hf import save_hf_xlnet
+    from plmgen.train import load_checkpoint
+    from train_helpers import make_dataset, make_tokenizer
+
+    tok = make_tokenizer(tmp_path, make_dataset(tmp_path, n_train=40, n_dev=4))
+    model = XLNet(ModelConfig.named("tiny", vocab_size=tok.vocab_size))
+    save_hf_xlnet(model, tmp_path / "hf")
+    spec = importlib.util.spec_from_file_location("hf_to_ckpt", Path(__file__).parents[1] / "experiments" / "hf_to_ckpt.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ckpt = mod.hf_to_ckpt(str(tmp_path / "hf"), str(tmp_path / "run" / "checkpoints" / "last.ckpt"), tokenizer=str(tok.path))
+    loaded = load_checkpoint(ckpt)
+    assert loaded.tokenizer_path is not None and loaded.config.model.vocab_size == tok.vocab_size
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[k], v)
+
+
+def test_objective_rejects_bi_data_models():
+    from plmgen.config import ObjectiveConfig
+    from plmgen.errors import UserError
+    from plmgen.objectives.seq2seq import Seq2SeqObjective
+
+    with pytest.raises(UserError, match="bi_data"):
+        Seq2SeqObjective(ObjectiveConfig(name="seq2seq"), ModelConfig.named("tiny", bi_data=True))
