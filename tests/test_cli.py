@@ -30,13 +30,13 @@ def test_unknown_command_is_one_line_error():
 
 
 def test_user_error_is_one_line(tmp_path):
-    r = run("demo", "--hf-checkpoint", str(tmp_path))
+    r = run("demo", "--stage", "backbone", "--hf-checkpoint", str(tmp_path))
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().startswith("error:") and "config.json" in r.stderr
     assert "Traceback" not in r.stderr
 
 
 def test_demo_runs():
-    r = run("demo", "--length", "6", "--num-predict", "2")
+    r = run("demo", "--stage", "backbone", "--length", "6", "--num-predict", "2")
     assert r.returncode == 0, r.stderr
     assert "round trip lossless: True" in r.stdout
