@@ -11,10 +11,17 @@ Positions are explicit integers per row and per key, so the same code serves tra
 memory) and decoding (any subset of positions, any order). The positional term is computed once per layer against
 a table of every needed distance, then *gathered* at (pos_i − pos_j) — the general form of Transformer-XL's
 `rel_shift`, valid for query rows at arbitrary positions (the query stream's targets, a decoder's open slots).
+Rows at consecutive positions (the content stream in training) read it as a strided view instead (no gather).
+
+Speed notes (CPU, measured by ``python cli.py bench backbone``): every full-size [B,H,I,J] step after the first
+matmul is in place; dropout masks come from raw random bits instead of ``bernoulli``; the dropped probabilities
+are recomputed in the backward rather than stored. ``scaled_dot_product_attention`` does not help training here:
+with a bias that needs a gradient, or with dropout, its CPU dispatch falls back to the unfused math kernel.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +36,33 @@ def sinusoid_table(dists: Tensor, d_model: int) -> Tensor:
     return torch.cat([torch.sin(x), torch.cos(x)], dim=-1)
 
 
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """Inverted dropout. On CPU the keep mask is cut from 64-bit random words, 16 bits per element: ~8x cheaper
+    than ``torch.bernoulli`` (which made dropout ~10% of a CPU training step). ``p`` is rounded to a multiple of
+    1/65536 and the kept values are scaled by the exact inverse keep rate, so the expectation is unchanged."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    drop, scale = drop_mask(x.shape, p)
+    return (x * scale).masked_fill_(drop, 0.0)  # masked_fill: multiplying by a bool mask would first cast it
+
+
+def drop_mask(shape: torch.Size, p: float) -> tuple[Tensor, float]:
+    """CPU bool mask of ``shape``, True (dropped) with probability p (rounded), and 1 / the keep rate."""
+    n, k = math.prod(shape), round(p * 65536)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # full 64-bit range
+    drop = bits.view(torch.int16)[:n].view(shape) < k - 32768
+    return drop, 65536 / max(65536 - k, 1)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with the cheaper CPU mask of :func:`dropout` (same ``p``, same train/eval switch)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training)
+
+
 @dataclass
 class RelPos:
     """Everything a layer needs for the positional term, built once per forward and shared by all layers.
@@ -36,10 +70,14 @@ class RelPos:
     table: [R, d] sinusoids of distances d_max, d_max−1, …, d_min (or [2, R, d] with bi_data: forward table for
            the first half of the batch, the negated/backward table for the second half).
     index: [B|1, I, J] long, index into the table's R axis of distance (pos_i − pos_j).
+    skew_rows: the first skew_rows rows sit at consecutive positions (the same in every batch row) against
+           consecutive keys, so index[:, i, j] = index[0, 0, 0] − i + j there: their positional term is a strided
+           view of the table scores (Transformer-XL's rel_shift without a copy) instead of a gather.
     """
 
     table: Tensor
     index: Tensor
+    skew_rows: int = 0
 
     @staticmethod
     def build(q_pos: Tensor, k_pos: Tensor, d_model: int, clamp_len: int = -1, bi_data: bool = False) -> "RelPos":
@@ -52,7 +90,41 @@ class RelPos:
         if clamp_len > 0:  # as in the reference, clamp_len <= 0 means no clamping
             tables = [t.clamp(-clamp_len, clamp_len) for t in tables]
         table = torch.stack([sinusoid_table(t, d_model) for t in tables]) if bi_data else sinusoid_table(tables[0], d_model)
-        return RelPos(table=table, index=index)
+        return RelPos(table=table, index=index, skew_rows=_consecutive_prefix(q_pos) if _consecutive(k_pos) else 0)
+
+
+def _consecutive(pos: Tensor) -> bool:
+    return _consecutive_prefix(pos) == pos.shape[1]
+
+
+def _consecutive_prefix(pos: Tensor) -> int:
+    """Length of the leading run where every batch row reads pos[0, 0], pos[0, 0] + 1, …"""
+    ok = (pos == pos[:1, :1] + torch.arange(pos.shape[1], device=pos.device)).all(0)  # [L]
+    return int(ok.long().cumprod(0).sum())
+
+
+def table_scores(qv: Tensor, rk: Tensor) -> Tensor:
+    """(q+v) [B,H,n,D] against every projected table row rk [H,R,D] (or [2,H,R,D], bi_data halves) -> [B,H,n,R]."""
+    if rk.dim() == 3:
+        return torch.matmul(qv, rk.transpose(-1, -2))
+    B = qv.shape[0]  # bi_data: first half of the batch forward table, second half backward
+    return torch.matmul(qv.unflatten(0, (2, B // 2)), rk[:, None].transpose(-1, -2)).flatten(0, 1)
+
+
+def position_term(qv: Tensor, rk: Tensor, rel_index: Tensor, skew_rows: int) -> Tensor:
+    """(q_i+v)·r(pos_i − pos_j) for every row i and key j -> [B,H,I,J] (rows past skew_rows are gathered)."""
+    B, H, I, _ = qv.shape
+    J, n = rel_index.shape[-1], min(skew_rows, I)
+    parts = []
+    if n:
+        bd = table_scores(qv[:, :, :n], rk)  # [B,H,n,R]
+        s0, s1, s2, s3 = bd.stride()  # row i reads R-entries from index[0,0,0] − i on: a row stride of R − 1
+        parts.append(bd.as_strided((B, H, n, J), (s0, s1, s2 - s3, s3), bd.storage_offset() + int(rel_index[0, 0, 0]) * s3))
+    if n < I:
+        bd = table_scores(qv[:, :, n:], rk)  # [B,H,I−n,R]
+        idx = rel_index[:, None, n:]  # [B|1,1,I−n,J]
+        parts.append(torch.gather(bd, -1, idx.expand(B, H, I - n, J)))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 
 def attend(
@@ -61,41 +133,67 @@ def attend(
     v: Tensor,
     rk: Tensor,
     rel_index: Tensor,
-    seg_e: Tensor | None,
+    seg_w: Tensor | None,
     same_seg: Tensor | None,
     mask: Tensor | None,
     u: Tensor,
     vb: Tensor,
     dropatt: float,
     training: bool,
+    skew_rows: int = 0,
 ) -> Tensor:
     """The one attention core. Returns [B, H, I, D].
 
     q [B,H,I,D]; k, v [B,H,J,D]; rk [H,R,D] or [2,H,R,D] (bi_data) projected positional table;
-    rel_index [B|1,I,J]; seg_e [B,H,I,2] = (q+b)·s for s in (same, different) or None; same_seg [B|1,I,J] bool;
-    mask [B|1,I,J] bool, True = may attend (None = all); u, vb [H,D] content / position biases.
+    rel_index [B|1,I,J]; seg_w [B,H,I,1] = (q+b)·(s+ − s−) or None; same_seg [B|1,I,J] bool;
+    mask [B|1,I,J] bool, True = may attend (None = all); u, vb [H,D] content / position biases;
+    skew_rows: see RelPos (0 = gather every row's positional term, always correct).
+    Every full-size [B,H,I,J] step after the first matmul is in place: no extra copies, nothing extra saved.
     """
-    B, H, I, D = q.shape
-    scale = D ** -0.5
-    ac = torch.matmul(q + u[:, None], k.transpose(-1, -2))  # [B,H,I,J]
-    qv = q + vb[:, None]
-    if rk.dim() == 4:  # bi_data: first half of the batch forward table, second half backward
-        half = B // 2
-        bd_full = torch.matmul(qv.view(2, half, H, I, D), rk[:, None].transpose(-1, -2)).view(B, H, I, -1)
-    else:
-        bd_full = torch.matmul(qv, rk.transpose(-1, -2))  # [B,H,I,R]
-    idx = rel_index[:, None].expand(B, H, I, rel_index.shape[-1])
-    score = ac + torch.gather(bd_full, -1, idx)  # [B,H,I,J]
-    if seg_e is not None:
-        same = same_seg[:, None]
-        score = score + torch.where(same, seg_e[..., :1], seg_e[..., 1:])
-    score = score * scale
+    scale = q.shape[-1] ** -0.5
+    q = q * scale  # scaling the queries instead of the scores saves a full pass
+    score = torch.matmul(q + u[:, None] * scale, k.transpose(-1, -2))  # [B,H,I,J]
+    score = score.add_(position_term(q + vb[:, None] * scale, rk, rel_index, skew_rows))
+    if seg_w is not None:
+        # (q+b)·s_ij = (q+b)·s− + [same_ij]·(q+b)·(s+ − s−); the first part is constant along the row and
+        # softmax ignores it, so only the second is added (one fused pass instead of where + add).
+        score = score.addcmul_(same_seg[:, None].to(score.dtype), seg_w * scale)
     if mask is not None:
-        # A finite fill keeps fully-masked rows (padding) finite: they become uniform, as in the reference.
-        score = score.masked_fill(~mask[:, None], torch.finfo(score.dtype).min)
-    prob = torch.softmax(score, dim=-1, dtype=torch.float32).to(v.dtype)
-    prob = F.dropout(prob, p=dropatt, training=training)
-    return torch.matmul(prob, v)
+        # Additive −1e30 as in the reference (its backward is free, unlike masked_fill's): a fully-masked row
+        # (padding) becomes exactly uniform and stays finite, in fp32 and bf16.
+        neg = torch.where(mask, torch.zeros((), dtype=score.dtype), torch.full((), -1e30, dtype=score.dtype))
+        score = score.add_(neg[:, None])
+    if not training or dropatt == 0.0:  # softmax in the score's dtype: a bf16 copy would cost a pass and memory
+        return torch.matmul(torch.softmax(score, dim=-1), v)
+    if score.device.type != "cpu":
+        return torch.matmul(F.dropout(torch.softmax(score, dim=-1), dropatt, True), v)
+    return DroppedProbValue.apply(score, v, *drop_mask(score.shape, dropatt))
+
+
+class DroppedProbValue(torch.autograd.Function):
+    """softmax(score) → dropout (bool mask, 1/keep scale) → @ v, for CPU training.
+
+    Autograd would keep both the probabilities (for softmax's backward) and their dropped copy (for matmul's) in
+    every layer; here only the probabilities and the 1-byte mask are kept and the dropped copy is recomputed in
+    the backward: one [B,H,I,J] tensor less per layer. The 1/keep scale is applied to the [B,H,I,D] output.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, score: Tensor, v: Tensor, drop: Tensor, inv_keep: float) -> Tensor:
+        prob = torch.softmax(score, dim=-1)  # [B,H,I,J]
+        ctx.save_for_backward(prob, v, drop)
+        ctx.inv_keep = inv_keep
+        return torch.matmul(prob.masked_fill(drop, 0.0), v) * inv_keep  # [B,H,I,D]
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad: Tensor):
+        prob, v, drop = ctx.saved_tensors
+        grad = grad * ctx.inv_keep  # [B,H,I,D]
+        grad_v = torch.matmul(prob.masked_fill(drop, 0.0).transpose(-1, -2), grad) if ctx.needs_input_grad[1] else None
+        grad_prob = torch.matmul(grad, v.transpose(-1, -2)).masked_fill_(drop, 0.0)  # [B,H,I,J]
+        return torch._softmax_backward_data(grad_prob, prob, -1, prob.dtype), grad_v, None, None
 
 
 class RelAttention(nn.Module):
@@ -110,7 +208,7 @@ class RelAttention(nn.Module):
         self.o = nn.Linear(d_model, d_model, bias=False)
         self.seg_embed = nn.Parameter(torch.zeros(2, n_head, self.d_head))  # s+ (same segment), s− (different)
         self.layer_norm = nn.LayerNorm(d_model, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.dropatt = dropatt
 
     def heads(self, x: Tensor) -> Tensor:
@@ -140,13 +238,15 @@ class RelAttention(nn.Module):
         u: Tensor,
         vb: Tensor,
         sb: Tensor | None,
+        skew_rows: int = 0,
     ) -> Tensor:
         """x [B, I, d] query rows (content and/or query stream) attending over k, v -> [B, I, d]."""
         q = self.heads(self.q(x))  # [B,H,I,D]
-        seg_e = None
+        seg_w = None
         if seg_same is not None:
-            seg_e = torch.matmul(q + sb[:, None], self.seg_embed.permute(1, 2, 0).to(q.dtype))  # [B,H,I,2]
-        a = attend(q, k, v, rk, rel_index, seg_e, seg_same, mask, u, vb, self.dropatt, self.training)
+            s = self.seg_embed.to(q.dtype)
+            seg_w = torch.matmul(q + sb[:, None], (s[0] - s[1])[..., None])  # [B,H,I,1]
+        a = attend(q, k, v, rk, rel_index, seg_w, seg_same, mask, u, vb, self.dropatt, self.training, skew_rows)
         B, H, I, D = a.shape
         out = self.o(a.transpose(1, 2).reshape(B, I, H * D))
         return self.layer_norm(x + self.dropout(out))
@@ -168,7 +268,7 @@ class FeedForward(nn.Module):
         self.layer_1 = nn.Linear(d_model, d_inner)
         self.layer_2 = nn.Linear(d_inner, d_model)
         self.layer_norm = nn.LayerNorm(d_model, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.act = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .attention import FeedForward, RelAttention, RelPos
+from .attention import Dropout, FeedForward, RelAttention, RelPos
 from .config import ModelConfig
 from .masks import causal_mask
 
@@ -48,7 +48,7 @@ class XLNet(nn.Module):
         self.r_r_bias = nn.Parameter(torch.zeros(n_bias, H, D))  # v
         self.r_s_bias = nn.Parameter(torch.zeros(n_bias, H, D))  # b
         self.lm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)  # an nn.Dropout with a cheaper CPU mask
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -74,11 +74,15 @@ class XLNet(nn.Module):
         return self.r_w_bias[i], self.r_r_bias[i], self.r_s_bias[i]
 
     def layer_step(self, layer: int, x: Tensor, k: Tensor, v: Tensor, rk: Tensor, rel_index: Tensor,
-                   seg_same: Tensor | None, mask: Tensor | None) -> Tensor:
-        """One block on rows x [B, I, d] attending over keys k, v [B, H, J, D] -> [B, I, d]."""
+                   seg_same: Tensor | None, mask: Tensor | None, skew_rows: int = 0) -> Tensor:
+        """One block on rows x [B, I, d] attending over keys k, v [B, H, J, D] -> [B, I, d].
+
+        skew_rows (optional, ``RelPos.skew_rows``): how many leading rows may read their positional term as a
+        strided view instead of a gather; 0 is always correct.
+        """
         blk = self.layers[layer]
         u, vb, sb = self.biases(layer)
-        return blk.ff(blk.rel_attn(x, k, v, rk, rel_index, seg_same, mask, u, vb, sb))
+        return blk.ff(blk.rel_attn(x, k, v, rk, rel_index, seg_same, mask, u, vb, sb, skew_rows))
 
     def logits(self, x: Tensor) -> Tensor:
         """Tied LM head: [.., d] -> [.., V]."""
@@ -140,7 +144,15 @@ class XLNet(nn.Module):
             keys = h if mem is None else torch.cat([mem.to(h.dtype), h], dim=1)
             k, v = self.layers[i].rel_attn.keys_values(keys)
             rk = self.layers[i].rel_attn.project_table(table)
-            rows = self.layer_step(i, rows, k, v, rk, rel.index, seg_same, mask)
+            if i < cfg.n_layer - 1 or not P:
+                rows = self.layer_step(i, rows, k, v, rk, rel.index, seg_same, mask, rel.skew_rows)
+                continue
+            # Last block: one output tensor per stream, so a loss on one stream (PLM: the query stream) does not
+            # run the other stream's last block backward (with a shared output it would, on zero gradients).
+            h, g = (self.dropout(self.layer_step(i, rows[:, r], k, v, rk, rel.index[:, r], _sel(seg_same, r),
+                                                 _sel(mask, r), max(min(rel.skew_rows, r.stop) - r.start, 0)))
+                    for r in (slice(0, T), slice(T, T + P)))
+            return XLNetOutput(h=h, g=g, mems=new_mems)
 
         out = self.dropout(rows)
         return XLNetOutput(h=out[:, :T], g=out[:, T:] if P else None, mems=new_mems)
@@ -174,3 +186,8 @@ class XLNet(nn.Module):
         from .hf import forward_hf
 
         return forward_hf(self, input_ids, token_type_ids, perm_mask, target_mapping, mems)
+
+
+def _sel(x: Tensor | None, rows: slice) -> Tensor | None:
+    """Rows of a [B|1, I, J] mask (or None)."""
+    return None if x is None else x[:, rows]
