@@ -29,7 +29,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 
 def demo(stage: str = "full", out: str = "runs/demo", data: str = "data/lo-de-en", pretrain_steps: int | None = None,
          finetune_steps: int | None = None, orders: str = "l2r,r2l,confidence,balanced-tree,parallel@2",
-         limit: int = 300, hf_checkpoint: str | None = None, length: int = 12, num_predict: int = 4,
+         limit: int = 0, hf_checkpoint: str | None = None, length: int = 12, num_predict: int = 4,
          seed: int = 0) -> None:
     """Run the README demo.
 
