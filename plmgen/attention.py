@@ -106,7 +106,11 @@ def _consecutive_prefix(pos: Tensor) -> int:
 def table_scores(qv: Tensor, rk: Tensor) -> Tensor:
     """(q+v) [B,H,n,D] against every projected table row rk [H,R,D] (or [2,H,R,D], bi_data halves) -> [B,H,n,R]."""
     if rk.dim() == 3:
-        return torch.matmul(qv, rk.transpose(-1, -2))
+        # One [B·n, D] x [D, R] product per head. A broadcasting matmul against rk would first copy the table
+        # B times ([B,H,D,R]); folding the batch into the rows copies only qv, which is smaller (n < R).
+        B, H, n, D = qv.shape
+        out = torch.matmul(qv.transpose(0, 1).reshape(H, B * n, D), rk.transpose(-1, -2))  # [H, B·n, R]
+        return out.view(H, B, n, -1).transpose(0, 1)  # [B,H,n,R], a view
     B = qv.shape[0]  # bi_data: first half of the batch forward table, second half backward
     return torch.matmul(qv.unflatten(0, (2, B // 2)), rk[:, None].transpose(-1, -2)).flatten(0, 1)
 
