@@ -196,9 +196,9 @@ def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned
         q_pos, q_ok, logp, blp = nxt  # [R, Q], [R, Q], [R, Q, V] model / banned log-probs
         sel, ok = order.choose(blp, q_ok)  # [R, F]
         pos = q_pos.gather(1, sel)
-        lp_rows = blp.gather(1, sel[:, :, None].expand(-1, -1, blp.shape[-1]))  # [R, F, V]
-        tok = forced.gather(1, pos) if forced is not None else _pick_tokens(lp_rows, cfg, gen)
-        tok_lp = logp.gather(1, sel[:, :, None].expand(-1, -1, logp.shape[-1])).gather(2, tok[:, :, None])[..., 0]
+        rows = torch.arange(R, device=sel.device)[:, None]  # row indexing copies whole vocab rows: cheaper than
+        tok = forced.gather(1, pos) if forced is not None else _pick_tokens(blp[rows, sel], cfg, gen)  # a gather
+        tok_lp = logp[rows, sel, tok]  # [R, F] model log-prob of the chosen tokens
         st.fill(pos, tok, tok_lp, ok)
         fill = (pos * ok, tok * ok, ok)
     return [st.hypothesis(b, int(layout.tgt_len[b])) for b in range(R)]
