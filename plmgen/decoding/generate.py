@@ -248,6 +248,10 @@ def generate(
     length_beam: int = 1,
     beam: int = 1,
     refine_iters: int = 0,
+    sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
     out: str | None = None,
     trace: str | None = None,
     evaluate: bool = False,
@@ -273,6 +277,10 @@ def generate(
         length_beam: with --length predict: decode the top-K lengths, keep the best per-token log-probability.
         beam: beam size over (position, token) pairs (1 = greedy).
         refine_iters: mask-predict refinement iterations after the fill.
+        sample: sample tokens instead of taking the argmax (seeded by --seed).
+        temperature: sampling temperature (0 = greedy).
+        top_k: sample among the k most likely tokens (0 = all).
+        top_p: nucleus sampling: the smallest set of tokens whose probability reaches p (1 = all).
         out: hypotheses file (default: stdout); with --orders, a folder for every run's files, table and plots.
         trace: JSONL file of the positions filled at each step (with --orders: one per run in the --out folder).
         evaluate: print sacrebleu BLEU and chrF against the references, with signatures.
@@ -320,7 +328,8 @@ def generate(
                   console=console, disable=quiet, transient=False) as progress:
         for spec, label in zip(specs, labels):
             for mode in modes:
-                dcfg = DecodeConfig(**spec, beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=bf16)
+                dcfg = DecodeConfig(**spec, beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=bf16,
+                                    sample=sample, temperature=temperature, top_k=top_k, top_p=top_p)
                 runs.append(translate(tr, sources, dcfg, mode, length_beam, ref_ids, batch_size, progress,
                                       label=label, desc=f"{label} ({mode.label})"))
     _write_outputs(runs, refs, out, trace, evaluate, bool(orders), console)
