@@ -40,3 +40,10 @@ def test_demo_runs():
     r = run("demo", "--stage", "backbone", "--length", "6", "--num-predict", "2")
     assert r.returncode == 0, r.stderr
     assert "round trip lossless: True" in r.stdout
+
+
+def test_bench_checkpoint_only_for_decode():
+    r = run("bench", "train", "--checkpoint", "x.ckpt")
+    assert r.returncode == 2 and "decode only" in r.stderr and "Traceback" not in r.stderr
+    r = run("bench", "frobnicate")
+    assert r.returncode == 2 and "unknown benchmark" in r.stderr and "decode" in r.stderr
