@@ -44,6 +44,6 @@ def test_demo_runs():
 
 def test_bench_checkpoint_only_for_decode():
     r = run("bench", "train", "--checkpoint", "x.ckpt")
-    assert r.returncode == 2 and "decode only" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "goes with `bench decode` only" in r.stderr and "Traceback" not in r.stderr
     r = run("bench", "frobnicate")
     assert r.returncode == 2 and "unknown benchmark" in r.stderr and "decode" in r.stderr
