@@ -44,16 +44,30 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     if x.device.type != "cpu":
         return F.dropout(x, p, True)
-    drop, scale = drop_mask(x.shape, p)
-    return (x * scale).masked_fill_(drop, 0.0)  # masked_fill: multiplying by a bool mask would first cast it
+    keep, scale = keep_mask(x.shape, p)
+    return torch.mul(x, keep).mul_(scale)
 
 
-def drop_mask(shape: torch.Size, p: float) -> tuple[Tensor, float]:
-    """CPU bool mask of ``shape``, True (dropped) with probability p (rounded), and 1 / the keep rate."""
+def dropout_add(x: Tensor, y: Tensor, p: float, training: bool) -> Tensor:
+    """``x + dropout(y)`` (a residual branch) in one pass on CPU: ``addcmul(x, y, keep, value=1/keep rate)``."""
+    if not training or p == 0.0:
+        return x + y
+    if y.device.type != "cpu":
+        return x + F.dropout(y, p, True)
+    keep, scale = keep_mask(y.shape, p)
+    return torch.addcmul(x, y, keep, value=scale)
+
+
+def keep_mask(shape: torch.Size, p: float) -> tuple[Tensor, float]:
+    """CPU uint8 mask of ``shape``: 1 (kept) with probability 1 − p (p rounded), 0 (dropped); and 1 / the keep rate.
+
+    Multiplying by a uint8 0/1 mask is ~5x faster on CPU than ``masked_fill`` with a bool one (measured on bf16
+    [16, 150, 1024]: 0.30 ms vs 1.4 ms): the integer factor is converted inside the vectorised multiply loop.
+    """
     n, k = math.prod(shape), round(p * 65536)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # full 64-bit range
-    drop = bits.view(torch.int16)[:n].view(shape) < k - 32768
-    return drop, 65536 / max(65536 - k, 1)
+    keep = bits.view(torch.int16)[:n].view(shape) >= k - 32768
+    return keep.view(torch.uint8), 65536 / max(65536 - k, 1)
 
 
 class Dropout(nn.Dropout):
@@ -171,7 +185,7 @@ def attend(
         return torch.matmul(torch.softmax(score, dim=-1), v)
     if score.device.type != "cpu":
         return torch.matmul(F.dropout(torch.softmax(score, dim=-1), dropatt, True), v)
-    return DroppedProbValue.apply(score, v, *drop_mask(score.shape, dropatt))
+    return DroppedProbValue.apply(score, v, *keep_mask(score.shape, dropatt))
 
 
 class DroppedProbValue(torch.autograd.Function):
@@ -184,19 +198,19 @@ class DroppedProbValue(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
-    def forward(ctx, score: Tensor, v: Tensor, drop: Tensor, inv_keep: float) -> Tensor:
+    def forward(ctx, score: Tensor, v: Tensor, keep: Tensor, inv_keep: float) -> Tensor:
         prob = torch.softmax(score, dim=-1)  # [B,H,I,J]
-        ctx.save_for_backward(prob, v, drop)
+        ctx.save_for_backward(prob, v, keep)
         ctx.inv_keep = inv_keep
-        return torch.matmul(prob.masked_fill(drop, 0.0), v) * inv_keep  # [B,H,I,D]
+        return torch.matmul(prob * keep, v) * inv_keep  # [B,H,I,D]
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad: Tensor):
-        prob, v, drop = ctx.saved_tensors
+        prob, v, keep = ctx.saved_tensors
         grad = grad * ctx.inv_keep  # [B,H,I,D]
-        grad_v = torch.matmul(prob.masked_fill(drop, 0.0).transpose(-1, -2), grad) if ctx.needs_input_grad[1] else None
-        grad_prob = torch.matmul(grad, v.transpose(-1, -2)).masked_fill_(drop, 0.0)  # [B,H,I,J]
+        grad_v = torch.matmul((prob * keep).transpose(-1, -2), grad) if ctx.needs_input_grad[1] else None
+        grad_prob = torch.matmul(grad, v.transpose(-1, -2)).mul_(keep)  # [B,H,I,J]
         return torch._softmax_backward_data(grad_prob, prob, -1, prob.dtype), grad_v, None, None
 
 
@@ -221,9 +235,13 @@ class RelAttention(nn.Module):
         return x.view(B, L, self.n_head, self.d_head).transpose(1, 2)
 
     def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Layer input of the keys [B, J, d] -> k, v [B, H, J, D] (what a decoding cache stores)."""
+        """Layer input of the keys [B, J, d] -> k, v [B, H, J, D], contiguous (what a decoding cache stores).
+
+        Contiguous because the attention products read them transposed (q·kᵀ, and grad·vᵀ in the backward): a
+        transposed head view of the fused projection would be copied there with a 2d-strided inner loop (~8x
+        slower than this copy)."""
         k, v = self.kv(x).chunk(2, dim=-1)
-        return self.heads(k), self.heads(v)
+        return self.heads(k).contiguous(), self.heads(v).contiguous()
 
     def project_table(self, table: Tensor) -> Tensor:
         """[R, d] or [2, R, d] sinusoids -> [H, R, D] or [2, H, R, D]."""
@@ -253,7 +271,7 @@ class RelAttention(nn.Module):
         a = attend(q, k, v, rk, rel_index, seg_w, seg_same, mask, u, vb, self.dropatt, self.training, skew_rows)
         B, H, I, D = a.shape
         out = self.o(a.transpose(1, 2).reshape(B, I, H * D))
-        return self.layer_norm(x + self.dropout(out))
+        return self.layer_norm(dropout_add(x, out, self.dropout.p, self.training))
 
 
 ACTIVATIONS = {
@@ -276,5 +294,5 @@ class FeedForward(nn.Module):
         self.act = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.dropout(self.layer_2(self.dropout(self.act(self.layer_1(x)))))
-        return self.layer_norm(x + y)
+        y = self.layer_2(self.dropout(self.act(self.layer_1(x))))
+        return self.layer_norm(dropout_add(x, y, self.dropout.p, self.training))

@@ -212,7 +212,7 @@ def _trainer(cfg: ExperimentConfig, ckpt_dir: Path, run_dir: Path, callbacks: li
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
-        gradient_clip_val=t.grad_clip or None,
+        # gradient clipping: PLMModule.on_before_optimizer_step (train.grad_clip)
         accumulate_grad_batches=t.accumulate_grad_batches,
         val_check_interval=t.val_every if has_val else None,
         check_val_every_n_epoch=None,

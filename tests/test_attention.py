@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hf_ref import random_model, tiny_config
-from plmgen.attention import RelPos, dropout
+from plmgen.attention import RelPos, dropout, dropout_add
 from plmgen.masks import ranks_from_order, stream_masks
 
 
@@ -91,6 +91,25 @@ def test_dropped_prob_value_gradients():
     score = torch.randn(2, 3, 5, 7, dtype=torch.float64, generator=g).requires_grad_()
     v = torch.randn(2, 3, 7, 4, dtype=torch.float64, generator=g).requires_grad_()
     drop = torch.rand(2, 3, 5, 7, generator=g) < 0.3
-    torch.autograd.gradcheck(lambda s, x: DroppedProbValue.apply(s, x, drop, 1 / 0.7), (score, v))
+    keep = (~drop).view(torch.uint8)
+    torch.autograd.gradcheck(lambda s, x: DroppedProbValue.apply(s, x, keep, 1 / 0.7), (score, v))
     plain = torch.matmul(torch.softmax(score, -1).masked_fill(drop, 0), v) / 0.7
-    torch.testing.assert_close(DroppedProbValue.apply(score, v, drop, 1 / 0.7), plain)
+    torch.testing.assert_close(DroppedProbValue.apply(score, v, keep, 1 / 0.7), plain)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_add_is_residual_plus_dropout(dtype):
+    """The fused residual form drops the same elements as dropout() from the same seed, with the same scale."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 300, generator=g).to(dtype).requires_grad_()
+    y = (torch.rand(64, 300, generator=g) + 1).to(dtype).requires_grad_()
+    torch.manual_seed(3)
+    fused = dropout_add(x, y, 0.25, training=True)
+    torch.manual_seed(3)
+    plain = x + dropout(y, 0.25, training=True)
+    tol = dict(rtol=0, atol=0) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(fused, plain, **tol)
+    fused.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    assert torch.equal(y.grad != 0, plain.detach() != x.detach())  # gradient flows exactly to the kept elements
+    assert dropout_add(x, y, 0.25, training=False).equal(x + y)

@@ -8,7 +8,7 @@ import torch
 from train_helpers import StandInObjective, make_dataset, make_tokenizer
 
 from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, TrainConfig
-from plmgen.lit import param_groups, warmup_linear
+from plmgen.lit import PLMModule, make_optimizer, param_groups, warmup_linear
 from plmgen.model import XLNet
 from plmgen.train import run_training
 
@@ -132,6 +132,22 @@ def test_non_finite_loss_names_the_step(assets, tmp_path):
 def test_bf16_mixed_runs_on_cpu(assets, tmp_path):
     result = run_training(config(assets, tmp_path, max_steps=2, precision="bf16-mixed"), objective=StandInObjective())
     assert result.trainer.global_step == 2
+
+
+def test_optimizer_is_fused_adamw_and_the_module_clips_the_global_grad_norm():
+    model = XLNet(ModelConfig.named("tiny"))
+    module = PLMModule(model, StandInObjective(), TrainConfig(grad_clip=0.5))
+    opt = make_optimizer([model], lr=1e-3, weight_decay=0.01)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"]
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    module.on_before_optimizer_step(opt)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert abs(norm.item() - 0.5) < 1e-4
+    module.train_cfg = TrainConfig(grad_clip=0.0)  # 0 = off: gradients untouched
+    model.word_embedding.weight.grad = torch.full_like(model.word_embedding.weight, 3.0)
+    module.on_before_optimizer_step(opt)
+    assert torch.equal(model.word_embedding.weight.grad, torch.full_like(model.word_embedding.weight, 3.0))
 
 
 def test_no_weight_decay_on_biases_norms_and_attention_biases():
