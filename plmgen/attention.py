@@ -145,6 +145,14 @@ def position_term(qv: Tensor, rk: Tensor, rel_index: Tensor, skew_rows: int) -> 
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
 
+def mask_bias(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Bool mask (True = may attend) -> additive bias: 0 or −1e30, as in the reference (its backward is free,
+    unlike masked_fill's): a fully-masked row (padding) becomes exactly uniform and stays finite, in fp32 and bf16.
+    Callers that run many layers over one mask convert it once and pass the bias wherever a mask is taken."""
+    return torch.where(mask, torch.zeros((), dtype=dtype, device=mask.device),
+                       torch.full((), -1e30, dtype=dtype, device=mask.device))
+
+
 def attend(
     q: Tensor,
     k: Tensor,
@@ -164,7 +172,7 @@ def attend(
 
     q [B,H,I,D]; k, v [B,H,J,D]; rk [H,R,D] or [2,H,R,D] (bi_data) projected positional table;
     rel_index [B|1,I,J]; seg_w [B,H,I,1] = (q+b)·(s+ − s−) or None; same_seg [B|1,I,J] bool;
-    mask [B|1,I,J] bool, True = may attend (None = all); u, vb [H,D] content / position biases;
+    mask [B|1,I,J] bool, True = may attend (None = all), or its :func:`mask_bias`; u, vb [H,D] biases;
     skew_rows: see RelPos (0 = gather every row's positional term, always correct).
     Every full-size [B,H,I,J] step after the first matmul is in place: no extra copies, nothing extra saved.
     """
@@ -177,10 +185,7 @@ def attend(
         # softmax ignores it, so only the second is added (one fused pass instead of where + add).
         score = score.addcmul_(same_seg[:, None].to(score.dtype), seg_w * scale)
     if mask is not None:
-        # Additive −1e30 as in the reference (its backward is free, unlike masked_fill's): a fully-masked row
-        # (padding) becomes exactly uniform and stays finite, in fp32 and bf16.
-        neg = torch.where(mask, torch.zeros((), dtype=score.dtype), torch.full((), -1e30, dtype=score.dtype))
-        score = score.add_(neg[:, None])
+        score = score.add_((mask_bias(mask, score.dtype) if mask.dtype == torch.bool else mask)[:, None])
     if not training or dropatt == 0.0:  # softmax in the score's dtype: a bf16 copy would cost a pass and memory
         return torch.matmul(torch.softmax(score, dim=-1), v)
     if score.device.type != "cpu":
@@ -244,9 +249,12 @@ class RelAttention(nn.Module):
         return self.heads(k).contiguous(), self.heads(v).contiguous()
 
     def project_table(self, table: Tensor) -> Tensor:
-        """[R, d] or [2, R, d] sinusoids -> [H, R, D] or [2, H, R, D]."""
+        """[R, d] or [2, R, d] sinusoids -> [H, R, D] or [2, H, R, D], stored as [.., H, D, R] (a transposed view):
+        the attention reads it transposed (q·rᵀ), and a decoding cache reuses it at every step, so it is laid out
+        once here instead of being copied inside every product."""
         r = self.r(table)
-        return r.view(*r.shape[:-1], self.n_head, self.d_head).transpose(-2, -3)
+        r = r.view(*r.shape[:-1], self.n_head, self.d_head)  # [.., R, H, D]
+        return r.movedim(-3, -1).contiguous().transpose(-1, -2)  # [.., H, R, D] view of [.., H, D, R]
 
     def forward(
         self,
@@ -266,8 +274,9 @@ class RelAttention(nn.Module):
         q = self.heads(self.q(x))  # [B,H,I,D]
         seg_w = None
         if seg_same is not None:
-            s = self.seg_embed.to(q.dtype)
-            seg_w = torch.matmul(q + sb[:, None], (s[0] - s[1])[..., None])  # [B,H,I,1]
+            ds = (self.seg_embed[0] - self.seg_embed[1]).to(q.dtype)  # [H,D] s+ − s−
+            # (q+b)·ds = q·ds + b·ds: the bias part is one number per head, added to the small [B,H,I,1] result
+            seg_w = torch.matmul(q, ds[..., None]).add_((sb.to(q.dtype) * ds).sum(-1)[:, None, None])  # [B,H,I,1]
         a = attend(q, k, v, rk, rel_index, seg_w, seg_same, mask, u, vb, self.dropatt, self.training, skew_rows)
         B, H, I, D = a.shape
         out = self.o(a.transpose(1, 2).reshape(B, I, H * D))

@@ -45,5 +45,11 @@ def test_demo_runs():
 def test_bench_checkpoint_only_for_decode():
     r = run("bench", "train", "--checkpoint", "x.ckpt")
     assert r.returncode == 2 and "goes with `bench decode` only" in r.stderr and "Traceback" not in r.stderr
+    r = run("bench", "backbone", "--objectives", "plm")
+    assert r.returncode == 2 and "--objectives goes with `bench train` only" in r.stderr
+    r = run("bench", "decode", "--precision", "fp16")
+    assert r.returncode == 2 and "--precision must be bf16 or fp32" in r.stderr and "Traceback" not in r.stderr
+    r = run("bench", "train", "--experiment", "no/such.yaml")
+    assert r.returncode == 2 and "--experiment no/such.yaml: no such file" in r.stderr
     r = run("bench", "frobnicate")
     assert r.returncode == 2 and "unknown benchmark" in r.stderr and "decode" in r.stderr

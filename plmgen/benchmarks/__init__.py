@@ -6,13 +6,15 @@ Each benchmark is ``plmgen/benchmarks/<what>.py`` with a ``run(...)`` function.
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from ..errors import UserError
 
 BENCHMARKS = ("backbone", "train", "decode")
 
 
-def bench(what: str, steps: int | None = None, batch: int | None = None, checkpoint: str | None = None) -> None:
+def bench(what: str, steps: int | None = None, batch: int | None = None, checkpoint: str | None = None,
+          precision: str | None = None, experiment: str | None = None, objectives: str | None = None) -> None:
     """Run one benchmark.
 
     Args:
@@ -20,10 +22,19 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
         steps: timed steps (None = the benchmark's default; 3 for a quick smoke run).
         batch: batch size (None = the benchmark's default).
         checkpoint: decode only: a fine-tuned seq2seq checkpoint for BLEU of parallel decoding on a dev slice.
+        precision: decode only: bf16 (default, the CPU fast path) or fp32, for both sides of every comparison.
+        experiment: train only: the experiment YAML to time (default experiments/configs/small-cpu.yaml).
+        objectives: train only: comma-separated objectives (default plm,dae,mask-plm,mass; MFU is the first's).
     """
     if what not in BENCHMARKS:
         raise UserError(f"unknown benchmark {what!r}; choose one of {', '.join(BENCHMARKS)}")
-    if checkpoint and what != "decode":
-        raise UserError("--checkpoint goes with `bench decode` only")
-    kwargs = {k: v for k, v in dict(steps=steps, batch=batch, checkpoint=checkpoint).items() if v is not None}
-    importlib.import_module(f"{__name__}.{what}").run(**kwargs)
+    run = importlib.import_module(f"{__name__}.{what}").run
+    given = {k: v for k, v in dict(steps=steps, batch=batch, checkpoint=checkpoint, precision=precision,
+                                   experiment=experiment, objectives=objectives).items() if v is not None}
+    accepted = inspect.signature(run).parameters
+    for name in given:
+        if name not in accepted:
+            takers = [w for w in BENCHMARKS if name in inspect.signature(
+                importlib.import_module(f"{__name__}.{w}").run).parameters]
+            raise UserError(f"--{name} goes with `bench {' / '.join(takers)}` only")
+    run(**given)

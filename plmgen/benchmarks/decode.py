@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import tempfile
 import time
-from contextlib import nullcontext
 from typing import Callable
 
 import torch
 
 from ..config import DecodeConfig, ModelConfig, atomic_write_text
+from ..errors import UserError
 from ..decoding import decode
+from ..decoding.search import inference
 from ..model import XLNet
 
 SEP, PAD = 4, 5
@@ -41,8 +42,7 @@ def hf_l2r_greedy(hf, src: torch.Tensor, length: int, bf16: bool = False) -> tor
     B, C = src.shape
     seq, mems, offset = src, None, 2
     dummy = torch.zeros(B, 1, dtype=torch.long)
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
-    with torch.inference_mode(), ctx:
+    with inference(bf16):  # the same gradient-free / autocast context as plmgen's decoder
         for _ in range(length):
             start = 0 if mems is None else seq.shape[1] - offset
             inp = torch.cat([seq[:, start:], dummy], dim=1)
@@ -60,12 +60,28 @@ def hf_l2r_greedy(hf, src: torch.Tensor, length: int, bf16: bool = False) -> tor
     return seq[:, C:]
 
 
-def parallel_rows(model, src, lens, ks=(1, 2, 4), quality: Callable | None = None) -> list[dict]:
+def l2r_vs_hf(model, twin, fixed: list[list[int]], length: int, bf16: bool) -> dict:
+    """Left-to-right greedy tokens/s of plmgen's cache and of transformers' XLNet (``hf_l2r_greedy``) on the same
+    weights and sources, both under the same precision context (``inference(bf16)``)."""
+    batch, lens = len(fixed), [length] * len(fixed)
+    ids = torch.tensor([s + [SEP] for s in fixed])
+    hf_l2r_greedy(twin, ids[:2], 2, bf16)  # warm-up
+    decode(model, fixed[:2], [2, 2], DecodeConfig(bf16=bf16, max_len=length), sep_id=SEP, pad_id=PAD)
+    hf_out, t_hf = _timed(lambda: hf_l2r_greedy(twin, ids, length, bf16))
+    ours, t_us = _timed(lambda: decode(model, fixed, lens, DecodeConfig(bf16=bf16, max_len=length), sep_id=SEP,
+                                       pad_id=PAD))
+    # HF's scheme lets the last tokens see each other, so only the first token (context only) must agree.
+    first_agree = sum(int(h.tokens[0] == int(hf_out[b, 0])) for b, h in enumerate(ours)) / batch
+    tps_hf, tps_us = batch * length / t_hf, batch * length / t_us
+    return dict(hf=tps_hf, ours=tps_us, ratio=tps_us / tps_hf, first_agree=first_agree)
+
+
+def parallel_rows(model, src, lens, ks=(1, 2, 4), quality: Callable | None = None, bf16: bool = False) -> list[dict]:
     """Confidence order with k positions per step: steps, seconds and (with ``quality(hyps) -> float``) quality."""
     rows = []
     for k in ks:
-        hyps, sec = _timed(lambda: decode(model, src, lens, DecodeConfig(order="parallel", k_per_step=k,
-                                                                           max_len=max(lens)), sep_id=SEP, pad_id=PAD))
+        cfg = DecodeConfig(order="parallel", k_per_step=k, max_len=max(lens), bf16=bf16)
+        hyps, sec = _timed(lambda: decode(model, src, lens, cfg, sep_id=SEP, pad_id=PAD))
         row = {"k": k, "mean_steps": sum(h.steps for h in hyps) / len(hyps), "seconds": sec}
         if quality is not None:
             row["quality"] = quality(hyps)
@@ -74,7 +90,7 @@ def parallel_rows(model, src, lens, ks=(1, 2, 4), quality: Callable | None = Non
 
 
 def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256, n_layer: int = 6,
-        vocab_size: int = 8000, seed: int = 0, hf: bool = True, bf16: bool = False,
+        vocab_size: int = 8000, seed: int = 0, hf: bool = True, precision: str = "bf16",
         out: str = "experiments/results/bench_decode.md", checkpoint: str | None = None,
         dev_limit: int = 200) -> dict:
     """Run the decoding benchmark and write a markdown report to ``out``.
@@ -87,11 +103,15 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
         vocab_size: vocabulary size.
         seed: weights and data seed.
         hf: also time transformers' XLNet on the same weights.
-        bf16: bfloat16 autocast for both sides of every comparison.
+        precision: "bf16" (bfloat16 autocast, the CPU fast path; the default) or "fp32", for both sides of every
+            comparison. The l2r-vs-transformers ratio is printed for the other precision too.
         out: markdown report path.
         checkpoint: a fine-tuned seq2seq checkpoint: also report BLEU of parallel k=1,2,4 on a dev slice.
         dev_limit: dev sentences for that BLEU.
     """
+    if precision not in ("bf16", "fp32"):
+        raise UserError(f"--precision must be bf16 or fp32, got {precision!r}")
+    bf16 = precision == "bf16"
     tgt_len = steps
     torch.manual_seed(seed)
     mcfg = ModelConfig.named("small", d_model=d_model, n_layer=n_layer, vocab_size=vocab_size, dropout=0.0,
@@ -129,35 +149,34 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
             save_hf_xlnet(model, d)
             twin = XLNetLMHeadModel.from_pretrained(d).eval()
         fixed = [torch.randint(10, vocab_size, (src_len,), generator=gen).tolist() for _ in range(batch)]
-        ids = torch.tensor([s + [SEP] for s in fixed])
-        hf_l2r_greedy(twin, ids[:2], 2, bf16)  # warm-up
-        hf_out, t_hf = _timed(lambda: hf_l2r_greedy(twin, ids, tgt_len, bf16))
-        ours, t_us = _timed(lambda: decode(model, fixed, lens, DecodeConfig(bf16=bf16, max_len=tgt_len),
-                                           sep_id=SEP, pad_id=PAD))
-        # HF's scheme lets the last tokens see each other, so only the first token (context only) must agree.
-        first_agree = sum(int(h.tokens[0] == int(hf_out[b, 0])) for b, h in enumerate(ours)) / batch
-        tps_hf, tps_us = batch * tgt_len / t_hf, batch * tgt_len / t_us
-        res.update(hf_tokens_per_s=tps_hf, tokens_per_s=tps_us, ratio_l2r_vs_hf=tps_us / tps_hf,
-                   first_token_agreement=first_agree)
-        print(f"ratio l2r_greedy_tokens_per_s_vs_hf: {tps_us / tps_hf:.1f}")
-        hf_lines = [f"| plmgen cache, l2r greedy | {tps_us:.0f} |", f"| transformers XLNet, dummy token + mems | "
-                    f"{tps_hf:.0f} |", "", f"first generated token identical in {first_agree:.0%} of rows "
-                    "(later tokens differ by design: HF re-feeds the last two tokens, which then see each other)."]
+        # The headline precision first, then the other one, so both ratios are on record from the same run.
+        for p in (precision, *(q for q in ("bf16", "fp32") if q != precision)):
+            r = l2r_vs_hf(model, twin, fixed, tgt_len, p == "bf16")
+            label = "" if p == precision else f" ({p})"
+            print(f"ratio l2r_greedy_tokens_per_s_vs_hf{label}: {r['ratio']:.1f}")
+            res[f"l2r_vs_hf_{p}"] = r
+            hf_lines += [f"| {p} | {r['ours']:.0f} | {r['hf']:.0f} | {r['ratio']:.1f} | {r['first_agree']:.0%} |"]
+        res["ratio_l2r_vs_hf"] = res[f"l2r_vs_hf_{precision}"]["ratio"]
 
-    prow = parallel_rows(model, src, lens, ks=[k for k in (1, 2, 4) if k <= tgt_len])
+    prow = parallel_rows(model, src, lens, ks=[k for k in (1, 2, 4) if k <= tgt_len], bf16=bf16)
     res["parallel"] = prow
     for r in prow:
         print(f"parallel k={r['k']}: mean steps {r['mean_steps']:.1f} ({r['seconds']:.2f} s)")
 
-    bleu_md = dev_bleu_rows(checkpoint, dev_limit, [r["k"] for r in prow]) if checkpoint else []
+    bleu_md = dev_bleu_rows(checkpoint, dev_limit, [r["k"] for r in prow], precision) if checkpoint else []
     md = ["# Decoding benchmark (`python cli.py bench decode`)", "", res["config"], "",
           "## Incremental cache vs full recompute (same run, same weights)", "",
           "| decode | cache s | recompute s | ratio | outputs |", "|---|---|---|---|---|", *lines, "",
           f"ratio cache_vs_recompute: {res['ratio_cache_vs_recompute']:.1f}", ""]
     if hf_lines:
         md += ["## Left-to-right greedy tokens/s vs transformers (same weights, sources of "
-               f"{src_len} tokens)", "", "| decoder | tokens/s |", "|---|---|", *hf_lines, "",
-               f"ratio l2r_greedy_tokens_per_s_vs_hf: {res['ratio_l2r_vs_hf']:.1f}", ""]
+               f"{src_len} tokens)", "", "transformers: XLNetLMHeadModel with mems, fed the way its "
+               "`prepare_inputs_for_generation` does (a dummy token blocked by perm_mask, the last two tokens "
+               "re-fed); both sides under the same precision context.", "",
+               "| precision | plmgen cache tok/s | transformers tok/s | ratio | first token identical |",
+               "|---|---|---|---|---|", *hf_lines, "",
+               f"ratio l2r_greedy_tokens_per_s_vs_hf: {res['ratio_l2r_vs_hf']:.1f} ({precision})", "",
+               "Later tokens differ by design: HF re-feeds the last two tokens, which then see each other.", ""]
     md += ["## Parallel decoding (confidence order, k positions per step)", "",
            "| k | mean steps | seconds |", "|---|---|---|",
            *[f"| {r['k']} | {r['mean_steps']:.1f} | {r['seconds']:.2f} |" for r in prow], "",
@@ -166,7 +185,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     return res
 
 
-def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int]) -> list[str]:
+def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int], precision: str = "fp32") -> list[str]:
     """BLEU of confidence-order parallel decoding (k per step) on the first ``limit`` dev sentences of a checkpoint's
     data, predicted lengths; prints one line per k and returns markdown lines."""
     from ..decoding.generate import generate, load_translator, read_inputs
@@ -175,8 +194,8 @@ def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int]) -> list[str]:
     _, refs, _ = read_inputs(None, "dev", None, None, load_translator(checkpoint), limit)
     with tempfile.TemporaryDirectory() as d:
         runs = generate(checkpoint=checkpoint, split="dev", orders=",".join(f"parallel@{k}" for k in ks), out=d,
-                        limit=limit, quiet=True)
-    md = ["", f"Fine-tuned `{checkpoint}`, first {len(refs)} dev sentences, predicted lengths:", "",
+                        limit=limit, quiet=True, precision=precision)
+    md = ["", f"Fine-tuned `{checkpoint}`, first {len(refs)} dev sentences, predicted lengths, {precision}:", "",
           "| k | mean steps | BLEU | chrF |", "|---|---|---|---|"]
     sig = ""
     for k, run in zip(ks, runs):

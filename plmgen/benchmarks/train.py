@@ -19,6 +19,7 @@ so it is the share of the machine's practical peak that the training step reache
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 import time
 from contextlib import nullcontext
 
@@ -116,11 +117,14 @@ def measure(cfg: ExperimentConfig, device: str, bf16: bool, steps: int, warmup: 
     return {"sec": sec, "tokens_per_s": tokens / sec, "flops": statistics.median(flops)}
 
 
-def run(config: str = "experiments/configs/small-cpu.yaml", objectives: str = ",".join(DEFAULT_OBJECTIVES),
+def run(experiment: str = "experiments/configs/small-cpu.yaml", objectives: str = ",".join(DEFAULT_OBJECTIVES),
         steps: int = 6, warmup: int = 2, batch: int | None = None, device: str | None = None) -> dict:
     """Print tokens/s per objective (fp32, bf16), the bf16 matmul rate, MFU and the bf16/fp32 speed ratio."""
     import dataclasses
 
+    if not Path(experiment).is_file():
+        raise UserError(f"--experiment {experiment}: no such file")
+    config = experiment
     cfg = ExperimentConfig.from_yaml(config)
     if batch:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=batch))

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attention import RelPos
+from ..attention import RelPos, mask_bias
 from ..errors import UserError
 from ..masks import content_mask, perm_attention
 from ..model import XLNet
@@ -192,35 +192,39 @@ class IncrementalCache:
         """Fill [B, F] target slots with tokens (ranks in column order), then query [B, Q] slots -> [B, Q, V]."""
         model, cfg = self.model, self.model.cfg
         B, Fn, Q = fill_pos.shape[0], fill_pos.shape[1], q_pos.shape[1]
-        J = self.k_ok.shape[1]
-        dummy = torch.full_like(fill_pos, J - 1)
-        slots = torch.where(fill_ok, self.M + self.C + fill_pos, dummy)  # [B, F]
-        # Visibility: every valid key before this step, plus the new tokens: fill row f sees fills f' <= f (itself
-        # included), query rows see all of them.
-        new = torch.zeros(B, Fn, J, dtype=torch.bool, device=slots.device)
-        new.scatter_(2, slots[:, :, None], fill_ok[:, :, None])  # [B, F, J] one-hot of valid new slots
-        seen = torch.ones(Fn + Q, Fn, dtype=torch.bool, device=slots.device).tril()  # [F+Q, F]
-        vis = (seen.float()[None] @ new.float()) > 0  # [B, F+Q, J]
-        mask = self.k_ok[:, None, :] | vis
-        row_pos = torch.cat([self.t_pos.gather(1, fill_pos), self.t_pos.gather(1, q_pos)], dim=1)
-        rel = self._rel_index(row_pos)
-        seg_same = self.k_tgt[:, None, :]  # every row is a target row (segment 1)
+        J, base = self.k_ok.shape[1], self.M + self.C
+        slots = torch.where(fill_ok, base + fill_pos, torch.full_like(fill_pos, J - 1))  # [B, F]; J−1: dummy
+        k_ok = self.k_ok.scatter(1, slots, fill_ok) if Fn else self.k_ok  # [B, J] valid keys after this step
+        # Visibility: query rows (and a single fill row) see every valid key, the new ones included; with several
+        # fills, fill row f sees the fills f' <= f only (distinct ranks in column order).
+        if Fn <= 1:
+            mask = k_ok[:, None, :]  # [B, 1, J], shared by all rows
+        else:
+            new = torch.zeros(B, Fn, J, dtype=torch.bool, device=slots.device)
+            new.scatter_(2, slots[:, :, None], fill_ok[:, :, None])  # [B, F, J] one-hot of valid new slots
+            seen = self.k_ok[:, None, :] | (new.cumsum(1) > 0)  # [B, F, J]
+            mask = torch.cat([seen, k_ok[:, None, :].expand(B, Q, J)], dim=1)  # [B, F+Q, J]
+        dtype = self.k[0].dtype
+        bias = mask_bias(mask, dtype)  # converted once, used by every layer
+        row_pos = self.t_pos.gather(1, torch.cat([fill_pos, q_pos], dim=1))  # [B, F+Q]
+        rel = self.d_max - (row_pos[:, :, None] - self.k_pos[:, None, :])  # [B, F+Q, J]
+        seg_same = self.k_tgt[:, None, :].to(dtype)  # every row is a target row (segment 1)
 
         emb = model.dropout(model.word_embedding(fill_tok))  # [B, F, d] content stream starts from tokens
         g = model.dropout(model.mask_emb.to(emb.dtype).expand(B, Q, -1))  # query stream starts from w
         x = torch.cat([emb, g], dim=1)  # [B, F+Q, d]
-        idx = slots[:, None, :, None].expand(B, cfg.n_head, Fn, cfg.d_head)
+        rows = torch.arange(B, device=slots.device)[:, None]  # K[rows, :, slots] is [B, F, H, D]
         for i in range(cfg.n_layer):
-            if Fn:
-                kn, vn = model.layers[i].rel_attn.keys_values(x[:, :Fn])
-                self.k[i].scatter_(2, idx, kn.to(self.k[i].dtype))
-                self.v[i].scatter_(2, idx, vn.to(self.v[i].dtype))
+            if Fn:  # an index put rather than scatter_, which copies the whole cache twice per call in bf16 on CPU
+                kn, vn = model.layers[i].rel_attn.keys_values(x[:, :Fn])  # [B, H, F, D]
+                self.k[i][rows, :, slots] = kn.transpose(1, 2).to(dtype)
+                self.v[i][rows, :, slots] = vn.transpose(1, 2).to(dtype)
             # The fill rows' output after the last layer is never a key: run the query rows alone there.
-            lo = Fn if i + 1 == cfg.n_layer else 0
-            x = model.layer_step(i, x[:, lo:], self.k[i], self.v[i], self.rk[i], rel[:, lo:], seg_same, mask[:, lo:])
-            rel, mask = rel[:, lo:], mask[:, lo:]
-        self.k_ok = self.k_ok | new.any(1)
-        self.k_ok[:, J - 1] = False
+            if i + 1 == cfg.n_layer and Fn:
+                x, rel = x[:, Fn:], rel[:, Fn:]
+                bias = bias if bias.shape[1] == 1 else bias[:, Fn:]
+            x = model.layer_step(i, x, self.k[i], self.v[i], self.rk[i], rel, seg_same, bias)
+        self.k_ok = k_ok
         out = x[:, -Q:] if Q else x[:, :0]
         return log_probs(model, out)
 

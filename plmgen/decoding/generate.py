@@ -27,6 +27,7 @@ import torch
 
 from plmgen.config import DecodeConfig, atomic_write_text
 from plmgen.errors import UserError
+from plmgen.decoding.search import inference
 from plmgen.length import LengthMode, parse_length_mode, select_best, top_lengths
 
 PRECISION = {"32": False, "fp32": False, "bf16": True, "bf16-mixed": True}
@@ -124,8 +125,7 @@ def length_logits(tr: Translator, sources: Sequence[Sequence[int]], bf16: bool =
     b = layout(srcs, [[] for _ in srcs], tr.tokenizer.sep_id, tr.tokenizer.pad_id)
     dev = tr.model.word_embedding.weight.device
     valid = b["valid"].to(dev)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-    with torch.inference_mode(), autocast:
+    with inference(bf16):
         h = tr.model(b["input_ids"].to(dev), seg_ids=b["seg_ids"].to(dev),
                      content_mask=valid[:, None, :].expand(-1, valid.shape[1], -1)).h
         return head(h, valid & ~b["functional"].to(dev)).float()

@@ -11,7 +11,7 @@ log-probability of the output under the order that was followed (``score`` recom
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -49,13 +49,12 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
 
     banned: ids never generated (e.g. the tokenizer's special ids). force: teacher-force these targets (the chosen
     positions are filled with the given tokens; used by ``score``). on_step: called with each step's log-probs.
-    Returns one ``Hypothesis`` per example (the best beam). Runs under ``torch.inference_mode``; the model should
-    be in eval mode.
+    Returns one ``Hypothesis`` per example (the best beam). Runs under :func:`inference`; the model should be in
+    eval mode.
     """
     _validate(model, src, tgt_lengths, cfg, force)
     order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
-    with torch.inference_mode(), autocast:
+    with inference(cfg.bf16):
         layout = build_layout(model, [list(s) for s in src], list(tgt_lengths), sep_id, pad_id, cfg.max_segment)
         forced = None
         if force is not None:
@@ -70,6 +69,19 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
 
             hyps = refine(model, layout, hyps, cfg.refine_iters, banned=list(banned))
     return hyps
+
+
+@contextmanager
+def inference(bf16: bool):
+    """Gradient-free context for decoding: ``inference_mode`` in fp32; ``no_grad`` + bf16 autocast in bf16, because
+    autocast's cache of bf16 weight copies is off under ``inference_mode`` (every matmul would re-cast its weight,
+    the 8k-word LM head included, at every step)."""
+    if not bf16:
+        with torch.inference_mode():
+            yield
+        return
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        yield
 
 
 def score(model: XLNet, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], order: str = "l2r", *,

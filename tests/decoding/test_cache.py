@@ -86,3 +86,18 @@ def test_score_equals_one_pass_teacher_forcing(m):
             ref = sum(float(lp[i, ids[0, p]]) for i, p in enumerate(sm.target_pos[0].tolist()))
             assert abs(ref - h.logprob) < 1e-4
             assert h.tokens == t
+
+
+@pytest.mark.parametrize("order", ["l2r", "random"])
+def test_bf16_cache_matches_recompute(m, order):
+    """Under bf16 autocast (the CPU fast path) the cache still scores every target like the full recompute, up to
+    bf16 rounding, and stays within bf16 rounding of the fp32 scores."""
+    tgt = [[21, 22, 23, 24], [25, 26, 27, 28, 29, 30], [31, 32, 33]]
+    kw = dict(sep_id=SEP, pad_id=PAD, order=order)
+    cache = score(m, SRC, tgt, bf16=True, **kw)
+    recompute = score(m, SRC, tgt, bf16=True, backend="recompute", **kw)
+    fp32 = score(m, SRC, tgt, **kw)
+    assert [h.trace for h in cache] == [h.trace for h in recompute] == [h.trace for h in fp32]
+    for c, r, f in zip(cache, recompute, fp32):
+        torch.testing.assert_close(torch.tensor(c.token_logprobs), torch.tensor(r.token_logprobs), atol=0.01, rtol=0)
+        torch.testing.assert_close(torch.tensor(c.token_logprobs), torch.tensor(f.token_logprobs), atol=0.1, rtol=0.05)
