@@ -186,6 +186,9 @@ class Seq2SeqConfig(YamlConfig):
 
     order: str = "uniform"  # factorization orders of the target: uniform | l2r | r2l | a mix "l2r:0.5,uniform:0.5"
     predict_fraction: float = 1.0  # share of target tokens predicted per example (the earliest-ranked rest = context)
+    # fixed: every example predicts ceil(predict_fraction·L) tokens; uniform: each example draws how many, uniformly
+    # from 1..ceil(predict_fraction·L) (Mask-Predict's masking, so refinement sees every amount of context)
+    predict_sampling: str = "fixed"
     length_weight: float = 0.1  # weight of the joint target-length loss (0 = no length head training)
     max_len: int = 128  # length classes 1..max_len of the length head (and the longest target kept in training)
     mass_weight: float = 0.0  # > 0: add the `mass` span objective on each side of the pairs (MASS-style joint)
@@ -194,6 +197,8 @@ class Seq2SeqConfig(YamlConfig):
         n = "Seq2SeqConfig"
         parse_order_mix(self.order)
         _user_check(0.0 < self.predict_fraction <= 1.0, n, f"predict_fraction must be in (0, 1], got {self.predict_fraction!r}")
+        _user_check(self.predict_sampling in ("fixed", "uniform"), n,
+                    f"predict_sampling must be fixed or uniform, got {self.predict_sampling!r}")
         _user_check(self.length_weight >= 0, n, f"length_weight must be >= 0, got {self.length_weight!r}")
         _user_check(isinstance(self.max_len, int) and self.max_len >= 1, n, f"max_len must be an int >= 1, got {self.max_len!r}")
         _user_check(self.mass_weight >= 0, n, f"mass_weight must be >= 0, got {self.mass_weight!r}")

@@ -81,6 +81,19 @@ def test_predicted_fraction_keeps_last_ranks():
     assert predicted_ranks(rank, 0.5).tolist() == [[-1, 3, 2, -1, -1]]
 
 
+def test_uniform_predict_sampling_draws_every_count_and_keeps_the_last_ranks():
+    L, rows = 6, 3000
+    rank = torch.stack([torch.randperm(L, generator=torch.Generator().manual_seed(i)) for i in range(rows)])
+    kept = predicted_ranks(rank, 1.0, "uniform", torch.Generator().manual_seed(0))
+    n = (kept >= 0).sum(1)
+    counts = torch.bincount(n, minlength=L + 1)
+    assert counts[0] == 0 and all(abs(int(c) - rows / L) < 0.2 * rows / L for c in counts[1:])  # uniform on 1..6
+    assert torch.equal(kept[kept >= 0], rank[kept >= 0])  # predictions keep their ranks ...
+    assert bool(((kept >= 0) == (rank >= (L - n)[:, None])).all())  # ... and are the last-ranked n
+    capped = (predicted_ranks(rank, 0.5, "uniform", torch.Generator().manual_seed(1)) >= 0).sum(1)
+    assert int(capped.min()) == 1 and int(capped.max()) == 3  # 1..ceil(0.5·6)
+
+
 def test_model_perturbation_respects_order():
     """Changing a target token moves only what may see it: no source state, no query of rank <= its rank."""
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ target, never see it); the target carries segment 1 and a rank per token from a 
 example (``uniform`` random permutation, ``l2r``, ``r2l``, or a mix). *Every* target token keeps its rank, so the
 content stream sees exactly what the incremental decoder will see (a filled slot sees the source and the slots
 filled before it); with ``predict_fraction < 1`` only the last-ranked share is predicted, the earlier-ranked rest
-acts as already-decoded context. Masks come from the pure function ``seq2seq_masks`` (brute-force leak tested).
+acts as already-decoded context; ``predict_sampling uniform`` draws that share per example (Mask-Predict style). Masks come from the pure function ``seq2seq_masks`` (brute-force leak tested).
 
 Extra terms, each with its weight: ``length`` (target-length head on the mean-pooled source content states) and
 ``mass`` (the registry's MASS span objective on each side of the pairs as monolingual text).
@@ -60,12 +60,17 @@ def target_ranks(target: Tensor, orders: list[str], generator: torch.Generator |
     return rank.to(target.device)
 
 
-def predicted_ranks(rank: Tensor, fraction: float) -> Tensor:
-    """Keep only the last-ranked ceil(fraction·L) target tokens of each row as predictions (others −1)."""
-    if fraction >= 1.0:
+def predicted_ranks(rank: Tensor, fraction: float, sampling: str = "fixed",
+                    generator: torch.Generator | None = None) -> Tensor:
+    """Keep only the last-ranked n target tokens of each row as predictions (others −1): n = ceil(fraction·L)
+    (``fixed``), or drawn per row uniformly from 1..ceil(fraction·L) (``uniform``, Mask-Predict style)."""
+    if fraction >= 1.0 and sampling == "fixed":
         return rank
     L = (rank >= 0).sum(1, keepdim=True)  # [B, 1]
     n_pred = torch.clamp(torch.ceil(L.double() * fraction - 1e-9).long(), min=1)  # 0.7·10 is 7, not 8
+    if sampling == "uniform":
+        u = torch.rand(n_pred.shape, generator=generator).to(n_pred.device)
+        n_pred = torch.clamp((u * n_pred).long() + 1, max=n_pred)  # uniform on 1..n_pred
     keep = rank >= (L - n_pred)
     return torch.where(keep & (rank >= 0), rank, torch.full_like(rank, -1))
 
@@ -93,7 +98,7 @@ def batch_masks(batch: dict, cfg: Seq2SeqConfig, generator: torch.Generator | No
     target = batch["target"] & batch["valid"]
     orders = sample_orders(cfg.order, target.shape[0], generator)
     rank = target_ranks(target, orders, generator)
-    predict = predicted_ranks(rank, cfg.predict_fraction) >= 0
+    predict = predicted_ranks(rank, cfg.predict_fraction, cfg.predict_sampling, generator) >= 0
     return rank, seq2seq_masks(rank, batch["valid"], predict)
 
 
