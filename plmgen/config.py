@@ -230,7 +230,7 @@ class DataConfig(YamlConfig):
     ab_layout: bool = True  # pretrain: [A <sep> B <sep> <cls>] layout; False = plain stream chunks, segment 0
     val_batches: int = 16  # most validation batches per evaluation
     num_workers: int = 0  # DataLoader worker processes
-    seed: int = 0  # pretrain: A/B cuts and random-B draws (a pure function of seed, rank, batch index)
+    seed: int = 0  # data order: pretrain A/B cuts and random-B draws, parallel shuffling (pure functions of seed, rank, batch index)
     # parallel-kind knobs (read by plmgen.data.parallel): 0 = split seq_len between the sides
     max_src_len: int = 0
     max_tgt_len: int = 0

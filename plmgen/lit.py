@@ -75,6 +75,9 @@ class PLMModule(L.LightningModule):
         mems = self._mems
         if mems is None or not self.objective.uses_mems:
             return None
+        dev = batch["input_ids"].device
+        if mems[0].device != dev:  # restored from a checkpoint (kept on the CPU there)
+            mems = self._mems = [m.to(dev) for m in mems]
         if mems[0].shape[0] != batch["input_ids"].shape[0]:
             return None  # a batch of another size (parallel data's last batch): nothing to continue
         reset = batch.get("stream_reset")
@@ -97,6 +100,13 @@ class PLMModule(L.LightningModule):
         if training and self.objective.uses_mems:
             self._mems = [m.detach() for m in out.mems] if out.mems else None
         return out
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed torch's RNG from (train.seed, rank, step): every step's random draws (factorization orders, span
+        masks, dropout) are a pure function of the step, so a resumed run draws exactly what an uninterrupted one
+        would have (Lightning restores weights, optimizer and data position, not RNG streams)."""
+        rank, _ = self._rank_world()
+        torch.manual_seed((self.train_cfg.seed * 1_000_003 + rank) * 1_000_003 + self.global_step)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         out = self.step(batch, "train")
@@ -144,6 +154,40 @@ class PLMModule(L.LightningModule):
     # -- checkpoint metadata (plain dicts: loadable with torch.load(weights_only=True)) -----------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["plmgen"] = self.meta
+        checkpoint["plmgen_mems"] = self._gathered_mems()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the Transformer-XL memory the next training batch continues from (so a resumed run is exact)."""
+        saved = checkpoint.get("plmgen_mems")
+        self._mems = None
+        if not saved:
+            return
+        rank, world = self._rank_world()
+        if saved["world"] != world:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(f"checkpoint memory was saved by {saved['world']} processes, resuming on {world}: "
+                           "training continues with empty memory")
+            return
+        self._mems = list(saved["mems"][rank].unbind(0))  # per layer [B, M, d]; moved to the device when used
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _gathered_mems(self) -> dict[str, Any] | None:
+        """Every process's training memory as one CPU tensor [world, n_layer, B, M, d] (every rank calls this while
+        a checkpoint is assembled; rank 0 writes it), or None when there is none to carry."""
+        _, world = self._rank_world()
+        mems = torch.stack(self._mems) if self._mems else None
+        if world > 1:
+            has = self.all_gather(torch.tensor(mems is not None, device=self.device))
+            if not bool(has.all()):
+                return None
+            mems = self.all_gather(mems)  # [world, n_layer, B, M, d]
+        elif mems is not None:
+            mems = mems[None]
+        return None if mems is None else {"world": world, "mems": mems.detach().cpu()}
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -83,17 +83,20 @@ class StopAt(L.Callback):
         trainer.should_stop = trainer.global_step >= self.step
 
 
-def test_resume_continues_steps_optimizer_and_data(assets, tmp_path):
-    """6 steps + resume to 9 == 9 uninterrupted steps (mem_len 0: memory is the one thing not checkpointed)."""
+@pytest.mark.parametrize("mem_len", [0, 8])
+def test_resume_continues_steps_optimizer_and_data(assets, tmp_path, mem_len):
+    """6 steps + resume to 9 == 9 uninterrupted steps, with and without Transformer-XL memory (checkpointed too)."""
     def cfg(path, steps):
         c = config(assets, path, max_steps=steps)
-        c.model.mem_len = 0
+        c.model.mem_len = mem_len
         return c
 
     straight = run_training(cfg(tmp_path / "a", 9), objective=StandInObjective())
     first = run_training(cfg(tmp_path / "b", 9), objective=StandInObjective(), callbacks=[StopAt(6)])  # "crash" at 6
     ckpt = torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 6 and ckpt["PLMDataModule"] == {"next_batch": 6}
+    if mem_len:
+        assert ckpt["plmgen_mems"]["world"] == 1 and ckpt["plmgen_mems"]["mems"].shape[:2] == (1, 2)  # 1 rank, 2 layers
     rec = Record()
     resumed = run_training(cfg(tmp_path / "b", 9), objective=StandInObjective(), resume="last", callbacks=[rec])
     assert rec.start["step"] == 6 and rec.start["next_batch"] == 6
@@ -106,6 +109,38 @@ def test_resume_continues_steps_optimizer_and_data(assets, tmp_path):
     for (n, a), (_, b) in zip(straight.module.state_dict().items(), resumed.module.state_dict().items()):
         torch.testing.assert_close(a, b, msg=f"{n} differs after resume")
     assert first.trainer.global_step == 6
+
+
+def test_resume_on_parallel_data_continues_mid_epoch(assets, tmp_path):
+    """seq2seq on shuffled pairs: 5 steps + resume to 9 == 9 straight steps, with epochs of 3 batches (so the
+    resume lands mid-epoch and the run crosses epoch boundaries)."""
+    from plmgen.config import ObjectiveConfig
+
+    def cfg(path):
+        c = config(assets, path, max_steps=9, val_every=9)
+        c.model.mem_len = 0
+        c.objective = ObjectiveConfig(name="seq2seq")
+        c.data = DataConfig(path=c.data.path, kind="parallel", seq_len=24, batch_size=4, max_pairs=12,
+                            max_val_pairs=8)
+        return c
+
+    seen: dict[str, list] = {"a": [], "b": []}
+
+    class Batches(L.Callback):
+        def __init__(self, key):
+            self.key = key
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen[self.key].append((batch["batch_index"], batch["input_ids"].clone()))
+
+    straight = run_training(cfg(tmp_path / "a"), callbacks=[Batches("a")])
+    run_training(cfg(tmp_path / "b"), callbacks=[StopAt(5), Batches("b")])
+    resumed = run_training(cfg(tmp_path / "b"), resume="last", callbacks=[Batches("b")])
+    assert [k for k, _ in seen["b"]] == list(range(9)) == [k for k, _ in seen["a"]]
+    assert all(torch.equal(x, y) for (_, x), (_, y) in zip(seen["a"], seen["b"]))
+    assert not torch.equal(seen["a"][0][1], seen["a"][3][1])  # each epoch reshuffles
+    for (n, a), (_, b) in zip(straight.module.state_dict().items(), resumed.module.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=f"{n} differs after resume")
 
 
 def test_existing_run_needs_resume(assets, tmp_path):

@@ -101,3 +101,5 @@ def test_two_process_cpu_ddp(data, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3 and ckpt["PLMDataModule"] == {"next_batch": 3}
+    mems = ckpt["plmgen_mems"]  # each process's memory (its own text streams), for an exact resume
+    assert mems["world"] == 2 and mems["mems"].shape[0] == 2 and not torch.equal(mems["mems"][0], mems["mems"][1])

@@ -3,8 +3,8 @@
 ``pretrain``: :mod:`plmgen.data.pretrain` text streams (train split + extra text files for training, the dev split
 for validation). ``parallel``: :func:`plmgen.data.parallel.build_parallel_datasets` (imported only when used).
 
-Resume: the pre-training batches are a pure function of their index, so the data position is one integer, the
-index of the next training batch. It is updated when a batch reaches the device (``on_after_batch_transfer``, i.e.
+Resume: training batches (pre-training streams and shuffled parallel pairs alike) are a pure function of their
+index, so the data position is one integer, the index of the next training batch. It is updated when a batch reaches the device (``on_after_batch_transfer``, i.e.
 when the trainer consumes it, not when a worker prefetches it) and saved/restored by Lightning through
 ``state_dict``/``load_state_dict`` with the rest of the checkpoint.
 """
@@ -40,7 +40,7 @@ class PLMDataModule(L.LightningDataModule):
     def __init__(self, cfg: ExperimentConfig, tokenizer) -> None:
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
-        self.next_batch = 0  # pretrain: index of the next training batch (the resumable data position)
+        self.next_batch = 0  # index of the next training batch (the resumable data position)
         self.train_ds = self.val_ds = None
         self.collate = None
 
@@ -72,8 +72,12 @@ class PLMDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         d = self.cfg.data
         if d.kind == "parallel":
-            return DataLoader(self.train_ds, batch_size=d.batch_size, shuffle=True, collate_fn=self.collate,
-                              num_workers=d.num_workers, drop_last=self.cfg.model.bi_data)
+            from plmgen.data.parallel import PairBatches
+
+            rank, world = self._rank_world()
+            ds = PairBatches(self.train_ds, self.collate, d.batch_size, seed=d.seed, rank=rank, world=world,
+                             start=self.next_batch, drop_last=self.cfg.model.bi_data)
+            return DataLoader(ds, batch_size=None, num_workers=d.num_workers)
         ds = self._pretrain(self.train_stream, start=self.next_batch, limit=None, seed=d.seed)
         return DataLoader(ds, batch_size=None, num_workers=d.num_workers)
 

@@ -10,11 +10,13 @@ positions stay contiguous and a padded batch gives each example the relative dis
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from plmgen.errors import UserError
 
 Pair = tuple[list[int], list[int]]
 
@@ -69,6 +71,43 @@ class PairCollate:
 
     def __call__(self, examples: list[Pair]) -> dict[str, Tensor]:
         return layout([s for s, _ in examples], [t for _, t in examples], self.sep_id, self.pad_id)
+
+
+class PairBatches(IterableDataset):
+    """Endless shuffled training batches of a ``PairDataset``; batch k is a pure function of (seed, rank, k), so
+    the data position is one integer (``batch_index``, as for the pre-training streams) and a resumed run continues
+    mid-epoch with exactly the batches it would have seen.
+
+    Epoch e = k // per_epoch shuffles all pairs with a generator seeded by (seed, e); under DDP each rank takes its
+    own slice of every global batch. The last partial batch of an epoch is kept on one process (unless
+    ``drop_last``, e.g. bi_data's even batches) and dropped across ranks, so every rank steps in lockstep.
+    """
+
+    def __init__(self, ds: PairDataset, collate: "PairCollate", batch_size: int, *, seed: int = 0, rank: int = 0,
+                 world: int = 1, start: int = 0, drop_last: bool = False):
+        self.ds, self.collate, self.bs = ds, collate, batch_size
+        self.seed, self.rank, self.world, self.start = seed, rank, world, start
+        n, per = len(ds), batch_size * world
+        self.per_epoch = n // per if (drop_last or world > 1) else -(-n // per)
+        if self.per_epoch == 0:
+            raise UserError(f"{n} training pairs are fewer than one batch of {batch_size}"
+                            + (f" per process x {world} processes" if world > 1 else "") + "; lower data.batch_size")
+
+    def batch(self, k: int) -> dict:
+        epoch, i = divmod(k, self.per_epoch)
+        perm = torch.randperm(len(self.ds), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        lo = (i * self.world + self.rank) * self.bs
+        out = self.collate([self.ds[int(j)] for j in perm[lo: lo + self.bs]])
+        out["batch_index"] = k
+        return out
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        k = self.start + wid  # workers take turns; the DataLoader reads them round-robin, so the order is kept
+        while True:
+            yield self.batch(k)
+            k += nw
 
 
 def build_parallel_datasets(cfg, tokenizer) -> tuple[PairDataset, PairDataset, PairCollate]:
