@@ -135,27 +135,38 @@ class XLNet(nn.Module):
 
         mask = self._row_mask(B, T, M, content_mask, query_mask, target_pos, dev)
 
+        outs, new_mems = self.run_layers(rows, T, T, rel, table, seg_same, mask, mems, split=T if P else None)
+        return XLNetOutput(h=outs[0], g=outs[1] if P else None, mems=new_mems)
+
+    def run_layers(self, rows: Tensor, n_keys: int, n_mem: int, rel: RelPos, table: Tensor, seg_same: Tensor | None,
+                   mask: Tensor | None, mems: list[Tensor] | None,
+                   split: int | None = None) -> tuple[tuple[Tensor, ...], list[Tensor] | None]:
+        """Every block over rows [B, I, d] at the positions ``rel`` was built for -> (outputs, new memory).
+
+        Keys/values come from ``[mems; rows[:, :n_keys]]`` (the content rows), the new memory from
+        ``rows[:, :n_mem]``; ``mask`` [B|1, I, M+n_keys] already covers the memory columns. With ``split`` the last
+        block runs rows ``[:split]`` and ``[split:]`` as two outputs, so a loss on one stream (PLM: the query stream)
+        does not run the other stream's last block backward (with a shared output it would, on zero gradients).
+        Outputs get the final dropout. Shared by ``forward`` and objectives with their own row layouts (mask-plm).
+        """
+        cfg = self.cfg
+        M = mems[0].shape[1] if mems else 0
         new_mems: list[Tensor] | None = [] if cfg.mem_len > 0 else None
         for i in range(cfg.n_layer):
-            h = rows[:, :T]
             mem = mems[i] if M else None
             if new_mems is not None:
-                new_mems.append(self.cache_mem(h, mem))
-            keys = h if mem is None else torch.cat([mem.to(h.dtype), h], dim=1)
+                new_mems.append(self.cache_mem(rows[:, :n_mem], mem))
+            keys = rows[:, :n_keys] if mem is None else torch.cat([mem.to(rows.dtype), rows[:, :n_keys]], dim=1)
             k, v = self.layers[i].rel_attn.keys_values(keys)
             rk = self.layers[i].rel_attn.project_table(table)
-            if i < cfg.n_layer - 1 or not P:
+            if i < cfg.n_layer - 1 or split is None:
                 rows = self.layer_step(i, rows, k, v, rk, rel.index, seg_same, mask, rel.skew_rows)
                 continue
-            # Last block: one output tensor per stream, so a loss on one stream (PLM: the query stream) does not
-            # run the other stream's last block backward (with a shared output it would, on zero gradients).
-            h, g = (self.dropout(self.layer_step(i, rows[:, r], k, v, rk, rel.index[:, r], _sel(seg_same, r),
-                                                 _sel(mask, r), max(min(rel.skew_rows, r.stop) - r.start, 0)))
-                    for r in (slice(0, T), slice(T, T + P)))
-            return XLNetOutput(h=h, g=g, mems=new_mems)
-
-        out = self.dropout(rows)
-        return XLNetOutput(h=out[:, :T], g=out[:, T:] if P else None, mems=new_mems)
+            parts = (slice(0, split), slice(split, rows.shape[1]))
+            return tuple(self.dropout(self.layer_step(i, rows[:, r], k, v, rk, rel.index[:, r], _sel(seg_same, r),
+                                                      _sel(mask, r), max(min(rel.skew_rows, r.stop) - r.start, 0)))
+                         for r in parts), new_mems
+        return (self.dropout(rows),), new_mems
 
     def _row_mask(self, B: int, T: int, M: int, content_mask: Tensor | None, query_mask: Tensor | None,
                   target_pos: Tensor | None, dev) -> Tensor | None:

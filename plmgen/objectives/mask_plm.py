@@ -107,16 +107,8 @@ def rows_forward(model, lay: MaskPLMLayout, mems: list[Tensor] | None = None) ->
         seg_same = seg[:, :, None] == seg_k[:, None, :]
     if M:
         mask = torch.cat([torch.ones(B, mask.shape[1], M, dtype=torch.bool, device=dev), mask], dim=2)
-    new_mems: list[Tensor] | None = [] if cfg.mem_len > 0 else None
-    for i in range(cfg.n_layer):
-        mem = mems[i] if M else None
-        if new_mems is not None:
-            new_mems.append(model.cache_mem(x[:, : lay.T], mem))
-        keys = x[:, :K] if mem is None else torch.cat([mem.to(x.dtype), x[:, :K]], dim=1)
-        k, v = model.layers[i].rel_attn.keys_values(keys)
-        rk = model.layers[i].rel_attn.project_table(table)
-        x = model.layer_step(i, x, k, v, rk, rel.index, seg_same, mask)
-    return model.dropout(x), new_mems
+    (out,), new_mems = model.run_layers(x, K, lay.T, rel, table, seg_same, mask, mems)
+    return out, new_mems
 
 
 class MaskPLMObjective(Objective):
