@@ -84,6 +84,8 @@ class PLMModule(L.LightningModule):
         if reset is not None and bool(reset.any()):
             if bool(reset.all()):
                 return None
+            # Rows whose stream wrapped alone (the built-in pipeline wraps all rows together) get zero memory:
+            # zero keys/values carry no content, though their columns still take a little softmax mass.
             keep = (~reset).to(mems[0].dtype)[:, None, None]  # [B, 1, 1]
             mems = [m * keep for m in mems]
         return mems
