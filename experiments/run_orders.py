@@ -18,7 +18,7 @@ ORDERS = "l2r,r2l,random,middle-out,balanced-tree,confidence,entropy,margin,para
 LENGTHS = "predict,oracle"
 
 
-def run_orders(checkpoint: str, split: str = "test", orders: str = ORDERS, lengths: str = LENGTHS,
+def run_orders(checkpoint: str, split: str = "test", data: str | None = None, orders: str = ORDERS, lengths: str = LENGTHS,
                length_beam: int = 1, limit: int = 0, out: str | None = None, batch_size: int = 32,
                precision: str = "32", quiet: bool = False) -> Path:
     """Decode ``split`` with every order × length mode; returns the results folder.
@@ -26,6 +26,7 @@ def run_orders(checkpoint: str, split: str = "test", orders: str = ORDERS, lengt
     Args:
         checkpoint: fine-tuned seq2seq checkpoint.
         split: data split to translate (references come with it).
+        data: prepared data folder (default: the one the checkpoint was trained on).
         orders: comma-separated order specs (NAME, NAME@K positions per step, NAME@P threshold).
         lengths: comma-separated length modes (predict, oracle, N).
         length_beam: top-K predicted lengths decoded per source in the predict mode.
@@ -39,7 +40,7 @@ def run_orders(checkpoint: str, split: str = "test", orders: str = ORDERS, lengt
 
     run = Path(checkpoint).resolve().parent.parent.name
     folder = Path(out) if out else Path(__file__).resolve().parent / "results" / "orders" / run
-    generate(checkpoint=checkpoint, split=split, orders=orders, lengths=lengths, length_beam=length_beam, limit=limit,
+    generate(checkpoint=checkpoint, split=split, data=data, orders=orders, lengths=lengths, length_beam=length_beam, limit=limit,
              out=str(folder), batch_size=batch_size, precision=precision, quiet=quiet)
     return folder
 
