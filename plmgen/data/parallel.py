@@ -14,8 +14,9 @@ from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset
 
+from plmgen.data.pretrain import worker_batches
 from plmgen.errors import UserError
 
 Pair = tuple[list[int], list[int]]
@@ -102,12 +103,7 @@ class PairBatches(IterableDataset):
         return out
 
     def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        k = self.start + wid  # workers take turns; the DataLoader reads them round-robin, so the order is kept
-        while True:
-            yield self.batch(k)
-            k += nw
+        return worker_batches(self.batch, self.start)
 
 
 def build_parallel_datasets(cfg, tokenizer) -> tuple[PairDataset, PairDataset, PairCollate]:

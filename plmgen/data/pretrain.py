@@ -24,7 +24,7 @@ saves it), and any number of DataLoader workers yields the same batches in the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -74,6 +74,18 @@ def stream_layout(seq_len: int, reuse_len: int, ab_layout: bool) -> tuple[int, i
     return span, advance
 
 
+def worker_batches(batch: Callable[[int], dict], start: int, limit: int | None = None) -> Iterator[dict]:
+    """``batch(k)`` for k = start, start + 1, … (``limit`` of them, None = endless), inside an IterableDataset:
+    DataLoader workers take turns and are read round-robin, so the order is kept with any number of workers."""
+    info = get_worker_info()
+    wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+    k = start + wid
+    end = None if limit is None else start + limit
+    while end is None or k < end:
+        yield batch(k)
+        k += nw
+
+
 class PretrainBatches(IterableDataset):
     """Yields whole collated batches (use ``DataLoader(ds, batch_size=None)``): batch k = chunk k of every stream.
 
@@ -110,13 +122,7 @@ class PretrainBatches(IterableDataset):
         self.chunks_per_pass = (S - self.span) // self.advance + 1
 
     def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        k = self.start + wid  # workers take turns, and the DataLoader reads them round-robin: order is kept
-        end = None if self.limit is None else self.start + self.limit
-        while end is None or k < end:
-            yield self.batch(k)
-            k += nw
+        return worker_batches(self.batch, self.start, self.limit)
 
     def batch(self, k: int) -> dict:
         """Batch number k (a pure function of seed, rank and k)."""
