@@ -42,6 +42,11 @@ def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def rank_world(trainer) -> tuple[int, int]:
+    """(global rank, world size) of a Lightning trainer; (0, 1) outside one (a module or data module in a test)."""
+    return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
 def make_optimizer(modules: list[nn.Module], lr: float, weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
     """AdamW over :func:`param_groups`, with the fused kernel (one pass over each parameter instead of ~10 small
     ops: ~3% of a CPU training step) wherever every parameter is a floating-point tensor on one device."""
@@ -107,7 +112,7 @@ class PLMModule(L.LightningModule):
         """Seed torch's RNG from (train.seed, rank, step): every step's random draws (factorization orders, span
         masks, dropout) are a pure function of the step, so a resumed run draws exactly what an uninterrupted one
         would have (Lightning restores weights, optimizer and data position, not RNG streams)."""
-        rank, _ = self._rank_world()
+        rank, _ = rank_world(self._trainer)
         torch.manual_seed((self.train_cfg.seed * 1_000_003 + rank) * 1_000_003 + self.global_step)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
@@ -164,7 +169,7 @@ class PLMModule(L.LightningModule):
         self._mems = None
         if not saved:
             return
-        rank, world = self._rank_world()
+        rank, world = rank_world(self._trainer)
         if saved["world"] != world:
             from lightning.pytorch.utilities import rank_zero_warn
 
@@ -173,14 +178,10 @@ class PLMModule(L.LightningModule):
             return
         self._mems = list(saved["mems"][rank].unbind(0))  # per layer [B, M, d]; moved to the device when used
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = self._trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def _gathered_mems(self) -> dict[str, Any] | None:
         """Every process's training memory as one CPU tensor [world, n_layer, B, M, d] (every rank calls this while
         a checkpoint is assembled; rank 0 writes it), or None when there is none to carry."""
-        _, world = self._rank_world()
+        _, world = rank_world(self._trainer)
         mems = torch.stack(self._mems) if self._mems else None
         if world > 1:
             has = self.all_gather(torch.tensor(mems is not None, device=self.device))

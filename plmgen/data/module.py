@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from plmgen.config import ExperimentConfig
 from plmgen.data.pretrain import PretrainBatches, encode_documents
 from plmgen.errors import UserError
+from plmgen.lit import rank_world
 
 
 def pretrain_documents(cfg: ExperimentConfig, split: str) -> list[list[str]]:
@@ -44,10 +45,6 @@ class PLMDataModule(L.LightningDataModule):
         self.train_ds = self.val_ds = None
         self.collate = None
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
     def setup(self, stage: str | None = None) -> None:
         if self.train_ds is not None:
             return
@@ -63,7 +60,7 @@ class PLMDataModule(L.LightningDataModule):
 
     def _pretrain(self, stream, *, start: int, limit: int | None, seed: int) -> PretrainBatches:
         d, m, tok = self.cfg.data, self.cfg.model, self.tokenizer
-        rank, world = self._rank_world()
+        rank, world = rank_world(getattr(self, "trainer", None))
         return PretrainBatches(
             stream, batch_size=d.batch_size, seq_len=d.seq_len, reuse_len=m.reuse_len, sep_id=tok.sep_id,
             cls_id=tok.cls_id, nsp_true_ratio=d.nsp_true_ratio, ab_layout=d.ab_layout, bi_data=m.bi_data,
@@ -74,7 +71,7 @@ class PLMDataModule(L.LightningDataModule):
         if d.kind == "parallel":
             from plmgen.data.parallel import PairBatches
 
-            rank, world = self._rank_world()
+            rank, world = rank_world(getattr(self, "trainer", None))
             ds = PairBatches(self.train_ds, self.collate, d.batch_size, seed=d.seed, rank=rank, world=world,
                              start=self.next_batch, drop_last=self.cfg.model.bi_data)
             return DataLoader(ds, batch_size=None, num_workers=d.num_workers)
