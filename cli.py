@@ -42,20 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[argv[0]]
-    from jsonargparse import CLI
-
-    from plmgen.errors import UserError
+    from plmgen.errors import run_cli
 
     fn = getattr(importlib.import_module(module), func)
-    try:
-        CLI(fn, args=[normalize_flag(a) for a in argv[1:]], prog=f"cli.py {argv[0]}", as_positional=True)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli(fn, args=[normalize_flag(a) for a in argv[1:]], prog=f"cli.py {argv[0]}")
 
 
 if __name__ == "__main__":

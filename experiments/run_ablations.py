@@ -103,6 +103,7 @@ def run_ablations(data: str = "data/lo-de-en", out: str = "runs/ablations", vari
         run_training(cfg, init_from=str(init_from) if init_from else None)
         return last
 
+    _, refs, _ = read_inputs(None, "test", data, None, None, limit)  # the same references for every variant
     rows, sig = [], ""
     for name in names:
         dotted = VARIANTS[name]
@@ -112,7 +113,6 @@ def run_ablations(data: str = "data/lo-de-en", out: str = "runs/ablations", vari
         ft = train("demo-finetune.yaml", root / name / "finetune", finetune_steps, {}, pre)
         runs = generate(checkpoint=str(ft), split="test", data=data, orders=orders, lengths="predict",
                         out=str(root / name / "orders"), limit=limit, precision="bf16", seed=seed, quiet=True)
-        _, refs, _ = read_inputs(None, "test", data, None, None, limit)
         scores = [score(r.hyps, refs) for r in runs]
         sig = scores[0].bleu_signature
         pre_loss = last_val_loss(root / name / "pretrain") if pre else None
@@ -146,12 +146,6 @@ def run_ablations(data: str = "data/lo-de-en", out: str = "runs/ablations", vari
 
 
 if __name__ == "__main__":
-    from jsonargparse import CLI
+    from plmgen.errors import run_cli
 
-    from plmgen.errors import UserError
-
-    try:
-        CLI(run_ablations, as_positional=False)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(run_ablations, as_positional=False))

@@ -46,12 +46,6 @@ def run_orders(checkpoint: str, split: str = "test", data: str | None = None, or
 
 
 if __name__ == "__main__":
-    from jsonargparse import CLI
+    from plmgen.errors import run_cli
 
-    from plmgen.errors import UserError
-
-    try:
-        CLI(run_orders, as_positional=False)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(run_orders, as_positional=False))
