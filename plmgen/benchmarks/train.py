@@ -124,8 +124,7 @@ def run(experiment: str = "experiments/configs/small-cpu.yaml", objectives: str 
 
     if not Path(experiment).is_file():
         raise UserError(f"--experiment {experiment}: no such file")
-    config = experiment
-    cfg = ExperimentConfig.from_yaml(config)
+    cfg = ExperimentConfig.from_yaml(experiment)
     if batch:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=batch))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -134,7 +133,7 @@ def run(experiment: str = "experiments/configs/small-cpu.yaml", objectives: str 
         raise UserError("bench train: need at least one objective and --steps >= 1")
     peak = matmul_rate(device)
     m, d = cfg.model, cfg.data
-    print(f"bench train: {config} d={m.d_model} L={m.n_layer} V={m.vocab_size} B={d.batch_size} T={d.seq_len} "
+    print(f"bench train: {experiment} d={m.d_model} L={m.n_layer} V={m.vocab_size} B={d.batch_size} T={d.seq_len} "
           f"M={m.mem_len} R={m.reuse_len} device={device} threads={torch.get_num_threads()}")
     print(f"bf16 matmul rate: {peak / 1e12:.3f} TFLOP/s")
     results = {}
