@@ -17,14 +17,25 @@ import yaml
 C = TypeVar("C", bound="YamlConfig")
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written file's data to disk, so a rename after it never exposes an empty or partial file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder + rename (never a half-written file)."""
+    """Write ``text`` to ``path`` through a temp file in the same folder, fsync, rename (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

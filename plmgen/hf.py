@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import ModelConfig, atomic_write_text
+from .config import ModelConfig, atomic_write_text, fsync_file
 from .errors import UserError
 from .model import XLNet
 
@@ -126,6 +126,7 @@ def save_hf_xlnet(model: XLNet, path: str | os.PathLike) -> None:
     path.mkdir(parents=True, exist_ok=True)
     tmp = path / ".model.safetensors.tmp"
     save_file(state_dict_to_hf(model), str(tmp), metadata={"format": "pt"})
+    fsync_file(tmp)
     os.replace(tmp, path / "model.safetensors")
     atomic_write_text(path / "config.json", json.dumps(config_to_hf(model.cfg), indent=2))
 

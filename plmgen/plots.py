@@ -13,6 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
+from plmgen.config import fsync_file
+
 
 def _save(fig, path: str | os.PathLike) -> None:
     path = Path(path)
@@ -21,6 +23,7 @@ def _save(fig, path: str | os.PathLike) -> None:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        fsync_file(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
+from plmgen.config import fsync_file
 from plmgen.errors import UserError
 
 SPECIALS = ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>")
@@ -113,6 +114,7 @@ class Tokenizer:
                 minloglevel=2,
             )
             for ext in ("model", "vocab"):
+                fsync_file(tmp_dir / f"spiece.{ext}")
                 os.replace(tmp_dir / f"spiece.{ext}", f"{out_prefix}.{ext}")
         finally:
             for p in tmp_dir.iterdir():

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, TrainConfig
+from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, TrainConfig, fsync_file
 from plmgen.errors import UserError
 
 # Fields that fix the backbone's parameter shapes: --init_from takes them from the checkpoint.
@@ -172,6 +172,7 @@ def _atomic_copy(src: Path, dst: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        fsync_file(tmp)
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
