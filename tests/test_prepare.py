@@ -87,13 +87,69 @@ def test_reuse_and_force(tmp_path, capsys):
         prepare("tsv", src="de", **kw)
 
 
+def test_force_never_replaces_a_folder_that_is_not_ours(tmp_path):
+    _write_tsv(tmp_path / "d.tsv", 50)
+    thesis = tmp_path / "o" / "thesis.tex"
+    thesis.parent.mkdir()
+    thesis.write_text("years of work", encoding="utf-8")
+    with pytest.raises(UserError, match="not a plmgen prepared folder"):
+        prepare("tsv", out=str(thesis.parent), path=str(tmp_path / "d.tsv"), force=True, quiet=True)
+    assert thesis.read_text(encoding="utf-8") == "years of work" and len(list(thesis.parent.iterdir())) == 1
+    # A prepared folder with an extra file of the user's in it is not replaced either.
+    out = prepare("tsv", out=str(tmp_path / "p"), path=str(tmp_path / "d.tsv"), quiet=True)
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(UserError, match="notes.txt"):
+        prepare("tsv", out=str(out), path=str(tmp_path / "d.tsv"), force=True, seed=3, quiet=True)
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+    # An empty folder is simply filled.
+    (tmp_path / "empty").mkdir()
+    assert load_manifest(prepare("tsv", out=str(tmp_path / "empty"), path=str(tmp_path / "d.tsv"), quiet=True))
+
+
+@pytest.mark.parametrize("out", [".", "..", "", "~"])
+def test_out_refuses_current_parent_and_home(tmp_path, monkeypatch, out):
+    _write_tsv(tmp_path / "d.tsv", 50)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(UserError, match="refusing to write a data folder there"):
+        prepare("tsv", out=out, path="d.tsv", force=True, quiet=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_reuse_only_when_options_and_input_content_match(tmp_path, capsys):
+    _write_tsv(tmp_path / "d.tsv", 50)
+    kw = dict(out=str(tmp_path / "o"), path=str(tmp_path / "d.tsv"), quiet=False)
+    prepare("tsv", **kw)
+    prepare("tsv", **kw)
+    assert "reusing" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--seed"):
+        prepare("tsv", seed=1, **kw)
+    with pytest.raises(UserError, match="--dev_size"):
+        prepare("tsv", dev_size=4, **kw)
+    _write_tsv(tmp_path / "d.tsv", 60)  # the input changed under the same name
+    with pytest.raises(UserError, match="input file contents"):
+        prepare("tsv", **kw)
+    out = prepare("tsv", force=True, **kw)
+    assert sum(load_manifest(out)["pairs"].values()) == 60
+
+
+@pytest.mark.parametrize("flag", ["dev_size", "test_size"])
+def test_negative_holdout_sizes_are_refused(tmp_path, flag):
+    _write_tsv(tmp_path / "d.tsv", 100)
+    with pytest.raises(UserError, match=f"--{flag} must be >= 0, got -5"):
+        prepare("tsv", out=str(tmp_path / "o"), path=str(tmp_path / "d.tsv"), quiet=True, **{flag: -5})
+    assert not (tmp_path / "o").exists()
+
+
 def test_failure_mid_write_leaves_nothing(tmp_path, monkeypatch):
     _write_tsv(tmp_path / "d.tsv", 50)
     real, calls = splits_mod.sha256_file, []
 
     def flaky(path):
-        calls.append(path)
-        if len(calls) == 3:  # after two split files are written and hashed
+        if ".tmp-" in str(path):  # only the new folder's files (not the old folder's check)
+            calls.append(path)
+        if len(calls) == 3 and ".tmp-" in str(path):  # after two split files are written and hashed
             raise OSError("disk full (injected)")
         return real(path)
 

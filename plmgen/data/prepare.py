@@ -11,6 +11,7 @@ Recipes (each module owns its source; :mod:`plmgen.data.splits` owns cleaning, s
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from plmgen.data import bible, libreoffice, userdata
 from plmgen.data.splits import Pair, clean_pairs, default_holdout_size, split_by_group, split_random, verify_dataset
-from plmgen.data.splits import write_dataset
+from plmgen.data.splits import MANIFEST, sha256_file, write_dataset
 from plmgen.errors import UserError
 
 RECIPES = ("lo-de-en", "bible-kjv-bbe", "tsv", "parallel")
@@ -81,42 +82,45 @@ def prepare(
     if out is None:
         renamed = name == "lo-de-en" and (src, tgt) != (default_src, default_tgt)
         out = f"data/lo-{src}-{tgt}" if renamed else f"data/{name}"
-    out_dir = Path(out)
+    out_dir = check_out_dir(out)
     console = Console(stderr=True, quiet=quiet)
+    for flag, size in (("--dev_size", dev_size), ("--test_size", test_size)):
+        if size is not None and size < 0:
+            raise UserError(f"{flag} must be >= 0, got {size}")
 
-    if out_dir.exists() and not force:
-        manifest = verify_dataset(out_dir)
-        if manifest is None:
-            raise UserError(f"{out_dir}: exists but is not a complete prepared folder; pass --force to replace it")
-        if (manifest.get("recipe"), manifest.get("src"), manifest.get("tgt")) != (name, src, tgt):
-            held = f"{manifest.get('recipe')} {manifest.get('src')}->{manifest.get('tgt')}"
-            raise UserError(f"{out_dir}: already holds {held}; pass --force or another --out")
-        console.print(f"reusing {out_dir} ({manifest['pairs']}); pass --force to rebuild")
-        return out_dir
-
-    started = time.perf_counter()
-    settings = {"max_words": max_words}
-    group_unit = None
+    settings: dict = {"max_words": max_words}
     if name in ("lo-de-en", "bible-kjv-bbe"):
-        if name == "lo-de-en":
-            raw, dropped, sources = libreoffice.prepare_libreoffice(src, tgt, cache_dir("debs", cache), console)
-            group_unit = "help file"
-        else:
-            raw, dropped, sources = bible.prepare_bible(src, tgt, cache_dir("wheels", cache), console)
-            group_unit = "book"
-        pairs, more = clean_pairs(raw, max_words)
         dev_n, test_n = dev_size or BENCHMARK_HOLDOUT, test_size or BENCHMARK_HOLDOUT
-        splits = split_by_group(pairs, dev_n, test_n)
-        settings.update(dev_size=dev_n, test_size=test_n, split="by " + group_unit + " (sha1 order)")
+        unit = "help file" if name == "lo-de-en" else "book"
+        settings.update(dev_size=dev_n, test_size=test_n, split="by " + unit + " (sha1 order)")
+        inputs = None  # the recipe's own download; its versions are recorded in the manifest's sources
     else:
         raw, sources = _user_pairs(name, path, src_file, tgt_file, max_words)
         # Over-long/empty lines already raised; cleaning here only removes duplicate sources (no train/test leak).
         pairs, more = clean_pairs(raw, max_words, drop_identical=False)
-        dropped = Counter()
         dev_n = default_holdout_size(len(pairs)) if dev_size is None else dev_size
         test_n = default_holdout_size(len(pairs)) if test_size is None else test_size
-        splits = split_random(pairs, dev_n, test_n, seed)
         settings.update(dev_size=dev_n, test_size=test_n, seed=seed, split="random (seeded)")
+        inputs = [s["sha256"] for s in sources]
+    if out_dir.exists() and not _may_replace(out_dir, name, src, tgt, settings, inputs, force):
+        manifest = verify_dataset(out_dir)
+        console.print(f"reusing {out_dir} ({manifest['pairs']}); pass --force to rebuild")
+        return out_dir
+
+    started = time.perf_counter()
+    group_unit = None
+    if name == "lo-de-en":
+        raw, dropped, sources = libreoffice.prepare_libreoffice(src, tgt, cache_dir("debs", cache), console)
+        group_unit = "help file"
+    elif name == "bible-kjv-bbe":
+        raw, dropped, sources = bible.prepare_bible(src, tgt, cache_dir("wheels", cache), console)
+        group_unit = "book"
+    if group_unit is not None:
+        pairs, more = clean_pairs(raw, max_words)
+        splits = split_by_group(pairs, dev_n, test_n)
+    else:
+        dropped = Counter()
+        splits = split_random(pairs, dev_n, test_n, seed)
     if not splits["train"]:
         raise UserError(f"recipe {name}: no training pairs left after filtering (see --max_words)")
 
@@ -133,8 +137,76 @@ def _user_pairs(
     if name == "tsv":
         if not path:
             raise UserError("recipe tsv needs --path FILE.tsv (source<TAB>target per line)")
-        return userdata.tsv_pairs(path, max_words), [{"file": str(Path(path).resolve())}]
+        return userdata.tsv_pairs(path, max_words), [_input_source(path)]
     if not src_file or not tgt_file:
         raise UserError("recipe parallel needs --src_file A and --tgt_file B (one segment per line, same count)")
     pairs = userdata.parallel_pairs(src_file, tgt_file, max_words)
-    return pairs, [{"file": str(Path(src_file).resolve())}, {"file": str(Path(tgt_file).resolve())}]
+    return pairs, [_input_source(src_file), _input_source(tgt_file)]
+
+
+def _input_source(path: str) -> dict[str, str]:
+    return {"file": str(Path(path).resolve()), "sha256": sha256_file(Path(path))}
+
+
+def check_out_dir(out: str) -> Path:
+    """``--out`` as a Path, refusing folders whose replacement would take other things with it: the current folder
+    or one above it, the home folder, the filesystem root and the plmgen checkout itself; and plain files."""
+    out_dir = Path(out).expanduser()
+    resolved = out_dir.resolve()
+    here = Path.cwd().resolve()
+    repo = Path(__file__).resolve().parents[2]
+    guarded = {Path.home().resolve(), repo, *repo.parents, here, *here.parents}
+    if not str(out).strip() or resolved in guarded:
+        raise UserError(f"--out {out!r}: refusing to write a data folder there (it would replace {resolved}); "
+                        "give a folder of its own, e.g. data/NAME")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    return out_dir
+
+
+def _may_replace(out_dir: Path, name: str, src: str, tgt: str, settings: dict, inputs: list[str] | None,
+                 force: bool) -> bool:
+    """Whether ``out_dir`` (which exists) may be rebuilt: it is empty, or plmgen's prepared folder and either
+    ``force`` or it holds other data. False: reuse it as it is. Raises UserError for a folder that is not ours, and
+    for a stale/other prepared folder without ``force``."""
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if not entries:
+        return True
+    foreign = _foreign_entries(out_dir, entries)
+    if foreign is not None:
+        raise UserError(f"{out_dir}: not a plmgen prepared folder ({foreign}); refusing to replace it, "
+                        "even with --force; choose another --out")
+    manifest = verify_dataset(out_dir)
+    if manifest is None:
+        if force:
+            return True
+        raise UserError(f"{out_dir}: exists but is not a complete prepared folder; pass --force to rebuild it")
+    differs = _differences(manifest, name, src, tgt, settings, inputs)
+    if force:
+        return True
+    if differs:
+        raise UserError(f"{out_dir}: already holds {manifest.get('recipe')} {manifest.get('src')}->"
+                        f"{manifest.get('tgt')} prepared with other {', '.join(differs)}; pass --force or another --out")
+    return False
+
+
+def _foreign_entries(out_dir: Path, entries: list[str]) -> str | None:
+    """None if ``out_dir`` holds plmgen's manifest and only the files it lists, else what gives it away."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+        listed = set(manifest["sha256"]) | {MANIFEST}
+        assert isinstance(manifest["format_version"], int) and "recipe" in manifest
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return f"no readable plmgen {MANIFEST}"
+    extra = [e for e in entries if e not in listed]
+    return f"it also holds {extra[0]!r}" if extra else None
+
+
+def _differences(manifest: dict, name: str, src: str, tgt: str, settings: dict, inputs: list[str] | None) -> list[str]:
+    """Which of recipe, languages, options and input file contents differ from the folder's manifest."""
+    differs = [k for k, v in (("recipe", name), ("src", src), ("tgt", tgt)) if manifest.get(k) != v]
+    held = manifest.get("settings") or {}
+    differs += [f"--{k}" for k, v in settings.items() if k != "split" and held.get(k) != v]
+    if inputs is not None and [s.get("sha256") for s in manifest.get("sources") or []] != inputs:
+        differs.append("input file contents")
+    return differs

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from plmgen.config import atomic_write_text
 from plmgen.errors import UserError
 
 SPLITS = ("train", "dev", "test")
@@ -139,6 +140,8 @@ def write_dataset(
                 with open(tmp / name, "w", encoding="utf-8", newline="\n") as f:
                     for p in splits[split]:
                         f.write((p.src, p.tgt)[side] + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
                 files[name] = sha256_file(tmp / name)
         full = {
             "format_version": FORMAT_VERSION,
@@ -153,7 +156,7 @@ def write_dataset(
         if group_unit is not None:
             full["group_unit"] = group_unit
             full["groups"] = {s: len({p.group for p in splits[s]}) for s in SPLITS}
-        (tmp / MANIFEST).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write_text(tmp / MANIFEST, json.dumps(full, indent=2, ensure_ascii=False) + "\n")
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
