@@ -89,7 +89,7 @@ def test_length_beam_keeps_the_best_scoring_candidate():
 
     table = {(0, 2): -3.0, (0, 4): -4.0, (0, 6): -9.0, (1, 3): -0.3, (1, 1): -0.5}
 
-    def fake_decode(srcs, lengths):
+    def fake_decode(srcs, lengths, examples):
         return [H(n, table[(s[0], n)]) for s, n in zip(srcs, lengths)]
 
     best = decode_with_lengths(fake_decode, [[0], [1]], [[2, 4, 6], [3, 1]])
@@ -183,3 +183,24 @@ def test_generate_sampling_is_seeded_and_differs_from_greedy(ckpt, tmp_path):
     assert a == b  # same seed, same samples
     assert a != greedy and a != c  # a hot temperature really samples
     assert generate(**kw, sample=True, top_k=1, seed=3)[0].hyps == greedy  # top-1 sampling is greedy
+
+
+@pytest.mark.parametrize("extra", [dict(), dict(sample=True, temperature=1.5)])
+def test_random_streams_are_per_example_not_per_batch(ckpt, tmp_path, extra):
+    """--order random / --sample draw from (seed, index in the input): the same output and trace whatever the
+    batch size, and --limit only cuts the list."""
+    path, data, root = ckpt
+    kw = dict(checkpoint=str(path), split="dev", length="predict", seed=1, quiet=True, **{"order": "random", **extra})
+    outs = {}
+    for bs, limit in ((1, 0), (8, 0), (3, 5)):
+        out, trace = tmp_path / f"h{bs}.txt", tmp_path / f"t{bs}.jsonl"
+        generate(batch_size=bs, limit=limit, out=str(out), trace=str(trace), **kw)
+        outs[bs] = (out.read_text(encoding="utf-8").splitlines(), trace.read_text(encoding="utf-8").splitlines())
+    assert outs[1] == outs[8] and len(outs[1][0]) == 8
+    assert outs[3] == (outs[1][0][:5], outs[1][1][:5])
+    steps = [json.loads(l)["steps"] for l in outs[1][1]]
+    if "sample" not in extra:  # same-length sentences get different permutations (not one per batch position)
+        by_len = {}
+        for s in steps:
+            by_len.setdefault(len(s), []).append(s)
+        assert any(len(v) > 1 and any(x != v[0] for x in v) for v in by_len.values()) or len(by_len) == len(steps)

@@ -142,14 +142,17 @@ def candidate_lengths(tr: Translator, sources, mode: LengthMode, beam: int, refs
     return lengths.tolist()
 
 
-def decode_with_lengths(decode_fn, sources, candidates: list[list[int]]) -> list:
+def decode_with_lengths(decode_fn, sources, candidates: list[list[int]], examples: Sequence[int] | None = None) -> list:
     """Decode every (source, length candidate) and keep, per source, the best length-normalised hypothesis.
 
-    decode_fn(sources, lengths) -> hypotheses with ``.logprob`` and ``.tokens``; candidate lists may differ in size.
+    decode_fn(sources, lengths, examples) -> hypotheses with ``.logprob`` and ``.tokens``; candidate lists may differ
+    in size; examples: each source's index in the input (default 0..B-1), repeated for its length candidates.
     """
+    examples = range(len(sources)) if examples is None else examples
     flat_src = [s for s, c in zip(sources, candidates) for _ in c]
     flat_len = [n for c in candidates for n in c]
-    hyps = decode_fn(flat_src, flat_len)
+    flat_ex = [e for e, c in zip(examples, candidates) for _ in c]
+    hyps = decode_fn(flat_src, flat_len, flat_ex)
     out, i = [], 0
     for c in candidates:
         group = hyps[i : i + len(c)]
@@ -174,8 +177,9 @@ def translate(tr: Translator, sources: list[list[int]], dcfg: DecodeConfig, mode
     tok = tr.tokenizer
     banned = sorted(tok.special_ids)
 
-    def decode_fn(srcs, lengths):
-        return decode(tr.model, srcs, lengths, dcfg, sep_id=tok.sep_id, pad_id=tok.pad_id, banned=banned)
+    def decode_fn(srcs, lengths, examples):
+        return decode(tr.model, srcs, lengths, dcfg, sep_id=tok.sep_id, pad_id=tok.pad_id, banned=banned,
+                      examples=examples)
 
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     results: list = [None] * len(sources)
@@ -186,7 +190,7 @@ def translate(tr: Translator, sources: list[list[int]], dcfg: DecodeConfig, mode
         srcs = [sources[i] for i in idx]
         cands = candidate_lengths(tr, srcs, mode, length_beam, None if refs is None else [refs[i] for i in idx], dcfg.bf16)
         cands = [[min(n, dcfg.max_len) for n in c] for c in cands]
-        for i, h in zip(idx, decode_with_lengths(decode_fn, srcs, cands)):
+        for i, h in zip(idx, decode_with_lengths(decode_fn, srcs, cands, idx)):
             results[i] = h
         if task is not None:
             progress.advance(task, len(idx))

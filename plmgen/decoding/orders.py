@@ -18,12 +18,21 @@ least the best one); ``parallel`` and ``threshold`` are the confidence order wit
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import UserError
+
+
+def example_generator(seed: int, example: int) -> torch.Generator:
+    """The random stream of one input example: a pure function of (seed, the example's index in the input), so
+    random orders and sampled tokens never depend on batching, ``--limit`` or the other sentences."""
+    digest = hashlib.sha256(f"plmgen-decode:{seed}:{example}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 class Order:
@@ -38,8 +47,9 @@ class Order:
                             f"not {self.name!r}")
         self.k, self.threshold, self.seed = k, threshold, seed
 
-    def init(self, lengths: list[int], L: int, device) -> Tensor | None:
-        """Per-example plan [B, L] (fixed orders; padded with 0) or None."""
+    def init(self, lengths: list[int], L: int, device, examples: Sequence[int] | None = None) -> Tensor | None:
+        """Per-example plan [B, L] (fixed orders; padded with 0) or None. ``examples``: each row's index in the
+        input (default 0..B-1), which with the seed picks the row's own random stream (:func:`example_generator`)."""
         return None
 
 
@@ -49,11 +59,11 @@ class FixedOrder(Order):
     def permutation(self, n: int, gen: torch.Generator) -> list[int]:
         raise NotImplementedError
 
-    def init(self, lengths: list[int], L: int, device) -> Tensor:
-        gen = torch.Generator().manual_seed(self.seed)
+    def init(self, lengths: list[int], L: int, device, examples: Sequence[int] | None = None) -> Tensor:
+        examples = range(len(lengths)) if examples is None else examples
         plan = torch.zeros(len(lengths), L, dtype=torch.long)
-        for b, n in enumerate(lengths):
-            perm = self.permutation(n, gen)
+        for b, (n, ex) in enumerate(zip(lengths, examples, strict=True)):
+            perm = self.permutation(n, example_generator(self.seed, ex))
             assert sorted(perm) == list(range(n)), f"{self.name}: not a permutation of 0..{n - 1}"
             plan[b, :n] = torch.tensor(perm, dtype=torch.long)
         return plan.to(device)

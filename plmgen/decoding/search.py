@@ -22,7 +22,7 @@ from ..config import DecodeConfig
 from ..errors import UserError
 from ..model import XLNet
 from .cache import BACKENDS, DecodeLayout, build_layout
-from .orders import Order, get_order
+from .orders import Order, example_generator, get_order
 
 
 @dataclass
@@ -44,15 +44,20 @@ StepHook = Callable[[Tensor, Tensor, Tensor], None]  # (logp [R, Q, V], q_pos [R
 
 def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int], cfg: DecodeConfig, *, sep_id: int,
            pad_id: int, banned: Sequence[int] = (), force: Sequence[Sequence[int]] | None = None,
-           on_step: StepHook | None = None) -> list[Hypothesis]:
+           on_step: StepHook | None = None, examples: Sequence[int] | None = None) -> list[Hypothesis]:
     """Decode one target of length ``tgt_lengths[b]`` for each source ``src[b]`` (token ids without <sep>).
 
     banned: ids never generated (e.g. the tokenizer's special ids). force: teacher-force these targets (the chosen
     positions are filled with the given tokens; used by ``score``). on_step: called with each step's log-probs.
+    examples: each source's index in the whole input (default 0..B-1): random orders and sampling draw from the
+    stream of (``cfg.seed``, that index), so an output does not depend on which sentences share its batch.
     Returns one ``Hypothesis`` per example (the best beam). Runs under :func:`inference`; the model should be in
     eval mode.
     """
     _validate(model, src, tgt_lengths, cfg, force)
+    examples = list(range(len(src))) if examples is None else list(examples)
+    if len(examples) != len(src):
+        raise UserError(f"got {len(src)} sources but {len(examples)} example indices")
     order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed)
     with inference(cfg.bf16):
         layout = build_layout(model, [list(s) for s in src], list(tgt_lengths), sep_id, pad_id, cfg.max_segment)
@@ -63,7 +68,7 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
                 forced[b, : len(t)] = torch.tensor(list(t), dtype=torch.long)
             forced = forced.to(layout.ctx.device)
         run = _beam if cfg.beam > 1 else _single
-        hyps = run(model, layout, order, cfg, list(banned), forced, on_step)
+        hyps = run(model, layout, order, cfg, list(banned), forced, on_step, examples)
         if cfg.refine_iters:
             from .refine import refine
 
@@ -168,8 +173,9 @@ def _ban(logp: Tensor, banned: list[int]) -> Tensor:
     return logp
 
 
-def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gen: torch.Generator | None) -> Tensor:
-    """lp [R, F, V] (banned already −inf) -> tokens [R, F]: argmax, or a seeded sample."""
+def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok: Tensor) -> Tensor:
+    """lp [R, F, V] (banned already −inf) -> tokens [R, F]: argmax, or a sample. Row r draws one uniform number per
+    filled slot (``ok`` [R, F]) from its own stream ``gens[r]``, so its tokens depend on nothing but its own row."""
     if not cfg.sample or cfg.temperature == 0:
         return lp.argmax(-1)
     x = lp / cfg.temperature
@@ -181,8 +187,13 @@ def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gen: torch.Generator | None) -> 
         p = sx.softmax(-1)
         drop = p.cumsum(-1) - p >= cfg.top_p  # keep the smallest prefix whose mass reaches top_p
         x = x.masked_fill(drop.scatter(-1, si, drop), float("-inf"))
-    probs = x.softmax(-1).flatten(0, -2)
-    return torch.multinomial(probs.float(), 1, generator=gen).view(lp.shape[:-1])
+    cdf = x.float().softmax(-1).cumsum(-1)  # [R, F, V]
+    u = torch.zeros(lp.shape[:-1])
+    for r, row_ok in enumerate(ok.cpu()):
+        if n := int(row_ok.sum()):
+            u[r, row_ok] = torch.rand(n, generator=gens[r])
+    u = u.to(cdf.device)[..., None] * cdf[..., -1:]  # inverse CDF; never past the last token with mass
+    return (cdf <= u).sum(-1).clamp(max=lp.shape[-1] - 1)
 
 
 def _query(order: Order, st: "_State", plan, backend, fill, on_step, banned):
@@ -196,12 +207,13 @@ def _query(order: Order, st: "_State", plan, backend, fill, on_step, banned):
     return q_pos, q_ok, logp, _ban(logp, banned)
 
 
-def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step):
+def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step, examples):
     """Greedy / sampling / forced scoring: each row follows its own order; k or a threshold give parallel fills."""
     backend = BACKENDS[cfg.backend](model, layout)
     st = _State.new(layout.tgt_len, layout.pad_id)
-    plan = order.init(layout.tgt_len.tolist(), st.tokens.shape[1], st.tokens.device)
-    gen = torch.Generator().manual_seed(cfg.seed) if cfg.sample else None
+    plan = order.init(layout.tgt_len.tolist(), st.tokens.shape[1], st.tokens.device, examples)
+    # Sampling's streams are seeded apart from the random order's (an order and its tokens must not correlate).
+    gens = [example_generator(cfg.seed + 1, ex) for ex in examples] if cfg.sample else []
     R = layout.batch
     fill = (st.tokens.new_zeros(R, 0),) * 2 + (st.open.new_zeros(R, 0),)
     while (nxt := _query(order, st, plan, backend, fill, on_step, banned)) is not None:
@@ -209,14 +221,14 @@ def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned
         sel, ok = order.choose(blp, q_ok)  # [R, F]
         pos = q_pos.gather(1, sel)
         rows = torch.arange(R, device=sel.device)[:, None]  # row indexing copies whole vocab rows: cheaper than
-        tok = forced.gather(1, pos) if forced is not None else _pick_tokens(blp[rows, sel], cfg, gen)  # a gather
+        tok = forced.gather(1, pos) if forced is not None else _pick_tokens(blp[rows, sel], cfg, gens, ok)  # a gather
         tok_lp = logp[rows, sel, tok]  # [R, F] model log-prob of the chosen tokens
         st.fill(pos, tok, tok_lp, ok)
         fill = (pos * ok, tok * ok, ok)
     return [st.hypothesis(b, int(layout.tgt_len[b])) for b in range(R)]
 
 
-def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step):
+def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step, examples):
     """Beam search over (position, token) pairs, one position per step, ranked by the chain-rule score.
 
     Fixed orders: the position is given, tokens are expanded. Adaptive orders: each hypothesis proposes its top-K
@@ -225,7 +237,7 @@ def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, 
     """
     B, K = layout.batch, cfg.beam
     rows = torch.arange(B, device=layout.ctx.device).repeat_interleave(K)
-    plan = order.init(layout.tgt_len.tolist(), int(layout.tgt_len.max()), rows.device)  # per example, not per beam
+    plan = order.init(layout.tgt_len.tolist(), int(layout.tgt_len.max()), rows.device, examples)  # per example
     plan = None if plan is None else plan[rows]
     layout = layout.index(rows)
     backend = BACKENDS[cfg.backend](model, layout)
