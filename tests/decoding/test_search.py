@@ -33,7 +33,7 @@ def test_beam1_equals_greedy(m, order):
     greedy = dec(m, order=order, seed=5)
     with torch.inference_mode():
         layout = build_layout(m, SRC, LENS, SEP, PAD, cfg.max_segment)
-        beam = _beam(m, layout, get_order(order, seed=5), cfg, [], None, None)
+        beam = _beam(m, layout, get_order(order, seed=5), cfg, [], None, None, range(len(SRC)))
     for g, b in zip(greedy, beam):
         assert g.tokens == b.tokens and g.trace == b.trace
         assert abs(g.logprob - b.logprob) < 1e-4
