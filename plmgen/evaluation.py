@@ -23,15 +23,35 @@ class Scores:
     chrf_signature: str
     bleu_detail: str  # sacrebleu's one-line summary: n-gram precisions, brevity penalty, lengths
     n: int  # segments scored
+    repetition: float = 0.0  # % of hypotheses with an immediately repeated word (see repetition_rate)
+    unk: float = 0.0  # % of hypotheses with the unknown-token mark " ⁇ "
 
     def lines(self) -> list[str]:
         """Human-readable lines as the CLI prints them."""
         return [f"BLEU = {self.bleu:.2f}  ({self.bleu_detail})  signature: {self.bleu_signature}",
-                f"chrF = {self.chrf:.2f}  signature: {self.chrf_signature}"]
+                f"chrF = {self.chrf:.2f}  signature: {self.chrf_signature}",
+                f"repeated word in {self.repetition:.1f}% of hypotheses, ⁇ in {self.unk:.1f}%"]
 
     def to_dict(self) -> dict[str, Any]:
         return {"bleu": self.bleu, "chrf": self.chrf, "bleu_signature": self.bleu_signature,
-                "chrf_signature": self.chrf_signature, "n": self.n}
+                "chrf_signature": self.chrf_signature, "n": self.n, "repetition": self.repetition, "unk": self.unk}
+
+
+def has_repeat(text: str) -> bool:
+    """An immediately repeated word ("Click Click", "the. the."), compared case-insensitively on whitespace words."""
+    words = text.lower().split()
+    return any(a == b for a, b in zip(words, words[1:]))
+
+
+def repetition_rate(hyps: Sequence[str]) -> float:
+    """% of segments with an immediately repeated word: the loop symptom of a weak or badly ordered decoder
+    (references of lo-de-en: ~0.1 %)."""
+    return 100.0 * sum(map(has_repeat, hyps)) / max(1, len(hyps))
+
+
+def unk_rate(hyps: Sequence[str]) -> float:
+    """% of segments containing sentencepiece's unknown-token mark " ⁇ " (text the tokenizer could not represent)."""
+    return 100.0 * sum("\u2047" in h for h in hyps) / max(1, len(hyps))
 
 
 def score(hyps: Sequence[str], refs: Sequence[str]) -> Scores:
@@ -45,7 +65,8 @@ def score(hyps: Sequence[str], refs: Sequence[str]) -> Scores:
     c = chrf.corpus_score(list(hyps), [list(refs)])
     detail = str(b).split(" ", 3)[-1]  # drop the leading "BLEU = xx.xx"
     return Scores(bleu=float(b.score), chrf=float(c.score), bleu_signature=str(bleu.get_signature()),
-                  chrf_signature=str(chrf.get_signature()), bleu_detail=detail, n=len(hyps))
+                  chrf_signature=str(chrf.get_signature()), bleu_detail=detail, n=len(hyps),
+                  repetition=repetition_rate(hyps), unk=unk_rate(hyps))
 
 
 def read_segments(path: str | os.PathLike) -> list[str]:

@@ -69,3 +69,15 @@ def test_markdown_table_layout():
     lines = t.strip().split("\n")
     assert lines[0] == "| order | BLEU |" and lines[1] == "|---|---|"
     assert lines[2] == "| l2r | 12.35 |" and lines[3] == "| r2l | nan |"
+
+
+def test_repetition_and_unknown_rates():
+    from plmgen.evaluation import has_repeat, repetition_rate, unk_rate
+
+    assert has_repeat("Click Click OK") and has_repeat("the. The.") and not has_repeat("Click OK Click")
+    assert repetition_rate(["Click Click", "a b", "c d", "x x x"]) == pytest.approx(50.0)
+    assert unk_rate(["a \u2047 b", "c"]) == pytest.approx(50.0)
+    s = score(["Select Select the area.", "Then choose Sheet - Named Ranges.", "This \u2047 opens."], REFS)
+    assert s.repetition == pytest.approx(100 / 3) and s.unk == pytest.approx(100 / 3)
+    assert "repeated word in 33.3%" in s.lines()[-1]
+    assert score(REFS, REFS).repetition == 0.0
