@@ -374,7 +374,7 @@ class ObjectiveConfig(YamlConfig):
     # plm / mask-plm: which tokens are predicted and in which order
     K: float = 6.0  # predict ~1/K of the (non-functional) tokens: the last 1/K of the factorization order
     num_predict: int | None = None  # fixed count of predicted tokens per sequence instead of 1/K
-    perm_size: int = 0  # local permutation in blocks of this many positions (0 = the whole part)
+    perm_size: int = 0  # local permutation in blocks of this many positions (0 or >= seq_len = the whole part)
     span: bool = True  # span-based prediction (n-grams); False = independent single tokens
     max_gram: int = 5  # longest predicted n-gram, p(n) ∝ 1/n
     mask_alpha: int = 6  # ~mask_beta predicted tokens per mask_alpha context tokens

@@ -1,11 +1,19 @@
-"""``mask-plm``: permutation LM in a *single* content stream, ``<mask>`` at the targets, order in the attention mask.
+"""``mask-plm``: permutation LM without a query stream, ``<mask>`` at the targets, order in the attention mask.
 
 Legend: B batch, T length, P predicted positions (static, as ``plm``), L = T + 2P rows, K = T + P keys, M memory,
 d model dim, V vocab.
 
-The seed article's alternative to two-stream attention. Targets and their order are sampled exactly as for ``plm``
-(``plm.plm_order``). The prediction of target t (rank r) must see the context, the *true* tokens of the targets
-ranked before it and ``<mask>`` for the rest. One row cannot be both a ``<mask>`` query and the true-token key that
+The seed article's alternative to two-stream attention: a single stream in which the predicted positions are
+``[MASK]`` placeholders, predicted autoregressively in a random order (the order living in the attention mask, not
+in a second stream). That is what the model computes; how it is computed is not one stream of T rows but one
+attention pass over three row groups (A, C, Q below), because a single row per target cannot be both the ``<mask>``
+query and the true-token key later targets read. Compared with ``plm``: the same targets and order, the same
+backbone; the difference is that the query is a ``<mask>`` *token* at the target's position (Q rows, with A's
+``<mask>`` rows as context for every not-yet-predicted target) instead of a learned query-stream vector. Like ``plm``,
+with a small ``perm_size`` most target pairs are predicted left to right (see plm.py).
+
+Targets and their order are sampled exactly as for ``plm`` (``plm.plm_order``). The prediction of target t
+(rank r) must see the context, the *true* tokens of the targets ranked before it and ``<mask>`` for the rest. One row cannot be both a ``<mask>`` query and the true-token key that
 later targets read, and a ``<mask>`` row that later targets read must not itself have seen anything t may not
 (else it leaks through the layers). So every target appears three times, each row a real token embedding at the
 target's own (explicit) position:

@@ -12,7 +12,11 @@ Per row and per part (the reuse part ``[0, reuse_len)``, then the rest — sampl
    stops at them (the reference stops at word pieces; we have no tokenizer here).
 2. *In which order*: the local permutation — positions are shuffled in blocks of ``perm_size`` (blocks in sequence
    order; one shuffle shared by all blocks of a row, exactly as the reference's ``tf.random_shuffle`` of a
-   [perm_size, n_blocks] index). Targets keep their permutation index as rank; every other token gets rank −1
+   [perm_size, n_blocks] index). Targets in different blocks (and in different parts) are always predicted left
+   to right: with ``perm_size`` 32 in a 64-token part, half the position pairs are cross-block and half of the
+   rest happen to be in order, so ~3/4 of target pairs are predicted left to right. ``perm_size`` 0 (or >= the
+   sequence length) draws one permutation of each whole part: the study's ``plm-perm-full`` row.
+   Targets keep their permutation index as rank; every other token gets rank −1
    (context: visible to every position, sees only context). The reference instead keeps a permutation index for
    SEP/CLS (non-predicted, but ordered); we follow plmgen's rank contract where non-targets are context.
 3. The reuse rule (``base.block_reuse``): the reuse part sees nothing after it; the rest sees all of it.

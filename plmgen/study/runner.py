@@ -1,0 +1,211 @@
+"""Run a study spec cell by cell and write its tables (``experiments/run_study.py`` is the command).
+
+Layout under ``--out`` (every ``*.json`` marker is written atomically once its cell is finished, so a killed study
+re-run with the same command picks up at the first unfinished cell; a killed training resumes from its
+``last.ckpt``):
+
+    tokenizer/spiece.model                     one tokenizer for every run (trained on both sides of the train split)
+    compute/<hash>.json                        measured FLOPs / predicted tokens per step of one resolved config
+    pretrain/<variant>/seed<k>/done.json       a pre-training run (shared by variants with the same resolved config)
+    finetune/<variant>/seed<k>/done.json       a fine-tuning run, checkpoints/budget-<steps>.ckpt at every budget
+    eval/<variant>/seed<k>/budget-<steps>.json hypotheses and scores of every order at one budget
+    results.md, results.json                   the tables and the provenance block
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plmgen.config import ExperimentConfig, atomic_write_text
+from plmgen.errors import UserError
+from plmgen.study.measure import SaveAtSteps, measure_step, sha256
+from plmgen.study.spec import StudySpec, Variant, resolve
+
+
+def _key(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _write(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str))
+
+
+@dataclass
+class Cell:
+    """One (variant, seed): its resolved pre-training (None: none) and fine-tuning configs."""
+
+    variant: Variant
+    seed: int
+    pretrain: ExperimentConfig | None
+    finetune: ExperimentConfig
+
+
+class StudyRunner:
+    def __init__(self, spec: StudySpec, out: str | Path, argv: list[str] | None = None) -> None:
+        self.spec, self.out, self.argv = spec, Path(out), argv
+        data = Path(spec.data)
+        if not (data / "manifest.json").is_file():
+            raise UserError(f"data {spec.data}: not a prepared folder (no manifest.json); run `python cli.py prepare`")
+        self.trained: list[str] = []  # run folders trained by this invocation (the resume test reads it)
+
+    # -- the shared tokenizer ----------------------------------------------------------------------------------------
+    def tokenizer(self, vocab_size: int):
+        from plmgen.data.splits import monolingual_text
+        from plmgen.tokenizer import Tokenizer
+
+        path = self.out / "tokenizer" / "spiece.model"
+        if not path.is_file():
+            Tokenizer.train(monolingual_text(self.spec.data), out_prefix=path.with_suffix(""), vocab_size=vocab_size, seed=0)
+        return Tokenizer.load(path)
+
+    # -- resolved configs ---------------------------------------------------------------------------------------------
+    def _finish(self, cfg: ExperimentConfig, run_dir: Path, seed: int, tok) -> ExperimentConfig:
+        return dataclasses.replace(
+            cfg, name=run_dir.name if run_dir.name != f"seed{seed}" else f"{run_dir.parent.name}-seed{seed}",
+            out_dir=str(run_dir), tokenizer=str(tok.path), model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size),
+            data=dataclasses.replace(cfg.data, path=self.spec.data, seed=seed),
+            train=dataclasses.replace(cfg.train, progress_bar=False))
+
+    def pretrain_config(self, v: Variant, seed: int, tok, steps: int | None = None) -> ExperimentConfig | None:
+        if v.pretrain_config is None:
+            return None
+        steps = steps or v.pretrain_steps or self.spec.pretrain_steps
+        cfg = resolve(v.pretrain_config, v.pretrain, max_steps=steps, seed=seed)
+        return self._finish(cfg, self.out / "pretrain" / v.name / f"seed{seed}", seed, tok)
+
+    def finetune_config(self, v: Variant, seed: int, tok, pre: ExperimentConfig | None) -> ExperimentConfig:
+        from plmgen.train import SHAPE_FIELDS
+
+        cfg = resolve(v.finetune_config, v.finetune, max_steps=max(v.budgets), seed=seed)
+        if pre is not None:  # --init_from takes the backbone's shape from the pre-training
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **{f: getattr(pre.model, f) for f in SHAPE_FIELDS}))
+        return self._finish(cfg, self.out / "finetune" / v.name / f"seed{seed}", seed, tok)
+
+    # -- compute ----------------------------------------------------------------------------------------------------
+    def compute(self, cfg: ExperimentConfig | None, tok) -> dict[str, float] | None:
+        """FLOPs and predicted tokens per step of a config (seed, steps and folders do not change them)."""
+        if cfg is None:
+            return None
+        d = cfg.to_dict()
+        for k in ("name", "out_dir"):
+            d.pop(k)
+        d["train"] = {k: v for k, v in d["train"].items() if k not in ("max_steps", "seed", "progress_bar")}
+        d["data"] = {k: v for k, v in d["data"].items() if k != "seed"}
+        path = self.out / "compute" / f"{_key(d)}.json"
+        got = _read(path)
+        if got is None:
+            got = measure_step(cfg, tok)
+            _write(path, got)
+        return got
+
+    def matched_steps(self, v: Variant, tok) -> int | None:
+        """Pre-training steps of ``v``: equal FLOPs to ``compute_matched``'s steps when the spec asks for it."""
+        s = self.spec
+        if v.pretrain_config is None:
+            return None
+        if s.compute_matched is None or v.pretrain_steps:
+            return v.pretrain_steps or s.pretrain_steps
+        ref = s.variant(s.compute_matched)
+        f_ref = self.compute(self.pretrain_config(ref, s.seeds[0], tok), tok)["flops_per_step"]
+        f_v = self.compute(self.pretrain_config(v, s.seeds[0], tok), tok)["flops_per_step"]
+        return max(1, round((ref.pretrain_steps or s.pretrain_steps) * f_ref / f_v))
+
+    def cells(self, tok) -> list[Cell]:
+        cells, shared = [], {}
+        for v in self.spec.variants:
+            steps = self.matched_steps(v, tok)
+            for seed in self.spec.seeds:
+                pre = self.pretrain_config(v, seed, tok, steps)
+                if pre is not None:  # variants with the same resolved pre-training share one run
+                    d = {k: x for k, x in pre.to_dict().items() if k not in ("name", "out_dir")}
+                    pre = shared.setdefault(_key(d), pre)
+                cells.append(Cell(v, seed, pre, self.finetune_config(v, seed, tok, pre)))
+        return cells
+
+    # -- training and evaluation cells ---------------------------------------------------------------------------------
+    def train(self, cfg: ExperimentConfig, init_from: Path | None, budgets: list[int] | None = None) -> dict:
+        """Train one run to its end (resuming a killed one) unless its done marker exists; returns the marker."""
+        from plmgen.train import run_training
+
+        run_dir = cfg.run_dir
+        marker = run_dir / "done.json"
+        if (done := _read(marker)) is not None:
+            return done
+        ckpt_dir = run_dir / "checkpoints"
+        resume = "last" if (ckpt_dir / "last.ckpt").is_file() else None
+        callbacks = [SaveAtSteps(budgets, ckpt_dir)] if budgets else []
+        t0 = time.perf_counter()
+        run_training(cfg, init_from=None if resume else (str(init_from) if init_from else None), resume=resume,
+                     callbacks=callbacks)
+        self.trained.append(str(run_dir))
+        ckpts = {p.name: sha256(p) for p in sorted(ckpt_dir.glob("*.ckpt")) if p.name.startswith(("budget-", "last"))}
+        done = {"wall_s": time.perf_counter() - t0, "resumed": bool(resume), "steps": cfg.train.max_steps,
+                "val_loss": last_val_loss(run_dir), "checkpoints": ckpts, "config": cfg.to_dict()}
+        _write(marker, done)
+        return done
+
+    def evaluate(self, cell: Cell, budget: int, refs: list[str]) -> dict:
+        from plmgen.decoding.generate import generate
+        from plmgen.evaluation import score
+
+        v, s = cell.variant, self.spec
+        marker = self.out / "eval" / v.name / f"seed{cell.seed}" / f"budget-{budget}.json"
+        if (done := _read(marker)) is not None:
+            return done
+        ckpt = SaveAtSteps.path(cell.finetune.run_dir / "checkpoints", budget)
+        lengths = v.lengths.split(",")
+        result = {}
+        for order in v.orders:  # one generate per order: hypotheses files only (a --orders grid also draws plots)
+            for length in lengths:
+                tag = order if len(lengths) == 1 else f"{order} ({length})"
+                hyp_file = marker.with_suffix("") / f"{order}.{length}.txt".replace("/", "_")
+                (r,) = generate(checkpoint=str(ckpt), split=s.split, data=s.data, order=order, length=length,
+                                out=str(hyp_file), limit=s.limit, precision=s.precision, seed=cell.seed, quiet=True)
+                sc = score(r.hyps, refs)
+                result[tag] = {"bleu": sc.bleu, "chrf": sc.chrf, "repetition": sc.repetition, "steps": r.steps,
+                               "seconds": r.seconds, "bleu_signature": sc.bleu_signature,
+                               "chrf_signature": sc.chrf_signature, "hyps": r.hyps}
+        _write(marker, result)
+        return result
+
+    # -- the whole study ------------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from plmgen.decoding.generate import read_inputs
+
+        s = self.spec
+        first = s.variants[0]
+        vocab = resolve(first.pretrain_config or first.finetune_config, {}).model.vocab_size
+        tok = self.tokenizer(vocab)
+        cells = self.cells(tok)
+        _, refs, _ = read_inputs(None, s.split, s.data, None, None, s.limit)
+        records = []
+        for cell in cells:
+            pre_done = self.train(cell.pretrain, None) if cell.pretrain is not None else None
+            init = cell.pretrain.run_dir / "checkpoints" / "last.ckpt" if cell.pretrain is not None else None
+            ft_done = self.train(cell.finetune, init, cell.variant.budgets)
+            evals = {b: self.evaluate(cell, b, refs) for b in cell.variant.budgets}
+            records.append({"variant": cell.variant.name, "seed": cell.seed, "pretrain": pre_done, "finetune": ft_done,
+                            "pretrain_compute": self.compute(cell.pretrain, tok),
+                            "finetune_compute": self.compute(cell.finetune, tok), "evals": evals,
+                            "pretrain_dir": str(cell.pretrain.run_dir) if cell.pretrain else None})
+            print(f"{cell.variant.name} seed {cell.seed}: done", flush=True)
+        return {"records": records, "refs": refs, "tokenizer": tok.path}
+
+
+def last_val_loss(run_dir: Path) -> float | None:
+    """The last logged ``val/loss`` of a run (CSV logger), or None."""
+    import csv
+
+    files = sorted((Path(run_dir) / "logs" / "csv").glob("version_*/metrics.csv"))
+    rows = [r for f in files for r in csv.DictReader(open(f, encoding="utf-8")) if r.get("val/loss")]
+    return float(rows[-1]["val/loss"]) if rows else None
