@@ -128,6 +128,8 @@ def test_killed_training_resumes_from_last_checkpoint(micro, tmp_path):
     done = runner.train(cfg, None, [2, 4])
     assert done["resumed"] and done["steps"] == 4
     assert sorted(done["checkpoints"]) == ["budget-2.ckpt", "budget-4.ckpt", "last.ckpt"]
+    with pytest.raises(UserError, match="another config"):  # a changed spec does not reuse a finished cell
+        runner.train(short, None, [2])
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "studies").glob("*.yaml")), ids=lambda p: p.name)

@@ -140,6 +140,9 @@ class StudyRunner:
         run_dir = cfg.run_dir
         marker = run_dir / "done.json"
         if (done := _read(marker)) is not None:
+            if done["config"] != json.loads(json.dumps(cfg.to_dict(), default=str)):
+                raise UserError(f"{run_dir} was trained with another config than the spec resolves to now; "
+                                "use a new --out for a changed spec")
             return done
         ckpt_dir = run_dir / "checkpoints"
         resume = "last" if (ckpt_dir / "last.ckpt").is_file() else None

@@ -137,7 +137,9 @@ def write_results(spec: StudySpec, result: dict, out: Path, argv: list[str] | No
           "cells are mean ± sample std over seeds. p-values: sacrebleu paired bootstrap "
           f"(bs, {spec.bs} samples) and approximate randomization (ar, {spec.ar} trials) against the baseline row at "
           "the same fine-tuning budget, on the seed-pooled corpus; *seeds won*: seeds whose BLEU beats the baseline's "
-          "same-seed BLEU. *repeated word %*: share of outputs with an immediately repeated word.", ""]
+          "same-seed BLEU. *repeated word %*: share of outputs with an immediately repeated word. Fine-tuning budgets "
+          "are checkpoints of one run to the largest budget (one LR schedule), so a smaller budget is a point on that "
+          "run's curve, not a shorter run.", ""]
     all_tests, sigs = {}, {}
     for baseline in spec.baselines:
         tests, sig = significance(spec, rows, refs, baseline)
