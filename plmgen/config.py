@@ -337,7 +337,7 @@ class ExperimentConfig(YamlConfig):
 
 # --- pre-training objectives (owner: objectives engineer) -----------------------------------------------------------
 
-OBJECTIVE_NAMES = ("plm", "dae", "mask-plm", "mass", "joint", "seq2seq")
+OBJECTIVE_NAMES = ("plm", "dae", "mask-plm", "mass", "joint", "seq2seq", "prefix-lm")
 
 
 def parse_mixture(spec: str) -> list[tuple[str, float]]:
@@ -370,7 +370,7 @@ def parse_mixture(spec: str) -> list[tuple[str, float]]:
 class ObjectiveConfig(YamlConfig):
     """Which pre-training objective and its knobs (plmgen/objectives/; names follow the XLNet reference)."""
 
-    name: str = "plm"  # plm | dae | mask-plm | mass | joint | seq2seq
+    name: str = "plm"  # plm | dae | mask-plm | mass | joint | seq2seq | prefix-lm
     # plm / mask-plm: which tokens are predicted and in which order
     K: float = 6.0  # predict ~1/K of the (non-functional) tokens: the last 1/K of the factorization order
     num_predict: int | None = None  # fixed count of predicted tokens per sequence instead of 1/K
@@ -390,7 +390,7 @@ class ObjectiveConfig(YamlConfig):
     mixture: str = "plm:1,mass:1"  # sub-objectives and loss weights
     # next-sentence prediction head on <cls> (0 = off)
     nsp_weight: float = 0.0
-    # seq2seq fine-tuning knobs (plmgen/objectives/seq2seq.py)
+    # seq2seq fine-tuning knobs (plmgen/objectives/seq2seq.py; prefix-lm reads max_len only)
     seq2seq: Seq2SeqConfig = dataclasses.field(default_factory=Seq2SeqConfig)
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ from plmgen.errors import UserError
 
 from .base import Objective, ObjectiveOutput, SpecialIds
 
-_MODULES = ("plm", "dae", "mask_plm", "mass", "joint", "seq2seq")
+_MODULES = ("plm", "dae", "mask_plm", "mass", "joint", "seq2seq", "prefix_lm")
 
 OBJECTIVES: dict[str, type[Objective]] = {
     cls.name: cls for cls in (import_module(f"{__name__}.{m}").OBJECTIVE for m in _MODULES)

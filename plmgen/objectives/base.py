@@ -31,11 +31,12 @@ class SpecialIds:
     pad_id: int = 5
     cls_id: int = 3
     sep_id: int = 4
+    eos_id: int = 2  # </s>: the prefix LM's stop label
     first_normal_id: int = 9  # random replacement tokens (DAE) are drawn from [first_normal_id, vocab_size)
 
     @classmethod
     def from_tokenizer(cls, tok) -> "SpecialIds":
-        return cls(mask_id=tok.mask_id, pad_id=tok.pad_id, cls_id=tok.cls_id, sep_id=tok.sep_id)
+        return cls(mask_id=tok.mask_id, pad_id=tok.pad_id, cls_id=tok.cls_id, sep_id=tok.sep_id, eos_id=tok.eos_id)
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""Prefix LM (UniLM's seq2seq LM): the autoregressive baseline on the same backbone, data and tokenizer.
+
+Legend: B batch, T length, N predicting positions in the batch, d model dim, V vocab.
+
+On a seq2seq batch ``[source <sep> target]`` (plmgen/data/parallel.py) the source and ``<sep>`` see each other
+fully and never the target; target token t sees the source, ``<sep>``, the target tokens before it and itself (the
+content mask of the target ranked left to right). No query stream: the *content* state at position t predicts the
+token at t + 1 — ``<sep>`` predicts the first target token, the last target token predicts ``</s>`` (the tokenizer's
+eos id), so the decoder (plmgen/decoding/ar.py) knows where to stop. ``</s>`` is only ever a label, never an input:
+the batches are the seq2seq objective's, unchanged. Masks and labels come from the pure function
+``prefix_lm_masks`` (brute-force leak tested).
+
+Of ``objective.seq2seq`` this objective reads ``max_len`` (the decoder's length cap); the query-stream knobs
+(``order``, ``predict_fraction``, ``predict_sampling``, ``length_weight``, ``mass_weight``) do not apply and must
+keep their defaults (``order`` may also say ``l2r``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from plmgen.config import ModelConfig, ObjectiveConfig, Seq2SeqConfig
+from plmgen.errors import UserError
+from plmgen.masks import content_mask
+
+from .base import Objective, ObjectiveOutput, SpecialIds, combine, masked_ce
+from .seq2seq import target_ranks
+
+
+@dataclass
+class PrefixLMMasks:
+    content: Tensor  # [B, T, T] bool, True = may attend
+    predicts: Tensor  # [B, T] bool: positions whose content state predicts the next token (<sep> and the target)
+    labels: Tensor  # [B, T] long: the token after each position (eos after the last target token)
+
+
+def prefix_lm_masks(input_ids: Tensor, target: Tensor, valid: Tensor, eos_id: int) -> PrefixLMMasks:
+    """Masks and next-token labels of a ``[source <sep> target]`` batch (target [B, T] bool, valid [B, T] bool)."""
+    tgt = target & valid
+    rank = target_ranks(tgt, ["l2r"] * tgt.shape[0])  # source/<sep>/padding −1, target 0..L−1 left to right
+    next_is_tgt = F.pad(tgt[:, 1:], (0, 1), value=False)  # [B, T] the token at t + 1 is a target token
+    labels = torch.where(next_is_tgt, input_ids.roll(-1, dims=1), torch.full_like(input_ids, eos_id))
+    return PrefixLMMasks(content=content_mask(rank, valid), predicts=tgt | next_is_tgt, labels=labels)
+
+
+def check_prefix_lm_config(s2s: Seq2SeqConfig) -> None:
+    """The query-stream knobs of ``objective.seq2seq`` must keep their defaults (a switch that switches nothing)."""
+    default = Seq2SeqConfig()
+    unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight")
+              if getattr(s2s, f) != getattr(default, f)]
+    if s2s.order not in (default.order, "l2r"):
+        unused.insert(0, "order")
+    if unused:
+        raise UserError(f"objective prefix-lm is left to right with no query stream and no length head: "
+                        f"objective.seq2seq.{', objective.seq2seq.'.join(unused)} do not apply (leave the defaults)")
+
+
+class PrefixLMObjective(Objective):
+    """``prefix-lm``: next-token prediction on the target from the content stream under the prefix-LM mask."""
+
+    name = "prefix-lm"
+    uses_mems = False  # one pair per row, as seq2seq
+
+    def __init__(self, cfg: ObjectiveConfig, model_cfg: ModelConfig, special: SpecialIds | None = None):
+        super().__init__(cfg, model_cfg, special)
+        if model_cfg.bi_data or model_cfg.attn_type != "bi":
+            raise UserError("objective prefix-lm needs model.bi_data false and model.attn_type bi (the source is "
+                            "bidirectional; the mask makes the target causal)")
+        check_prefix_lm_config(cfg.seq2seq)
+        self.s2s = cfg.seq2seq
+
+    def forward(self, model, batch: dict, mems: list[Tensor] | None = None,
+                generator: torch.Generator | None = None) -> ObjectiveOutput:
+        ids = batch["input_ids"]
+        m = prefix_lm_masks(ids, batch["target"], batch["valid"], self.special.eos_id)
+        out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=m.content.to(ids.device))
+        predicts = m.predicts.to(ids.device)
+        logits = model.logits(out.h[predicts])  # [N, V]: only the predicting rows reach the LM head
+        loss, n = masked_ce(logits, m.labels.to(ids.device)[predicts], torch.ones_like(predicts[predicts]))
+        return combine({self.name: loss}, {self.name: 1.0}, {self.name: n}, None)
+
+
+OBJECTIVE = PrefixLMObjective
+
+__all__ = ["OBJECTIVE", "PrefixLMMasks", "PrefixLMObjective", "check_prefix_lm_config", "prefix_lm_masks"]
