@@ -175,6 +175,13 @@ def translate(tr: Translator, sources: list[list[int]], dcfg: DecodeConfig, mode
     from plmgen.decoding import decode
 
     tok = tr.tokenizer
+    if tr.config.objective.name == "prefix-lm":  # the autoregressive baseline: its own decoder (decoding/ar.py)
+        from plmgen.decoding import ar
+
+        start = time.perf_counter()
+        results = ar.translate(tr, sources, dcfg, mode, length_beam, refs, batch_size, progress, desc or label)
+        return RunResult(label or dcfg.order, mode.label, [tok.decode(h.tokens) for h in results], results,
+                         time.perf_counter() - start)
     banned = sorted(tok.special_ids)
 
     def decode_fn(srcs, lengths, examples):
@@ -270,7 +277,8 @@ def generate(
     """Generate translations with a fine-tuned seq2seq checkpoint (any decoding order).
 
     Args:
-        checkpoint: a seq2seq checkpoint (runs/<name>/checkpoints/*.ckpt).
+        checkpoint: a seq2seq or prefix-lm checkpoint (runs/<name>/checkpoints/*.ckpt); prefix-lm decodes left to
+            right (--order l2r) until </s> (--length predict) or for exactly --length N / oracle tokens.
         input: source file, one segment per line (or use --split).
         split: translate this split (train, dev, test) of the data folder; references come with it.
         data: data folder for --split (default: the one the checkpoint was trained on).

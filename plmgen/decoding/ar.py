@@ -1,0 +1,303 @@
+"""Left-to-right decoding of ``prefix-lm`` checkpoints: greedy, beam, sampling, with an exact incremental KV cache.
+
+Legend: B examples, K beams, R rows (B·K), M memory slots, C context slots (source tail + <sep>), L target slots,
+J = M + C + L key slots, H heads, D head dim, d model dim, V vocab.
+
+The model is the one ``plmgen.objectives.prefix_lm`` trains: source + ``<sep>`` see each other, target token t sees
+the prefix and the target up to itself, and its *content* state predicts token t + 1. Decoding encodes the context
+once (the ``<sep>`` row predicts the first token), then feeds one token per step and reads the next prediction from
+that token's own row. Output stops at ``</s>`` (banned before ``min_len``, forced at ``max_len``).
+
+Why the cache is exact: under the causal target mask a filled token's content state depends only on the context
+and the tokens before it, all fixed when it is filled; later tokens are never visible to it. So every layer's
+keys/values of the context and of each fed token, computed once, are what a full forward would compute at any
+later step. ``Recompute`` is that full forward (the training masks of ``prefix_lm_masks``, re-run every step) —
+the reference the tests compare against. Positions and slots follow ``cache.IncrementalCache``: memory state m at
+m, the final context from M_b on, target token t right after the context; only distances enter the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..attention import RelPos, mask_bias
+from ..config import DecodeConfig
+from ..errors import UserError
+from ..model import XLNet
+from .cache import DecodeLayout, build_layout, forward_table, log_probs
+from .search import Hypothesis, _pick_tokens, inference
+
+LEN_RATIO, LEN_EXTRA = 2, 10  # default longest output: LEN_RATIO · source tokens + LEN_EXTRA (and the config's cap)
+
+
+class Cache:
+    """Exact incremental prefix-LM state for rows of a ``DecodeLayout``; ``first`` = log-probs of target token 0."""
+
+    def __init__(self, model: XLNet, layout: DecodeLayout, L: int):
+        self.model, cfg = model, model.cfg
+        R, C = layout.ctx.shape
+        M = 0 if layout.mems is None else layout.mems[0].shape[1]
+        self.base, dev = M + C, layout.ctx.device
+        slot = torch.arange(M + C + L, device=dev)[None]  # [1, J]
+        m_len, c_len = layout.mem_len[:, None], layout.ctx_len[:, None]
+        in_mem, in_ctx = slot < M, (slot >= M) & (slot < M + C)
+        self.k_pos = torch.where(in_mem, slot, torch.where(in_ctx, m_len + slot - M, m_len + c_len + slot - M - C))
+        self.k_ok = (in_mem & (slot < m_len)) | (in_ctx & (slot - M < c_len))  # [R, J]; targets join as fed
+        self.k_tgt = (slot >= M + C).expand(R, -1)  # segment 1 keys
+        self.next_pos = m_len[:, 0] + c_len[:, 0]  # [R] position of the next fed token
+        self.d_max = int(self.k_pos.max())
+        span = torch.arange(self.d_max + 1, device=dev)[None]
+        table = RelPos.build(span, span, cfg.d_model, cfg.clamp_len, bi_data=False).table
+        self.rk = [layer.rel_attn.project_table(table) for layer in model.layers]
+
+        x = model.dropout(model.word_embedding(layout.ctx))  # [R, C, d]
+        rel = self.d_max - (self.k_pos[:, M: M + C, None] - self.k_pos[:, None, :])  # [R, C, J]
+        mask, seg_same = self.k_ok[:, None, :], ~self.k_tgt[:, None, :]
+        self.k, self.v = [], []
+        for i in range(cfg.n_layer):
+            kc, vc = model.layers[i].rel_attn.keys_values(x)  # [R, H, C, D]
+            K = kc.new_zeros(R, cfg.n_head, M + C + L, cfg.d_head)
+            V = torch.zeros_like(K)
+            if M:
+                K[:, :, :M], V[:, :, :M] = model.layers[i].rel_attn.keys_values(layout.mems[i].to(x.dtype))
+            K[:, :, M: M + C], V[:, :, M: M + C] = kc, vc
+            self.k.append(K)
+            self.v.append(V)
+            x = model.layer_step(i, x, K, V, self.rk[i], rel, seg_same, mask)
+        sep = x[torch.arange(R, device=dev), layout.ctx_len - 1]  # [R, d] the <sep> row of each example
+        self.first = log_probs(model, model.dropout(sep))
+        self.n = 0  # target tokens fed so far (the same for every row: finished rows are fed padding)
+
+    def reorder(self, rows: Tensor) -> None:
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+        self.k_pos, self.k_ok, self.k_tgt, self.next_pos = (t[rows] for t in (self.k_pos, self.k_ok, self.k_tgt,
+                                                                                self.next_pos))
+
+    def step(self, tok: Tensor) -> Tensor:
+        """Feed tok [R] as the next target token -> log-probs [R, V] of the token after it."""
+        model, cfg = self.model, self.model.cfg
+        slot = self.base + self.n
+        self.k_ok = self.k_ok.clone()
+        self.k_ok[:, slot] = True
+        bias = mask_bias(self.k_ok[:, None, :], self.k[0].dtype)  # [R, 1, J]
+        rel = self.d_max - (self.next_pos[:, None, None] - self.k_pos[:, None, :])  # [R, 1, J]
+        seg_same = self.k_tgt[:, None, :].to(self.k[0].dtype)  # the fed row is a target row
+        x = model.dropout(model.word_embedding(tok[:, None]))  # [R, 1, d]
+        for i in range(cfg.n_layer):
+            kn, vn = model.layers[i].rel_attn.keys_values(x)  # [R, H, 1, D]
+            self.k[i][:, :, slot: slot + 1] = kn.to(self.k[i].dtype)
+            self.v[i][:, :, slot: slot + 1] = vn.to(self.v[i].dtype)
+            x = model.layer_step(i, x, self.k[i], self.v[i], self.rk[i], rel, seg_same, bias)
+        self.n += 1
+        self.next_pos = self.next_pos + 1
+        return log_probs(model, model.dropout(x[:, 0]))
+
+
+class Recompute:
+    """Reference backend: every step re-runs ``model(...)`` on ``context + every fed token`` with the training masks
+    (``prefix_lm_masks``) and reads the last fed row; memory per row through ``model(..., mems=...)``."""
+
+    def __init__(self, model: XLNet, layout: DecodeLayout, L: int):
+        self.model, self.layout = model, layout
+        self.tokens = layout.ctx.new_zeros(layout.batch, 0)
+        self.first = self._forward()
+
+    def reorder(self, rows: Tensor) -> None:
+        self.layout, self.tokens = self.layout.index(rows), self.tokens[rows]
+
+    def step(self, tok: Tensor) -> Tensor:
+        self.tokens = torch.cat([self.tokens, tok[:, None]], dim=1)
+        return self._forward()
+
+    def _forward(self) -> Tensor:
+        from ..objectives.prefix_lm import prefix_lm_masks
+
+        lay, (R, n), model = self.layout, self.tokens.shape, self.model
+        C, dev = lay.ctx.shape[1], lay.ctx.device
+        T = C + n
+        ids = torch.full((R, T), lay.pad_id, dtype=torch.long, device=dev)
+        ids[:, :C] = lay.ctx
+        ids.scatter_(1, lay.ctx_len[:, None] + torch.arange(n, device=dev)[None], self.tokens)
+        col = torch.arange(T, device=dev)[None]
+        valid = col < (lay.ctx_len + n)[:, None]
+        target = (col >= lay.ctx_len[:, None]) & valid
+        cmask = prefix_lm_masks(ids, target, valid, eos_id=0).content
+        seg = target.long()
+        with forward_table(model):
+            if lay.mems is None:
+                h = model(ids, seg, cmask).h
+            else:  # memory differs per row and is always visible in model(...): one row at a time
+                h = torch.cat([model(ids[b: b + 1], seg[b: b + 1], cmask[b: b + 1],
+                                     mems=[m[b: b + 1, : int(lay.mem_len[b])] for m in lay.mems]
+                                     if int(lay.mem_len[b]) else None).h for b in range(R)])
+        last = lay.ctx_len + n - 1  # <sep> before any token is fed
+        return log_probs(model, h[torch.arange(R, device=dev), last])
+
+
+BACKENDS = {"cache": Cache, "recompute": Recompute}
+StepHook = Callable[[Tensor, int], None]  # (logp [R, V] of the model, step index n)
+
+
+@dataclass
+class Limits:
+    """Per row: ``</s>`` is banned while fewer than ``min_len`` tokens are out, forced once ``max_len`` are."""
+
+    min_len: Tensor  # [R] long, >= 1
+    max_len: Tensor  # [R] long, >= min_len
+
+    def index(self, rows: Tensor) -> "Limits":
+        return Limits(self.min_len[rows], self.max_len[rows])
+
+    def apply(self, logp: Tensor, n: int, eos: int) -> Tensor:
+        """logp [R, V] (banned ids already −inf) at output position n -> the constrained log-probs."""
+        out = logp.clone()
+        out[:, eos] = torch.where(n < self.min_len, float("-inf"), logp[:, eos])
+        forced = (n >= self.max_len)[:, None]
+        only_eos = torch.full_like(logp, float("-inf"))
+        only_eos[:, eos] = logp[:, eos]
+        return torch.where(forced, only_eos, out)
+
+
+def default_limits(src: Sequence[Sequence[int]], cap: int, fixed: Sequence[int] | None = None) -> Limits:
+    """Stop at ``</s>`` within [1, min(LEN_RATIO·|src| + LEN_EXTRA, cap)] tokens; ``fixed`` lengths force exactly N."""
+    if fixed is not None:
+        n = torch.tensor(list(fixed))
+        return Limits(n, n)
+    hi = torch.tensor([min(LEN_RATIO * len(s) + LEN_EXTRA, cap) for s in src]).clamp_min(1)
+    return Limits(torch.ones_like(hi), hi)
+
+
+def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits: Limits, *, sep_id: int,
+           pad_id: int, eos_id: int, banned: Sequence[int] = (), on_step: StepHook | None = None) -> list[Hypothesis]:
+    """Decode each source left to right until ``</s>``: greedy, ``cfg.sample`` or ``cfg.beam`` > 1 (the best beam by
+    length-normalised log-probability, ``</s>`` included). ``banned`` never generated (``</s>`` is allowed)."""
+    if not len(src) or any(len(s) == 0 for s in src):
+        raise UserError("nothing to decode: empty batch or empty source")
+    banned = [b for b in banned if b != eos_id]
+    dev = model.word_embedding.weight.device
+    limits = Limits(limits.min_len.to(dev), limits.max_len.to(dev))
+    with inference(cfg.bf16):
+        layout = build_layout(model, [list(s) for s in src], [1] * len(src), sep_id, pad_id, cfg.max_segment)
+        if cfg.beam > 1:
+            rows = torch.arange(len(src), device=dev).repeat_interleave(cfg.beam)
+            layout, limits = layout.index(rows), limits.index(rows)
+        backend = BACKENDS[cfg.backend](model, layout, int(limits.max_len.max()) + 1)
+        search = _beam if cfg.beam > 1 else _single
+        return search(backend, limits, cfg, banned, eos_id, pad_id, on_step)
+
+
+def _ban(logp: Tensor, banned: list[int]) -> Tensor:
+    if not banned:
+        return logp
+    out = logp.clone()
+    out[:, banned] = float("-inf")
+    return out
+
+
+def _single(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: int, on_step) -> list[Hypothesis]:
+    """Greedy or seeded sampling, all rows in lockstep; a finished row is fed padding and ignored."""
+    logp, R = backend.first, backend.first.shape[0]
+    gen = torch.Generator().manual_seed(cfg.seed) if cfg.sample else None
+    done = torch.zeros(R, dtype=torch.bool, device=logp.device)
+    toks, lps = [], []
+    for n in range(int(limits.max_len.max()) + 1):
+        if on_step is not None:
+            on_step(logp, n)
+        tok = _pick_tokens(limits.apply(_ban(logp, banned), n, eos)[:, None], cfg, gen)[:, 0]
+        tok = torch.where(done, torch.full_like(tok, pad), tok)
+        toks.append(tok)
+        lps.append(logp.gather(1, tok[:, None])[:, 0])
+        done = done | (tok == eos)
+        if bool(done.all()):
+            break
+        logp = backend.step(tok)
+    return _hypotheses(torch.stack(toks, 1), torch.stack(lps, 1), eos, range(R))
+
+
+def _beam(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: int, on_step) -> list[Hypothesis]:
+    """Beam search over tokens; a finished hypothesis stays in the beam with its score (one continuation: padding,
+    log-prob 0) until every hypothesis of every example has emitted ``</s>``."""
+    logp, K = backend.first, cfg.beam
+    R = logp.shape[0]
+    B, V, dev = R // K, logp.shape[1], logp.device
+    score = torch.full((R,), float("-inf"), device=dev)
+    score[::K] = 0.0  # one live hypothesis per example at the start
+    done = torch.zeros(R, dtype=torch.bool, device=dev)
+    finished = torch.full((R, V), float("-inf"), device=dev)
+    finished[:, pad] = 0.0
+    toks, lps = logp.new_zeros(R, 0, dtype=torch.long), logp.new_zeros(R, 0)
+    out_len = torch.zeros(R, dtype=torch.long, device=dev)  # tokens emitted, </s> included
+    for n in range(int(limits.max_len.max()) + 1):
+        if on_step is not None:
+            on_step(logp, n)
+        cand = torch.where(done[:, None], finished, limits.apply(_ban(logp, banned), n, eos))  # [R, V]
+        top_score, top = (score[:, None] + cand).view(B, K * V).topk(K, dim=1)  # [B, K]
+        src = (torch.arange(B, device=dev)[:, None] * K + top // V).view(-1)  # [R] source row of each new beam
+        tok = (top % V).view(-1)
+        lp = torch.where(done[src], torch.zeros_like(score), logp[src, tok])
+        out_len = out_len[src] + (~done[src]).long()
+        score, done = top_score.view(-1), done[src] | (tok == eos)
+        toks, lps = torch.cat([toks[src], tok[:, None]], 1), torch.cat([lps[src], lp[:, None]], 1)
+        limits = limits.index(src)
+        backend.reorder(src)
+        if bool(done.all()):
+            break
+        logp = backend.step(tok)
+    best = (score / out_len.to(score.dtype)).view(B, K).argmax(1) + torch.arange(B, device=dev) * K
+    return _hypotheses(toks, lps, eos, best.tolist())
+
+
+def _hypotheses(toks: Tensor, lps: Tensor, eos: int, rows) -> list[Hypothesis]:
+    """Rows of output tokens [R, N] (``</s>`` then padding, or cut at the cap) -> hypotheses without ``</s>``."""
+    out = []
+    for r in rows:
+        t, lp = toks[r].tolist(), lps[r].tolist()
+        n = t.index(eos) if eos in t else len(t)
+        end = min(n + 1, len(t))  # the score counts </s> when it was emitted
+        out.append(Hypothesis(tokens=t[:n], logprob=float(sum(lp[:end])), token_logprobs=lp[:n],
+                              trace=[[i] for i in range(n)], steps=end))
+    return out
+
+
+# --- the generate command's entry --------------------------------------------------------------------------------
+
+def check_flags(dcfg: DecodeConfig, length_beam: int) -> None:
+    """A prefix-lm checkpoint decodes left to right, one token per step, and stops at ``</s>``."""
+    if dcfg.order != "l2r" or dcfg.k_per_step != 1 or dcfg.threshold is not None:
+        spec = dcfg.order + (f"@{dcfg.k_per_step}" if dcfg.k_per_step != 1 else "") + \
+            (f"@{dcfg.threshold}" if dcfg.threshold is not None else "")
+        raise UserError(f"--order {spec}: a prefix-lm checkpoint decodes left to right only (--order l2r)")
+    if dcfg.refine_iters:
+        raise UserError("--refine_iters: a prefix-lm checkpoint has no query stream to refine with")
+    if length_beam != 1:
+        raise UserError("--length_beam: a prefix-lm checkpoint has no length head (it stops at </s>)")
+
+
+def translate(tr, sources: list[list[int]], dcfg: DecodeConfig, mode, length_beam: int = 1,
+              refs: list[list[int]] | None = None, batch_size: int = 32, progress=None,
+              desc: str = "") -> list[Hypothesis]:
+    """``generate``'s batches for a prefix-lm Translator: length-sorted, hypotheses in input order. Length mode
+    ``predict`` (the default) = stop at ``</s>``; ``oracle`` / ``N`` force that many tokens."""
+    check_flags(dcfg, length_beam)
+    tok = tr.tokenizer
+    cap = tr.config.objective.seq2seq.max_len
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    results: list = [None] * len(sources)
+    task = progress.add_task(desc or "l2r", total=len(sources)) if progress is not None else None
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo: lo + batch_size]
+        srcs = [sources[i] for i in idx]
+        fixed = None if mode.kind == "predict" else \
+            [mode.n if mode.kind == "fixed" else max(1, len(refs[i])) for i in idx]
+        hyps = decode(tr.model, srcs, dcfg, default_limits(srcs, cap, fixed), sep_id=tok.sep_id, pad_id=tok.pad_id,
+                      eos_id=tok.eos_id, banned=sorted(tok.special_ids))
+        for i, h in zip(idx, hyps):
+            results[i] = h
+        if task is not None:
+            progress.advance(task, len(idx))
+    return results
