@@ -48,3 +48,17 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
     p.write_text("train:\n  max_stepz: 3\n")
     with pytest.raises(ValueError, match="max_stepz"):
         ExperimentConfig.from_yaml(p)
+
+
+@pytest.mark.parametrize("variant,objective", [("demo-ar", "prefix-lm"), ("demo-finetune-l2r", "seq2seq")])
+def test_demo_baselines_share_the_demo_budget(variant, objective):
+    """The AR baseline and the l2r-only fine-tuning differ from demo-finetune in the objective only."""
+    from plmgen.objectives import build_objective
+
+    base = ExperimentConfig.from_yaml(next(p for p in CONFIGS if p.stem == "demo-finetune"))
+    cfg = ExperimentConfig.from_yaml(next(p for p in CONFIGS if p.stem == variant))
+    assert (cfg.model, cfg.data, cfg.train) == (base.model, base.data, base.train)
+    assert cfg.objective.name == objective
+    if variant == "demo-finetune-l2r":
+        assert cfg.objective.seq2seq.order == "l2r"
+    build_objective(cfg.objective, cfg.model)  # its knobs are accepted by the objective itself
