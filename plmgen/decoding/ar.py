@@ -29,6 +29,7 @@ from ..config import DecodeConfig
 from ..errors import UserError
 from ..model import XLNet
 from .cache import DecodeLayout, build_layout, forward_table, log_probs
+from .orders import example_generator
 from .search import Hypothesis, _pick_tokens, inference
 
 LEN_RATIO, LEN_EXTRA = 2, 10  # default longest output: LEN_RATIO · source tokens + LEN_EXTRA (and the config's cap)
@@ -173,11 +174,17 @@ def default_limits(src: Sequence[Sequence[int]], cap: int, fixed: Sequence[int] 
 
 
 def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits: Limits, *, sep_id: int,
-           pad_id: int, eos_id: int, banned: Sequence[int] = (), on_step: StepHook | None = None) -> list[Hypothesis]:
+           pad_id: int, eos_id: int, banned: Sequence[int] = (), on_step: StepHook | None = None,
+           examples: Sequence[int] | None = None) -> list[Hypothesis]:
     """Decode each source left to right until ``</s>``: greedy, ``cfg.sample`` or ``cfg.beam`` > 1 (the best beam by
-    length-normalised log-probability, ``</s>`` included). ``banned`` never generated (``</s>`` is allowed)."""
+    length-normalised log-probability, ``</s>`` included). ``banned`` never generated (``</s>`` is allowed).
+    examples: each source's index in the whole input (default 0..B-1); sampling draws from the stream of
+    (``cfg.seed``, that index), as ``search.decode`` does, so a sample does not depend on batching."""
     if not len(src) or any(len(s) == 0 for s in src):
         raise UserError("nothing to decode: empty batch or empty source")
+    examples = list(range(len(src))) if examples is None else list(examples)
+    if len(examples) != len(src):
+        raise UserError(f"got {len(src)} sources but {len(examples)} example indices")
     banned = [b for b in banned if b != eos_id]
     dev = model.word_embedding.weight.device
     limits = Limits(limits.min_len.to(dev), limits.max_len.to(dev))
@@ -187,8 +194,9 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits
             rows = torch.arange(len(src), device=dev).repeat_interleave(cfg.beam)
             layout, limits = layout.index(rows), limits.index(rows)
         backend = BACKENDS[cfg.backend](model, layout, int(limits.max_len.max()) + 1)
-        search = _beam if cfg.beam > 1 else _single
-        return search(backend, limits, cfg, banned, eos_id, pad_id, on_step)
+        if cfg.beam > 1:
+            return _beam(backend, limits, cfg, banned, eos_id, pad_id, on_step)
+        return _single(backend, limits, cfg, banned, eos_id, pad_id, on_step, examples)
 
 
 def _ban(logp: Tensor, banned: list[int]) -> Tensor:
@@ -199,16 +207,17 @@ def _ban(logp: Tensor, banned: list[int]) -> Tensor:
     return out
 
 
-def _single(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: int, on_step) -> list[Hypothesis]:
+def _single(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: int, on_step,
+            examples: list[int]) -> list[Hypothesis]:
     """Greedy or seeded sampling, all rows in lockstep; a finished row is fed padding and ignored."""
     logp, R = backend.first, backend.first.shape[0]
-    gen = torch.Generator().manual_seed(cfg.seed) if cfg.sample else None
+    gens = [example_generator(cfg.seed + 1, ex) for ex in examples] if cfg.sample else []  # as search._single
     done = torch.zeros(R, dtype=torch.bool, device=logp.device)
     toks, lps = [], []
     for n in range(int(limits.max_len.max()) + 1):
         if on_step is not None:
             on_step(logp, n)
-        tok = _pick_tokens(limits.apply(_ban(logp, banned), n, eos)[:, None], cfg, gen)[:, 0]
+        tok = _pick_tokens(limits.apply(_ban(logp, banned), n, eos)[:, None], cfg, gens, ~done[:, None])[:, 0]
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         toks.append(tok)
         lps.append(logp.gather(1, tok[:, None])[:, 0])
@@ -295,7 +304,7 @@ def translate(tr, sources: list[list[int]], dcfg: DecodeConfig, mode, length_bea
         fixed = None if mode.kind == "predict" else \
             [mode.n if mode.kind == "fixed" else max(1, len(refs[i])) for i in idx]
         hyps = decode(tr.model, srcs, dcfg, default_limits(srcs, cap, fixed), sep_id=tok.sep_id, pad_id=tok.pad_id,
-                      eos_id=tok.eos_id, banned=sorted(tok.special_ids))
+                      eos_id=tok.eos_id, banned=sorted(tok.special_ids), examples=idx)
         for i, h in zip(idx, hyps):
             results[i] = h
         if task is not None:

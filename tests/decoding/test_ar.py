@@ -17,11 +17,11 @@ SPECIALS = list(range(9))  # banned like the tokenizer's special ids (</s> stays
 MODES = [{}, {"beam": 3}, {"sample": True, "seed": 3, "temperature": 1.5}]
 
 
-def run(m, cfg_kw, src=SRC, limits=None, backend="cache"):
+def run(m, cfg_kw, src=SRC, limits=None, backend="cache", examples=None):
     steps = []
     cfg = DecodeConfig(backend=backend, **cfg_kw)
     limits = limits or default_limits(src, cap=12)
-    hyps = decode(m, src, cfg, limits, sep_id=SEP, pad_id=PAD, eos_id=EOS, banned=SPECIALS,
+    hyps = decode(m, src, cfg, limits, sep_id=SEP, pad_id=PAD, eos_id=EOS, banned=SPECIALS, examples=examples,
                   on_step=lambda lp, n: steps.append(lp.clone()))
     return hyps, steps
 
@@ -68,11 +68,11 @@ def test_cache_equals_recompute_with_memory(kw):
     assert_same(run(mm, kw), run(mm, kw, backend="recompute"))
 
 
-@pytest.mark.parametrize("kw", MODES[:2], ids=["greedy", "beam3"])
+@pytest.mark.parametrize("kw", MODES, ids=["greedy", "beam3", "sample"])
 def test_batched_equals_one_at_a_time(m, kw):
     together, _ = run(m, kw)
-    for s, h in zip(SRC, together):
-        alone, _ = run(m, kw, src=[s])
+    for i, (s, h) in enumerate(zip(SRC, together)):
+        alone, _ = run(m, kw, src=[s], examples=[i])  # sampling: each example's own stream (seed, index)
         assert alone[0].tokens == h.tokens
         assert abs(alone[0].logprob - h.logprob) < 1e-4
 
