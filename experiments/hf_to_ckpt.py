@@ -50,16 +50,11 @@ def hf_to_ckpt(hf: str, out: str, tokenizer: str | None = None) -> Path:
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     torch.save(state, tmp)
     tmp.replace(out_path)
+    print(out_path)
     return out_path
 
 
 if __name__ == "__main__":
-    from jsonargparse import CLI
+    from plmgen.errors import run_cli
 
-    from plmgen.errors import UserError
-
-    try:
-        print(CLI(hf_to_ckpt, as_positional=False))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(hf_to_ckpt, as_positional=False))

@@ -321,7 +321,9 @@ class ExperimentConfig(YamlConfig):
 
     def __post_init__(self) -> None:
         n = "ExperimentConfig"
-        _user_check(bool(self.name) and "/" not in self.name, n, f"name must be a non-empty folder name, got {self.name!r}")
+        _user_check(isinstance(self.name, str) and self.name.strip() not in ("", ".", "..")
+                    and not any(c in self.name for c in "/\\\0"), n,
+                    f"name must be one folder name (no '/', not '.' or '..'), got {self.name!r}")
         m, d = self.model, self.data
         if d.kind == "pretrain":
             functional = 3 if d.ab_layout else 0  # <sep> <sep> <cls>

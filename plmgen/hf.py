@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .config import ModelConfig, atomic_write_text, fsync_file
 from .errors import UserError
-from .model import XLNet
+from .model import XLNet, check_model_limits, check_state_dict
 
 _CFG_KEYS = ("vocab_size", "d_model", "n_layer", "n_head", "d_inner", "ff_activation", "attn_type",
              "initializer_range", "layer_norm_eps", "dropout", "bi_data", "clamp_len", "same_length")
@@ -95,27 +95,49 @@ def load_hf_xlnet(path: str | os.PathLike) -> XLNet:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise UserError(f"{cfg_file}: not found (expected a Hugging Face XLNet checkpoint directory)")
-    hf_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    try:
+        hf_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{cfg_file}: not valid UTF-8 JSON ({e})") from None
+    if not isinstance(hf_cfg, dict):
+        raise UserError(f"{cfg_file}: expected a JSON object, got {type(hf_cfg).__name__}")
     if hf_cfg.get("model_type") not in (None, "xlnet"):
         raise UserError(f"{cfg_file}: model_type is {hf_cfg.get('model_type')!r}, not 'xlnet'")
-    cfg = config_from_hf(hf_cfg)
-    if (path / "model.safetensors").is_file():
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path / "model.safetensors"))
-    elif (path / "pytorch_model.bin").is_file():
-        sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    else:
-        raise UserError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
+    try:
+        cfg = config_from_hf(hf_cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{cfg_file}: not a usable XLNet config ({e})") from None
+    check_model_limits(cfg, str(cfg_file))
+    sd = _read_hf_weights(path)
     if not any(k.startswith("transformer.") for k in sd):  # bare XLNetModel checkpoints lack the prefix
         sd = {f"transformer.{k}": v for k, v in sd.items()}
     sd.setdefault("lm_loss.bias", torch.zeros(cfg.vocab_size))
-    model = XLNet(cfg)
     try:
-        model.load_state_dict(state_dict_from_hf(sd, cfg))
+        ours = state_dict_from_hf(sd, cfg)
     except KeyError as e:
         raise UserError(f"{path}: checkpoint lacks parameter {e.args[0]} for a {cfg.n_layer}-layer XLNet") from None
+    with torch.device("meta"):
+        check_state_dict(str(path), XLNet(cfg), ours)
+    model = XLNet(cfg)
+    model.load_state_dict(ours)
     return model
+
+
+def _read_hf_weights(path: Path) -> dict:
+    """The weights file of an HF folder, read without running code; UserError for a missing or damaged one."""
+    try:
+        if (path / "model.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            return load_file(str(path / "model.safetensors"))
+        if (path / "pytorch_model.bin").is_file():
+            sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+            if not isinstance(sd, dict):
+                raise ValueError(f"expected a dict of tensors, got {type(sd).__name__}")
+            return sd
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file for the user
+        raise UserError(f"{path}: damaged weights file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    raise UserError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
 
 
 def save_hf_xlnet(model: XLNet, path: str | os.PathLike) -> None:

@@ -26,6 +26,12 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 
+from plmgen.errors import UserError
+
+
+class NonFiniteLoss(UserError, FloatingPointError):
+    """Training diverged (NaN/inf loss): an expected stop the CLI reports as one ``error:`` line (exit 2)."""
+
 NO_DECAY_NAMES = ("r_w_bias", "r_r_bias", "r_s_bias", "mask_emb", "layer_norm", "lm_bias")
 
 
@@ -101,9 +107,12 @@ class PLMModule(L.LightningModule):
         out = self.objective(self.model, batch, mems=mems)
         if not torch.isfinite(out.loss.detach()):
             terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
-            raise FloatingPointError(
-                f"non-finite {stage} loss {float(out.loss)} at step {self.global_step} ({terms}); lower train.lr, "
-                f"raise train.warmup_steps or use train.precision 32")
+            hint = "lower train.lr or raise train.warmup_steps"
+            if self.train_cfg.precision != "32":
+                hint += ", or use train.precision 32"
+            raise NonFiniteLoss(f"training stopped: non-finite {stage} loss {float(out.loss)} at step "
+                                f"{self.global_step} ({terms}); {hint}; --resume last continues from the last "
+                                "checkpoint")
         if training and self.objective.uses_mems:
             self._mems = [m.detach() for m in out.mems] if out.mems else None
         return out

@@ -18,7 +18,37 @@ from torch import Tensor, nn
 
 from .attention import Dropout, FeedForward, RelAttention, RelPos
 from .config import ModelConfig
+from .errors import UserError
 from .masks import causal_mask
+
+# Sane limits for a model config read from a file, checked before anything is built from it (XLNet-Large is
+# 32000 / 1024 / 24 / 16 / 4096).
+MODEL_LIMITS = {"vocab_size": 1_000_000, "d_model": 16_384, "n_layer": 256, "n_head": 256, "d_inner": 65_536}
+
+
+def check_model_limits(cfg: ModelConfig, where: str) -> None:
+    for field, limit in MODEL_LIMITS.items():
+        if getattr(cfg, field) > limit:
+            raise UserError(f"{where}: {field} {getattr(cfg, field)} is over the limit of {limit}; the file is "
+                            "damaged or not a checkpoint of this kind")
+
+
+def check_state_dict(where: str, module: nn.Module, state: dict, prefix: str = "") -> None:
+    """``state``'s ``prefix.*`` tensors have exactly ``module``'s names and shapes (build it on the meta device to
+    check before allocating anything) and finite values; UserError naming the first offender otherwise."""
+    want = module.state_dict()
+    dot = prefix + "." if prefix else ""
+    have = {k[len(dot):]: v for k, v in state.items() if k.startswith(dot)}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or extra:
+        what = f"lacks {dot}{missing[0]}" if missing else f"has an unexpected {dot}{extra[0]}"
+        raise UserError(f"{where}: checkpoint {what} ({len(missing)} missing, {len(extra)} unexpected tensors)")
+    for name, t in have.items():
+        if not isinstance(t, torch.Tensor) or t.shape != want[name].shape:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise UserError(f"{where}: {dot}{name} has shape {got}, the config says {tuple(want[name].shape)}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise UserError(f"{where}: {dot}{name} holds NaN/inf values (a diverged run?); use another checkpoint")
 
 
 @dataclass

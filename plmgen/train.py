@@ -94,6 +94,7 @@ def run_training(cfg: ExperimentConfig, *, init_from: str | None = None, resume:
     if resume and init_from:
         raise UserError("--resume and --init_from exclude each other (resume restores all weights)")
     ckpt_path = _resume_path(resume, ckpt_dir)
+    recorded = check_resume(ckpt_path, cfg) if ckpt_path is not None else None
     if ckpt_path is None and (ckpt_dir / "last.ckpt").exists():
         raise UserError(f"{run_dir} already holds a run; pass --resume last to continue it, or another --name/--out_dir")
 
@@ -108,6 +109,9 @@ def run_training(cfg: ExperimentConfig, *, init_from: str | None = None, resume:
         init_model = init.config.model
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **{f: getattr(init_model, f) for f in SHAPE_FIELDS}))
     tok, tok_path = _tokenizer(cfg, run_dir, init.tokenizer_path if init else None)
+    if recorded is not None and tok.vocab_size != recorded.model.vocab_size:
+        raise UserError(f"--resume: the tokenizer has {tok.vocab_size} pieces, the checkpoint's model "
+                        f"{recorded.model.vocab_size}")
     if tok.vocab_size != cfg.model.vocab_size:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size))
     cfg = dataclasses.replace(cfg, tokenizer=str(tok_path))
@@ -133,6 +137,39 @@ def _resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:
     if not path.is_file():
         raise UserError(f"--resume: {path} not found")
     return path
+
+
+# What --resume may change: how long to run and what is logged/printed (recorded truthfully in config.yaml); the
+# rest (model, objective, data, optimiser, precision, devices) must match the checkpoint, or the run would silently
+# continue as something else (the scheduler's base learning rates, for one, come back from the checkpoint).
+RESUME_MAY_CHANGE = ("name", "out_dir", "tokenizer", "model.vocab_size", "train.max_steps", "train.val_every",
+                     "train.log_every", "train.progress_bar", "data.num_workers")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resume(ckpt_path: Path, cfg: ExperimentConfig) -> ExperimentConfig:
+    """Refuse to resume from an unreadable checkpoint or with flags that differ from the checkpoint's recorded
+    config (outside :data:`RESUME_MAY_CHANGE`) or another tokenizer; returns the recorded config."""
+    _, recorded = read_checkpoint(ckpt_path)
+    now, then = _flat(cfg.to_dict()), _flat(recorded.to_dict())
+    differ = [k for k in sorted(set(now) | set(then)) if k not in RESUME_MAY_CHANGE and now.get(k) != then.get(k)]
+    if differ:
+        shown = ", ".join(f"{k} ({then.get(k)!r} -> {now.get(k)!r})" for k in differ[:4])
+        more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+        raise UserError(f"--resume {ckpt_path}: the checkpoint was trained with other settings: {shown}{more}; "
+                        f"resume may change only {', '.join(RESUME_MAY_CHANGE[3:])}; start a new run (another --name) "
+                        "with --init_from to change the rest")
+    local = cfg.run_dir / "tokenizer.model"
+    given = Path(cfg.tokenizer) if cfg.tokenizer else None
+    if given is not None and local.is_file() and given.is_file() and given.read_bytes() != local.read_bytes():
+        raise UserError(f"--resume: --tokenizer {given} is not the run's tokenizer {local}")
+    return recorded
 
 
 def _tokenizer(cfg: ExperimentConfig, run_dir: Path, init_tokenizer: str | None):
@@ -232,28 +269,48 @@ def _trainer(cfg: ExperimentConfig, ckpt_dir: Path, run_dir: Path, callbacks: li
 # -- loading ---------------------------------------------------------------------------------------------------------
 def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     """A plmgen Lightning checkpoint -> backbone + objective with weights, the experiment config, tokenizer path."""
-    from plmgen.model import XLNet
+    from plmgen.model import XLNet, check_state_dict
     from plmgen.tokenizer import Tokenizer
 
     path = Path(path)
+    ckpt, cfg = read_checkpoint(path)
+    tok_path = _checkpoint_tokenizer(path, (ckpt["plmgen"] or {}).get("tokenizer"))
+    tok = Tokenizer.load(tok_path) if tok_path else None
+    state = ckpt["state_dict"]
+    parts = {"model": lambda: XLNet(cfg.model), "objective": lambda: make_objective(cfg, tok)}
+    with torch.device("meta"):  # shapes first: a checkpoint's numbers must not make us allocate anything
+        for prefix, build in parts.items():
+            check_state_dict(str(path), build(), state, prefix)
+    built = {}
+    for prefix, build in parts.items():
+        built[prefix] = build()
+        built[prefix].load_state_dict({k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
+    return LoadedCheckpoint(built["model"].eval(), built["objective"].eval(), cfg, tok_path)
+
+
+def read_checkpoint(path: Path) -> tuple[dict, ExperimentConfig]:
+    from plmgen.model import check_model_limits
+
+    """A plmgen checkpoint file read without running code (``weights_only``), and its experiment config, checked
+    against :data:`plmgen.model.MODEL_LIMITS`; UserError for a missing, truncated, foreign or malformed file."""
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})")
     meta = ckpt.get("plmgen") if isinstance(ckpt, dict) else None
-    if not meta or "config" not in meta:
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise UserError(f"{path}: not a plmgen training checkpoint (no 'plmgen' entry)")
-    cfg = ExperimentConfig.from_dict(meta["config"])
-    tok_path = _checkpoint_tokenizer(path, meta.get("tokenizer"))
-    model = XLNet(cfg.model)
-    state = ckpt["state_dict"]
-    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    tok = Tokenizer.load(tok_path) if tok_path else None
-    objective = make_objective(cfg, tok)
-    objective.load_state_dict({k[len("objective."):]: v for k, v in state.items() if k.startswith("objective.")})
-    return LoadedCheckpoint(model.eval(), objective.eval(), cfg, tok_path)
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise UserError(f"{path}: checkpoint has no state_dict")
+    try:
+        cfg = ExperimentConfig.from_dict(meta["config"])
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{path}: bad config in checkpoint: {e}") from None
+    check_model_limits(cfg.model, str(path))
+    return ckpt, cfg
 
 
 def _checkpoint_tokenizer(ckpt_path: Path, recorded: str | None) -> str | None:

@@ -151,6 +151,29 @@ def test_existing_run_needs_resume(assets, tmp_path):
         run_training(config(assets, tmp_path, max_steps=2), objective=StandInObjective())
 
 
+def test_resume_refuses_changed_settings_and_bad_checkpoints(assets, tmp_path):
+    """--resume with another lr/objective or a damaged last.ckpt: one UserError naming the keys, run folder
+    untouched; max_steps may change (and is recorded)."""
+    from plmgen.errors import UserError
+
+    run_training(config(assets, tmp_path, max_steps=1), objective=StandInObjective())
+    run_dir = tmp_path / "run"
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    changed = config(assets, tmp_path, max_steps=2)
+    changed.train.lr, changed.objective.name = 0.5, "dae"
+    with pytest.raises(UserError, match=r"objective.name \('plm' -> 'dae'\), train.lr") as e:
+        run_training(changed, objective=StandInObjective(), resume="last")
+    assert "max_steps" in str(e.value)  # names what may change
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(before[ckpt][: len(before[ckpt]) // 2])  # truncated by a crash of something else
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        run_training(config(assets, tmp_path, max_steps=2), objective=StandInObjective(), resume="last")
+    ckpt.write_bytes(before[ckpt])
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    resumed = run_training(config(assets, tmp_path, max_steps=2), objective=StandInObjective(), resume="last")
+    assert resumed.trainer.global_step == 2 and "max_steps: 2" in (run_dir / "config.yaml").read_text()
+
+
 class NanAt(StandInObjective):
     def forward(self, model, batch, mems=None, generator=None):
         out = super().forward(model, batch, mems, generator)
@@ -160,7 +183,9 @@ class NanAt(StandInObjective):
 
 
 def test_non_finite_loss_names_the_step(assets, tmp_path):
-    with pytest.raises(FloatingPointError, match="at step 3"):
+    from plmgen.errors import UserError
+
+    with pytest.raises(UserError, match="at step 3.*lower train.lr or raise train.warmup_steps;"):
         run_training(config(assets, tmp_path, max_steps=6, val_every=10), objective=NanAt())
 
 

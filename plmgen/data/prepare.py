@@ -83,6 +83,7 @@ def prepare(
         renamed = name == "lo-de-en" and (src, tgt) != (default_src, default_tgt)
         out = f"data/lo-{src}-{tgt}" if renamed else f"data/{name}"
     out_dir = check_out_dir(out)
+    _refuse_foreign(out_dir)  # before any input is read: the folder's safety comes first
     console = Console(stderr=True, quiet=quiet)
     for flag, size in (("--dev_size", dev_size), ("--test_size", test_size)):
         if size is not None and size < 0:
@@ -169,13 +170,9 @@ def _may_replace(out_dir: Path, name: str, src: str, tgt: str, settings: dict, i
     """Whether ``out_dir`` (which exists) may be rebuilt: it is empty, or plmgen's prepared folder and either
     ``force`` or it holds other data. False: reuse it as it is. Raises UserError for a folder that is not ours, and
     for a stale/other prepared folder without ``force``."""
-    entries = sorted(p.name for p in out_dir.iterdir())
-    if not entries:
+    if not any(out_dir.iterdir()):
         return True
-    foreign = _foreign_entries(out_dir, entries)
-    if foreign is not None:
-        raise UserError(f"{out_dir}: not a plmgen prepared folder ({foreign}); refusing to replace it, "
-                        "even with --force; choose another --out")
+    _refuse_foreign(out_dir)
     manifest = verify_dataset(out_dir)
     if manifest is None:
         if force:
@@ -188,6 +185,15 @@ def _may_replace(out_dir: Path, name: str, src: str, tgt: str, settings: dict, i
         raise UserError(f"{out_dir}: already holds {manifest.get('recipe')} {manifest.get('src')}->"
                         f"{manifest.get('tgt')} prepared with other {', '.join(differs)}; pass --force or another --out")
     return False
+
+
+def _refuse_foreign(out_dir: Path) -> None:
+    """UserError unless ``out_dir`` is missing, empty, or plmgen's prepared folder (so --force may replace it)."""
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    foreign = _foreign_entries(out_dir, entries) if entries else None
+    if foreign is not None:
+        raise UserError(f"{out_dir}: not a plmgen prepared folder ({foreign}); refusing to replace it, "
+                        "even with --force; choose another --out")
 
 
 def _foreign_entries(out_dir: Path, entries: list[str]) -> str | None:

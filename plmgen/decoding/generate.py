@@ -31,6 +31,10 @@ from plmgen.decoding.search import inference
 from plmgen.length import LengthMode, parse_length_mode, select_best, top_lengths
 
 PRECISION = {"32": False, "fp32": False, "bf16": True, "bf16-mixed": True}
+# Bounds on the search: each beam / length candidate multiplies time and cache memory, and targets far past the
+# training length are neither meaningful nor cheap (the cache holds n_layer x length x d_model per row).
+MAX_BEAM, MAX_LENGTH_BEAM, MAX_BATCH = 64, 16, 4096
+MAX_LENGTH_FACTOR = 4  # --length N up to 4x the training sequence length
 
 
 @dataclass
@@ -103,6 +107,8 @@ def parse_order_spec(spec: str, flag: str = "--order") -> dict:
         value = float(arg)
     except ValueError:
         raise UserError(f"{flag}: {spec!r}: expected NAME@K (positions per step) or NAME@P (threshold in (0, 1))") from None
+    if not math.isfinite(value):
+        raise UserError(f"{flag}: {spec!r}: K and P must be finite numbers")
     if 0 < value < 1:
         return {"order": name, "threshold": value}
     if value >= 1 and value == int(value):
@@ -311,10 +317,14 @@ def generate(
     specs = [parse_order_spec(s, "--orders") for s in orders.split(",")] if orders else [parse_order_spec(order)]
     labels = [s.strip() for s in orders.split(",")] if orders else [order]
     modes = [parse_length_mode(m, "--lengths") for m in lengths.split(",")] if lengths else [parse_length_mode(length)]
-    for name, v, lo in (("--length_beam", length_beam, 1), ("--beam", beam, 1), ("--batch_size", batch_size, 1),
-                        ("--limit", limit, 0), ("--refine_iters", refine_iters, 0)):
-        if not isinstance(v, int) or v < lo:
-            raise UserError(f"{name} must be an integer >= {lo}, got {v!r}")
+    for name, v, lo, hi in (("--length_beam", length_beam, 1, MAX_LENGTH_BEAM), ("--beam", beam, 1, MAX_BEAM),
+                            ("--batch_size", batch_size, 1, MAX_BATCH), ("--limit", limit, 0, None),
+                            ("--refine_iters", refine_iters, 0, 100)):
+        if not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            raise UserError(f"{name} must be an integer in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
+    for name, v in (("--temperature", temperature), ("--top_p", top_p)):
+        if not math.isfinite(v):
+            raise UserError(f"{name} must be a finite number, got {v!r}")
     if str(precision) not in PRECISION:
         raise UserError(f"--precision must be 32 or bf16, got {precision!r}")
     if orders and out is None:
@@ -322,6 +332,11 @@ def generate(
     bf16 = PRECISION[str(precision)]
 
     tr = load_translator(checkpoint)
+    longest = MAX_LENGTH_FACTOR * tr.config.data.seq_len
+    for m in modes:
+        if m.kind == "fixed" and m.n > longest:
+            raise UserError(f"--length {m.n} is over the limit of {longest} for this checkpoint "
+                            f"({MAX_LENGTH_FACTOR} x its training seq_len {tr.config.data.seq_len})")
     texts, refs, what = read_inputs(input, split, data, ref, tr, limit)
     needs_refs = evaluate or any(m.kind == "oracle" for m in modes)
     if needs_refs and refs is None:
