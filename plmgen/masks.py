@@ -48,15 +48,19 @@ def content_mask(rank: Tensor, valid: Tensor | None = None) -> Tensor:
 def target_positions(rank: Tensor, num_predict: int | None = None) -> tuple[Tensor, Tensor]:
     """Positions with rank >= 0, listed in order of rank, left-aligned and padded to P columns.
 
-    Returns target_pos [B, P] long (padding = 0) and target_valid [B, P] bool.
+    Returns target_pos [B, P] long (padding = 0) and target_valid [B, P] bool. With ``num_predict`` nothing is read
+    back from the device (a row with more targets fails an asynchronous device assert); without it P is the largest
+    row count, which the host has to read.
     """
     B, T = rank.shape
     is_tgt = rank >= 0
     counts = is_tgt.sum(1)
-    most = int(counts.max()) if B else 0
-    P = most if num_predict is None else num_predict
-    if most > P:
-        raise ValueError(f"num_predict={P} is smaller than the number of targets in a row ({most})")
+    if num_predict is None:
+        P = int(counts.max()) if B else 0
+    else:
+        P = num_predict
+        if B:
+            torch._assert_async(counts.max() <= P, "target_positions: num_predict is smaller than a row's targets")
     big = torch.iinfo(torch.long).max
     key = torch.where(is_tgt, rank, torch.full_like(rank, big))
     order = torch.sort(key, dim=1, stable=True).indices[:, :P]  # targets first, by rank

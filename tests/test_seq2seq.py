@@ -9,7 +9,8 @@ import torch
 from plmgen.config import ModelConfig, Seq2SeqConfig
 from plmgen.data.parallel import layout
 from plmgen.model import XLNet
-from plmgen.objectives.seq2seq import batch_masks, mono_batch, predicted_ranks, sample_orders, target_ranks
+from plmgen.objectives.seq2seq import (ORDER_IDS, batch_masks, mono_batch, predicted_ranks, sample_orders,
+                                      target_ranks)
 
 SEP, PAD = 4, 5
 
@@ -70,13 +71,16 @@ def test_masks_brute_force_no_leak(order, fraction):
 
 
 def test_order_mixture_draws_both_orders():
-    names = sample_orders("l2r:0.5,uniform:0.5", 400, torch.Generator().manual_seed(0))
-    assert 120 < names.count("l2r") < 280 and names.count("l2r") + names.count("uniform") == 400
+    codes = sample_orders("l2r:0.5,uniform:0.5", 400, torch.Generator().manual_seed(0))
+    n_l2r, n_uniform = int((codes == ORDER_IDS["l2r"]).sum()), int((codes == ORDER_IDS["uniform"]).sum())
+    assert 120 < n_l2r < 280 and n_l2r + n_uniform == 400
+    codes = sample_orders("r2l:1,l2r:3", 400, torch.Generator().manual_seed(1))
+    assert 60 < int((codes == ORDER_IDS["r2l"]).sum()) < 140 and bool(((codes == 0) | (codes == 1)).all())
 
 
 def test_predicted_fraction_keeps_last_ranks():
     target = torch.tensor([[False, True, True, True, True]])
-    rank = target_ranks(target, ["r2l"])
+    rank = target_ranks(target, torch.tensor([ORDER_IDS["r2l"]]))
     assert rank.tolist() == [[-1, 3, 2, 1, 0]]
     assert predicted_ranks(rank, 0.5).tolist() == [[-1, 3, 2, -1, -1]]
 

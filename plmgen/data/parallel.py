@@ -4,7 +4,8 @@ Legend: B batch, T padded length (S source + 1 <sep> + L target).
 
 Batch keys (COMMON.md): ``input_ids`` [B, T], ``seg_ids`` [B, T] (0 source and <sep>, 1 target, 0 padding),
 ``valid`` [B, T], ``functional`` [B, T] (<sep> and padding: never predicted), ``target`` [B, T] (target
-positions), ``src_len`` [B] (S, without <sep>), ``tgt_len`` [B]. Padding sits at the right, so per-example
+positions), ``src_len`` [B] (S, without <sep>), ``tgt_len`` [B], and their maxima as host ints ``src_len_max``,
+``tgt_len_max`` (they size the objective's tensors without reading the device). Padding sits at the right, so per-example
 positions stay contiguous and a padded batch gives each example the relative distances it would have alone.
 """
 
@@ -61,6 +62,7 @@ def layout(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], s
     return {
         "input_ids": ids, "seg_ids": seg, "valid": valid, "functional": functional, "target": target,
         "src_len": torch.tensor([len(s) for s in sources]), "tgt_len": torch.tensor([len(t) for t in targets]),
+        "src_len_max": max(map(len, sources), default=0), "tgt_len_max": max(map(len, targets), default=0),
     }
 
 

@@ -158,6 +158,7 @@ class PretrainBatches(IterableDataset):
         }
         if self.ab_layout:
             out["is_next"] = torch.from_numpy(is_next)
+            out["cls_pos"] = torch.full((n_rows,), T - 1)  # the NSP head reads <cls> here, without a device read
         if self.bi_data:
             out["bi_backward"] = True
         return out

@@ -5,7 +5,13 @@ Masks are bool, True = may attend.
 
 An objective wraps the backbone: it samples *what* is predicted and in *which order* with a pure function of
 (batch, generator) — so tests can re-derive every mask by brute force — then runs the model and returns named,
-unweighted loss terms with their weights. The batch contract is in COMMON.md ("Batch").
+unweighted loss terms with their weights. The batch keys are listed where they are made (``plmgen.data.pretrain``,
+``plmgen.data.parallel``).
+
+Samplers are tensor code on the batch's device: no host read (``.cpu()``, ``.item()``, ``.tolist()``, ``bool(t)``,
+boolean indexing) and no Python loop over rows, so a GPU step never waits for the host (tests/objectives/
+test_device.py runs every objective under a mode that refuses host reads). Shapes stay static where the batch
+does not say otherwise (P is a cap computed from T), so nothing needs a device value to size a tensor.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class ObjectiveOutput:
     loss: Tensor  # weighted total (scalar)
     terms: dict[str, Tensor]  # named, unweighted loss terms
     weights: dict[str, float]  # weight of each term in `loss`
-    n_tokens: dict[str, int]  # predicted tokens (or rows, for nsp) per term
+    n_tokens: dict[str, int | Tensor]  # predicted tokens (or rows, for nsp) per term; tensors stay on the device
     mems: list[Tensor] | None  # new memory (detached) or None
 
 
@@ -71,6 +77,10 @@ class Objective(nn.Module):
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
         raise NotImplementedError
 
+    def sample(self, batch: dict, generator: torch.Generator | None = None):
+        """What the step draws before the backbone runs (masks, orders, corruption); ``bench train`` times it."""
+        raise NotImplementedError
+
     def output(self, loss: Tensor, n: int, h: Tensor, batch: dict, mems: list[Tensor] | None) -> ObjectiveOutput:
         """The objective's own term (+ the NSP term on the content states h [B, T, d] when enabled)."""
         terms, weights, n_tokens = {self.name: loss}, {self.name: 1.0}, {self.name: n}
@@ -85,9 +95,6 @@ class TwoStreamObjective(Objective):
 
     uses_mems = True
 
-    def sample(self, batch: dict, generator: torch.Generator | None) -> StreamMasks:
-        raise NotImplementedError
-
     def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
         out, loss, n = two_stream_loss(model, batch, self.sample(batch, generator), mems)
         return self.output(loss, n, out.h, batch, out.mems)
@@ -99,12 +106,13 @@ def masked_ce(logits: Tensor, labels: Tensor, valid: Tensor) -> tuple[Tensor, in
     """Mean cross-entropy over the valid entries -> (loss, count). logits [.., V], labels/valid [..].
 
     Computed in fp32 (bf16 logits lose the small differences the loss is made of). With no valid entry the loss is
-    a zero that still carries a graph, so a step never breaks on an empty batch.
+    a zero that still carries a graph, so a step never breaks on an empty batch. The count is a 0-dim tensor on the
+    device (reading it would make the host wait for the step).
     """
     nll = F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), reduction="none")
     w = valid.flatten().to(nll.dtype)
-    n = int(valid.sum())
-    return (nll * w).sum() / max(n, 1), n
+    n = valid.sum()
+    return (nll * w).sum() / n.clamp_min(1), n
 
 
 def eligible(batch: dict) -> Tensor:
@@ -157,15 +165,9 @@ def order_masks(rank: Tensor, valid: Tensor, num_predict: int, reuse_len: int = 
                    target_mapping=sm.target_mapping & tvalid[:, :, None])
 
 
-def on_device(sm: StreamMasks, device) -> StreamMasks:
-    return StreamMasks(*(getattr(sm, f).to(device) for f in ("content", "query", "target_pos", "target_valid",
-                                                              "target_mapping")))
-
-
 def two_stream_loss(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | None):
     """Run the two-stream model with masks sm and score the query stream at sm.target_pos -> (out, loss, n)."""
     ids = batch["input_ids"]
-    sm = on_device(sm, ids.device)
     out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=sm.content, query_mask=sm.query,
                 target_pos=sm.target_pos, mems=mems)
     labels = torch.gather(ids, 1, sm.target_pos)  # [B, P]
@@ -173,6 +175,19 @@ def two_stream_loss(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | No
     return out, loss, n
 
 
-def uniform(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
-    """U[0, 1) on the CPU: every sampler draws from a CPU generator, so a seed means the same masks everywhere."""
-    return torch.rand(shape, generator=generator)
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device) -> Tensor:
+    """U[0, 1) on ``device``, the one source of randomness of every sampler.
+
+    Without a generator (training) the draws come from torch's default generator *of that device*, which
+    PLMModule seeds per step: nothing crosses to the host. A generator (tests) draws on its own device and the
+    draws are moved, so a CPU generator's seed means the same masks on every device.
+    """
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def rank_of(key: Tensor) -> Tensor:
+    """[B, n] -> [B, n] long: each entry's place in its row's ascending order (a random key gives a random
+    permutation; ties cannot occur with continuous keys)."""
+    return torch.argsort(torch.argsort(key, dim=1), dim=1)

@@ -19,8 +19,8 @@ from torch import Tensor
 from plmgen.config import ObjectiveConfig
 from plmgen.masks import content_mask, target_positions
 
-from .base import (Objective, ObjectiveOutput, SpecialIds, block_reuse, eligible, masked_ce, reuse_len_of,
-                   uniform)
+from .base import (Objective, ObjectiveOutput, SpecialIds, block_reuse, eligible, masked_ce, rank_of,
+                   reuse_len_of, uniform)
 
 KEEP, MASK, RANDOM = 1, 2, 3  # DAECorruption.kind values (0 = not predicted)
 
@@ -40,22 +40,24 @@ def dae_cap(T: int, cfg: ObjectiveConfig) -> int:
 
 def dae_corruption(batch: dict, cfg: ObjectiveConfig, special: SpecialIds, vocab_size: int,
                    generator: torch.Generator | None = None) -> DAECorruption:
-    ids, valid = batch["input_ids"].cpu(), batch["valid"].cpu()
-    elig = eligible(batch).cpu()
+    ids, valid, elig = batch["input_ids"], batch["valid"], eligible(batch)
     B, T = ids.shape
+    dev = ids.device
     n = elig.sum(1, keepdim=True)  # [B, 1]
     count = torch.where(n > 0, torch.clamp(torch.round(cfg.dae_prob * n), min=1), n)
-    prio = torch.where(elig, uniform((B, T), generator), torch.full((B, T), -1.0))
-    place = torch.argsort(torch.argsort(prio, dim=1, descending=True), dim=1)  # 0 = highest priority
-    chosen = elig & (place < count)
-    u = uniform((B, T), generator)
-    kind = torch.where(u < cfg.dae_mask_frac, MASK, torch.where(u < cfg.dae_mask_frac + cfg.dae_random_frac, RANDOM, KEEP))
+    prio = torch.where(elig, uniform((B, T), generator, dev), -1.0)
+    chosen = elig & (rank_of(-prio) < count)  # the `count` eligible tokens of highest priority
+    u = uniform((B, 2, T), generator, dev)  # the kind of corruption, then the random token
+    kind = torch.where(u[:, 0] < cfg.dae_mask_frac, MASK,
+                       torch.where(u[:, 0] < cfg.dae_mask_frac + cfg.dae_random_frac, RANDOM, KEEP))
     kind = torch.where(chosen, kind, 0)
-    rand_tok = torch.randint(special.first_normal_id, vocab_size, (B, T), generator=generator)
+    first = special.first_normal_id
+    rand_tok = (first + u[:, 1] * (vocab_size - first)).long().clamp(max=vocab_size - 1)
     corrupted = torch.where(kind == MASK, special.mask_id, torch.where(kind == RANDOM, rand_tok, ids))
-    tpos, tvalid = target_positions(torch.where(chosen, torch.arange(T)[None], -1), dae_cap(T, cfg))
-    pos = torch.arange(T)[None]
-    content = block_reuse(content_mask(torch.full((B, T), -1), valid), pos, pos, valid, reuse_len_of(batch))
+    pos = torch.arange(T, device=dev)[None]
+    tpos, tvalid = target_positions(torch.where(chosen, pos, -1), dae_cap(T, cfg))
+    no_order = torch.full((B, T), -1, dtype=torch.long, device=dev)
+    content = block_reuse(content_mask(no_order, valid), pos, pos, valid, reuse_len_of(batch))
     return DAECorruption(input_ids=corrupted, kind=kind, target_pos=tpos, target_valid=tvalid, content=content)
 
 
@@ -63,14 +65,15 @@ class DAEObjective(Objective):
     name = "dae"
     uses_mems = True
 
+    def sample(self, batch: dict, generator: torch.Generator | None = None) -> DAECorruption:
+        return dae_corruption(batch, self.cfg, self.special, self.model_cfg.vocab_size, generator)
+
     def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
-        c = dae_corruption(batch, self.cfg, self.special, self.model_cfg.vocab_size, generator)
-        ids = batch["input_ids"]
-        dev = ids.device
-        out = model(c.input_ids.to(dev), seg_ids=batch.get("seg_ids"), content_mask=c.content.to(dev), mems=mems)
-        tpos = c.target_pos.to(dev)
+        c = self.sample(batch, generator)
+        ids, tpos = batch["input_ids"], c.target_pos
+        out = model(c.input_ids, seg_ids=batch.get("seg_ids"), content_mask=c.content, mems=mems)
         h_t = torch.gather(out.h, 1, tpos[:, :, None].expand(-1, -1, out.h.shape[-1]))  # [B, P, d]
-        loss, n = masked_ce(model.logits(h_t), torch.gather(ids, 1, tpos), c.target_valid.to(dev))
+        loss, n = masked_ce(model.logits(h_t), torch.gather(ids, 1, tpos), c.target_valid)
         return self.output(loss, n, out.h, batch, out.mems)
 
 

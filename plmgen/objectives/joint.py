@@ -37,6 +37,9 @@ class JointObjective(Objective):
         self.mem_owner = next((n for n, _ in self.mixture if self.subs[n].uses_mems), None)
         self.uses_mems = self.mem_owner is not None
 
+    def sample(self, batch: dict, generator=None) -> list:
+        return [self.subs[name].sample(batch, generator) for name, _ in self.mixture]
+
     def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
         terms, weights, n_tokens, new_mems = {}, {}, {}, None
         for name, w in self.mixture:

@@ -63,30 +63,29 @@ def mask_plm_layout(batch: dict, cfg: ObjectiveConfig, special: SpecialIds,
     """The pure function of ``mask-plm``: sample targets and order as ``plm`` does, then lay out the rows."""
     rank, _, R = plm_order(batch, cfg, generator)
     P = num_predict_cap(rank.shape[1], R, cfg)
-    seg = batch.get("seg_ids")
-    return layout_from_order(batch["input_ids"].cpu(), batch["valid"].cpu(), None if seg is None else seg.cpu(),
-                             rank, R, P, special)
+    return layout_from_order(batch["input_ids"], batch["valid"], batch.get("seg_ids"), rank, R, P, special)
 
 
 def layout_from_order(ids: Tensor, valid: Tensor, seg: Tensor | None, rank: Tensor, R: int, P: int,
                       special: SpecialIds) -> MaskPLMLayout:
     """Rows A ; C ; Q and their mask for a given order rank [B, T] (reuse length R, P prediction rows)."""
     B, T = ids.shape
+    dev = ids.device
     tpos, tvalid = target_positions(rank, P)  # [B, P] by rank
     is_tgt = rank >= 0
     a_ids = torch.where(is_tgt, special.mask_id, ids)
     c_ids = torch.where(tvalid, torch.gather(ids, 1, tpos), special.pad_id)
     q_ids = torch.full_like(c_ids, special.mask_id)
-    pos = torch.cat([torch.arange(T).expand(B, T), tpos, tpos], dim=1)  # [B, L]
+    pos = torch.cat([torch.arange(T, device=dev).expand(B, T), tpos, tpos], dim=1)  # [B, L]
     if seg is not None:
         seg = torch.cat([seg, torch.gather(seg, 1, tpos), torch.gather(seg, 1, tpos)], dim=1)
 
     r = torch.gather(rank, 1, tpos)  # [B, P] rank of each target row
     earlier = (r[:, None, :] < r[:, :, None]) & tvalid[:, None, :]  # [B, P(row), P(key)]
-    eye_t = torch.eye(T, dtype=torch.bool)[None]
-    eye_p = torch.eye(P, dtype=torch.bool)[None] & tvalid[:, None, :]
+    eye_t = torch.eye(T, dtype=torch.bool, device=dev)[None]
+    eye_p = torch.eye(P, dtype=torch.bool, device=dev)[None] & tvalid[:, None, :]
     sees_a = valid[:, None, :].expand(B, P, T)
-    a_rows = torch.cat([valid[:, None, :] | eye_t, torch.zeros(B, T, P, dtype=torch.bool)], dim=2)
+    a_rows = torch.cat([valid[:, None, :] | eye_t, torch.zeros(B, T, P, dtype=torch.bool, device=dev)], dim=2)
     c_rows = torch.cat([sees_a, earlier | eye_p], dim=2)
     q_rows = torch.cat([sees_a, earlier], dim=2)
     mask = torch.cat([a_rows, c_rows, q_rows], dim=1)  # [B, L, K]
@@ -99,8 +98,8 @@ def layout_from_order(ids: Tensor, valid: Tensor, seg: Tensor | None, rank: Tens
 def rows_forward(model, lay: MaskPLMLayout, mems: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor] | None]:
     """The backbone's layers over rows at explicit positions -> (final rows [B, L, d], new memory of the A rows)."""
     cfg = model.cfg
-    dev = model.word_embedding.weight.device
-    ids, pos, mask = lay.input_ids.to(dev), lay.pos.to(dev), lay.mask.to(dev)
+    ids, pos, mask = lay.input_ids, lay.pos, lay.mask
+    dev = ids.device
     B, _ = ids.shape
     K = lay.T + lay.P
     M = mems[0].shape[1] if mems else 0
@@ -110,7 +109,7 @@ def rows_forward(model, lay: MaskPLMLayout, mems: list[Tensor] | None = None) ->
     table = model.dropout(rel.table)
     seg_same = None
     if lay.seg_ids is not None:
-        seg = lay.seg_ids.to(dev)
+        seg = lay.seg_ids
         seg_k = torch.cat([seg.new_zeros(B, M), seg[:, :K]], dim=1)  # memory counts as segment 0
         seg_same = seg[:, :, None] == seg_k[:, None, :]
     if M:
@@ -123,11 +122,14 @@ class MaskPLMObjective(Objective):
     name = "mask-plm"
     uses_mems = True
 
+    def sample(self, batch: dict, generator: torch.Generator | None = None) -> MaskPLMLayout:
+        return mask_plm_layout(batch, self.cfg, self.special, generator)
+
     def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
-        lay = mask_plm_layout(batch, self.cfg, self.special, generator)
+        lay = self.sample(batch, generator)
         rows, new_mems = rows_forward(model, lay, mems)
         ids = batch["input_ids"]
-        tpos, tvalid = lay.target_pos.to(ids.device), lay.target_valid.to(ids.device)
+        tpos, tvalid = lay.target_pos, lay.target_valid
         q = rows[:, lay.T + lay.P :]  # [B, P, d] the Q rows
         loss, n = masked_ce(model.logits(q), torch.gather(ids, 1, tpos), tvalid)
         return self.output(loss, n, rows[:, : lay.T], batch, new_mems)

@@ -19,7 +19,7 @@ from torch import Tensor
 from plmgen.config import ObjectiveConfig
 from plmgen.masks import StreamMasks
 
-from .base import TwoStreamObjective, eligible, order_masks, reuse_len_of, uniform
+from .base import TwoStreamObjective, eligible, order_masks, rank_of, reuse_len_of, uniform
 
 
 @dataclass
@@ -33,21 +33,19 @@ def mass_cap(T: int, cfg: ObjectiveConfig) -> int:
 
 
 def mass_masks(batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | None = None) -> MassOrder:
-    elig = eligible(batch).cpu()
+    """The pure mask function of ``mass``, all rows at once on the batch's device."""
+    elig = eligible(batch)
     B, T = elig.shape
-    rank = torch.full((B, T), -1, dtype=torch.long)
-    u = uniform((B, 1 + T), generator)  # the start, then sort keys for a random order
-    for b in range(B):
-        pos = elig[b].nonzero().flatten()
-        n = pos.numel()
-        if n == 0:
-            continue
-        L = max(1, round(cfg.mass_ratio * n))
-        start = min(int(u[b, 0] * (n - L + 1)), n - L)
-        order = torch.arange(L) if cfg.mass_order == "l2r" else torch.argsort(torch.argsort(u[b, 1 : 1 + L]))
-        rank[b, pos[start : start + L]] = order
+    u = uniform((B, 1 + T), generator, elig.device)  # the start, then sort keys for a random order
+    n = elig.sum(1)  # [B] eligible tokens
+    L = torch.round(n.double() * cfg.mass_ratio).long().clamp(min=1)  # round half to even, as Python's round
+    start = torch.minimum((u[:, 0] * (n - L + 1)).long(), n - L)
+    off = torch.cumsum(elig.long(), 1) - 1 - start[:, None]  # place in the span of each eligible token
+    in_span = elig & (off >= 0) & (off < L[:, None])
+    order = off if cfg.mass_order == "l2r" else rank_of(torch.where(in_span, u[:, 1:], 2.0))  # span tokens first
+    rank = torch.where(in_span, order, -1)
     R = reuse_len_of(batch)
-    return MassOrder(rank=rank, masks=order_masks(rank, batch["valid"].cpu(), mass_cap(T, cfg), R))
+    return MassOrder(rank=rank, masks=order_masks(rank, batch["valid"], mass_cap(T, cfg), R))
 
 
 class MassObjective(TwoStreamObjective):

@@ -7,7 +7,8 @@ Per row and per part (the reuse part ``[0, reuse_len)``, then the rest — sampl
 1. *Which* tokens are predicted. Goal = ``num_predict`` (split between the parts in proportion to their lengths) or
    round(n/K) of the part's n eligible tokens (at least 1). ``span=True``: the reference's n-gram sampler — n ≤
    ``max_gram`` with p(n) ∝ 1/n, a context of n·alpha/beta tokens around each n-gram, left to right until the goal,
-   then single random tokens to reach it exactly. ``span=False``: the goal's tokens uniformly at random, i.e. the
+   then single random tokens to reach it exactly — as tensor code over all rows (``span_starts``: the span starts
+   are prefix sums of the drawn lengths). ``span=False``: the goal's tokens uniformly at random, i.e. the
    last 1/K of a random factorization order. Functional tokens (SEP/CLS) and padding are never predicted; a span
    stops at them (the reference stops at word pieces; we have no tokenizer here).
 2. *In which order*: the local permutation — positions are shuffled in blocks of ``perm_size`` (blocks in sequence
@@ -33,7 +34,7 @@ from torch import Tensor
 from plmgen.config import ObjectiveConfig
 from plmgen.masks import StreamMasks
 
-from .base import TwoStreamObjective, eligible, order_masks, reuse_len_of, uniform
+from .base import TwoStreamObjective, eligible, order_masks, rank_of, reuse_len_of, uniform
 
 
 @dataclass
@@ -51,90 +52,106 @@ def num_predict_cap(T: int, reuse_len: int, cfg: ObjectiveConfig) -> int:
     return sum(max(1, math.ceil(n / cfg.K)) for n in (reuse_len, T - reuse_len) if n > 0)
 
 
-def part_goal(n_eligible: int, part: int, T: int, reuse_len: int, cfg: ObjectiveConfig) -> int:
-    """How many tokens part 0 (reuse) or 1 (the rest) of a row predicts (never more than it has)."""
+def part_goal(n_eligible: Tensor, part: int, T: int, reuse_len: int, cfg: ObjectiveConfig) -> Tensor:
+    """[B] how many tokens part 0 (reuse) or 1 (the rest) of each row predicts (never more than it has)."""
     if cfg.num_predict is not None:
         first = round(cfg.num_predict * reuse_len / T)
-        goal = first if part == 0 else cfg.num_predict - first
-    else:
-        goal = max(1, round(n_eligible / cfg.K))
-    return min(goal, n_eligible)
+        goal = torch.full_like(n_eligible, first if part == 0 else cfg.num_predict - first)
+    else:  # round half to even, as Python's round
+        goal = torch.round(n_eligible.double() / cfg.K).long().clamp(min=1)
+    return torch.minimum(goal, n_eligible)
 
 
-def _ngram_cdf(max_gram: int) -> list[float]:
-    p = [1.0 / n for n in range(1, max_gram + 1)]
-    total, acc, cdf = sum(p), 0.0, []
-    for x in p:
-        acc += x / total
-        cdf.append(acc)
-    return cdf
+def _ngram_cdf(max_gram: int, device) -> Tensor:
+    p = 1.0 / torch.arange(1, max_gram + 1, dtype=torch.float32, device=device)
+    return torch.cumsum(p / p.sum(), 0)
 
 
-def sample_targets_row(elig: list[bool], goal: int, cfg: ObjectiveConfig, u: Tensor) -> list[int]:
-    """One row-part: elig [n] -> span id per position (−1 = not predicted). u [3, n] uniforms drive every choice."""
-    n = len(elig)
-    span = [-1] * n
-    if goal <= 0:
-        return span
-    got, sid = 0, 0
+def _next_stop(elig: Tensor) -> Tensor:
+    """elig [B, n] -> [B, n+1]: the first position >= p that may not be predicted (n if none)."""
+    B, n = elig.shape
+    pos = torch.arange(n + 1, device=elig.device).expand(B, n + 1)
+    stop = torch.where(torch.cat([elig, elig.new_zeros(B, 1)], 1), n, pos)
+    return torch.flip(torch.cummin(torch.flip(stop, [1]), 1).values, [1])
+
+
+def span_starts(elig: Tensor, goal: Tensor, cfg: ObjectiveConfig, u: Tensor) -> tuple[Tensor, Tensor]:
+    """The n-gram sampler, all rows at once -> (beg [B, n], keep [B, n]): span k covers [beg_k, beg_k + keep_k).
+
+    Span k draws its n-gram length g_k (p(g) ∝ 1/g) and context ctx_k = g_k·alpha//beta from u[:, 0] and u[:, 1];
+    l_ctx_k = ⌊u·ctx_k⌋ context tokens precede it, the rest follow. As in the reference's loop the next span starts
+    after the previous one's n-gram and context, so every start is a prefix sum: beg_k = Σ_{j<k}(g_j + ctx_j) +
+    l_ctx_k. A span stops at the first token that may not be predicted (a span starting on one is empty; the
+    reference instead moved the start forward) and spans are kept, in order, until the goal is reached (the last
+    one cut short).
+    """
+    B, n = elig.shape
+    g = (torch.searchsorted(_ngram_cdf(cfg.max_gram, elig.device), u[:, 0].contiguous(), right=True) + 1)
+    g = g.clamp(max=cfg.max_gram)  # [B, n]
+    ctx = g * cfg.mask_alpha // cfg.mask_beta
+    step = g + ctx
+    beg = torch.cumsum(step, 1) - step + (u[:, 1] * ctx).long()  # strictly increasing along k
+    stop = torch.gather(_next_stop(elig), 1, beg.clamp(max=n))
+    length = (torch.minimum(beg + g, stop) - beg).clamp(min=0)
+    before = torch.cumsum(length, 1) - length  # tokens taken by the spans before k
+    keep = torch.minimum((goal[:, None] - before).clamp(min=0), length)
+    return beg, keep
+
+
+def sample_targets(elig: Tensor, goal: Tensor, cfg: ObjectiveConfig, u: Tensor) -> Tensor:
+    """One part of every row: elig [B, n] bool, goal [B] -> span id [B, n] (−1 = not predicted; ids < 2n).
+
+    u [B, 3, n] uniforms drive every choice: spans (``span_starts``), then single tokens of the highest
+    priority u[:, 2] among the eligible rest until each row has exactly its goal.
+    """
+    B, n = elig.shape
+    pos = torch.arange(n, device=elig.device).expand(B, n)
+    span = torch.full((B, n), -1, dtype=torch.long, device=elig.device)
+    got = torch.zeros_like(goal)
     if cfg.span:
-        u_gram, u_ctx = u[0].tolist(), u[1].tolist()
-        cdf = _ngram_cdf(cfg.max_gram)
-        cur, it = 0, 0
-        while cur < n and got < goal and it < n:
-            g = next(k + 1 for k, c in enumerate(cdf) if u_gram[it] < c or k + 1 == len(cdf))
-            g = min(g, goal - got)
-            ctx = g * cfg.mask_alpha // cfg.mask_beta
-            l_ctx = int(u_ctx[it] * ctx)
-            it += 1
-            beg = cur + l_ctx
-            while beg < n and not elig[beg]:  # a span starts on a predictable token
-                beg += 1
-            if beg >= n:
-                break
-            end = beg
-            while end < min(beg + g, n) and elig[end]:  # ... and stops at a functional token
-                end += 1
-            for i in range(beg, end):
-                span[i] = sid
-            sid, got = sid + 1, got + end - beg
-            cur = end + (ctx - l_ctx)
-    if got < goal:  # fill up with single tokens, highest priority first
-        prio = u[2].tolist()
-        free = sorted((i for i in range(n) if elig[i] and span[i] < 0), key=lambda i: -prio[i])
-        for i in free[: goal - got]:
-            span[i] = sid
-            sid += 1
-    return span
+        beg, keep = span_starts(elig, goal, cfg, u)
+        k = torch.searchsorted(beg, pos.contiguous(), right=True) - 1  # the last span starting at or before p
+        kc = k.clamp(min=0)
+        inside = (k >= 0) & (pos < torch.gather(beg, 1, kc) + torch.gather(keep, 1, kc))
+        span = torch.where(inside, kc, span)
+        got = keep.sum(1)
+    free = elig & (span < 0)
+    place = rank_of(torch.where(free, -u[:, 2], 1.0))  # free tokens first, highest priority first
+    fill = free & (place < (goal - got)[:, None])
+    return torch.where(fill, n + pos, span)
 
 
-def local_perm_rank(B: int, n: int, perm_size: int, generator: torch.Generator | None) -> Tensor:
-    """[B, n] permutation index of each position: blocks of perm_size in order, one shuffle shared by the blocks."""
+def local_perm_rank(B: int, n: int, perm_size: int, generator: torch.Generator | None, device) -> Tensor:
+    """[B, n] permutation index of each position: blocks of perm_size in order, one shuffle shared by the blocks
+    (a last, shorter block uses the order of its slots in the same shuffle)."""
     ps = min(perm_size, n) if perm_size > 0 else n
-    pos = torch.arange(n)
-    key = (pos // ps).double()[None] * 2 + uniform((B, ps), generator).double()[:, pos % ps]  # [B, n]
-    return torch.argsort(torch.argsort(key, dim=1), dim=1)
+    u = uniform((B, ps), generator, device)
+    pos = torch.arange(n, device=device)
+    rank = (pos // ps * ps)[None] + rank_of(u)[:, pos % ps]
+    m = n % ps
+    if m:
+        rank[:, n - m :] = (n - m) + rank_of(u[:, :m])
+    return rank
 
 
 def plm_order(batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, int]:
-    """Sample targets and factorization order -> (rank [B, T], span_id [B, T], reuse_len), on the CPU."""
-    elig = eligible(batch).cpu()
+    """Sample targets and factorization order -> (rank [B, T], span_id [B, T], reuse_len), on the batch's device."""
+    elig = eligible(batch)
     B, T = elig.shape
+    dev = elig.device
     R = reuse_len_of(batch)
-    rank = torch.full((B, T), -1, dtype=torch.long)
-    span_id = torch.full((B, T), -1, dtype=torch.long)
+    rank = torch.full((B, T), -1, dtype=torch.long, device=dev)
+    span_id = torch.full((B, T), -1, dtype=torch.long, device=dev)
     for part, (a, b) in enumerate(((0, R), (R, T))):
         if b <= a:
             continue
         n = b - a
-        u = uniform((B, 3, n), generator)
-        perm = a + local_perm_rank(B, n, cfg.perm_size, generator)  # rest ranks come after all reuse ranks
-        for r in range(B):
-            e = elig[r, a:b].tolist()
-            ids = torch.tensor(sample_targets_row(e, part_goal(sum(e), part, T, R, cfg), cfg, u[r]))
-            offset = int(span_id[r].max()) + 1
-            span_id[r, a:b] = torch.where(ids >= 0, ids + offset, ids)
-            rank[r, a:b] = torch.where(ids >= 0, perm[r], -1)
+        u = uniform((B, 3, n), generator, dev)
+        perm = a + local_perm_rank(B, n, cfg.perm_size, generator, dev)  # rest ranks come after all reuse ranks
+        e = elig[:, a:b]
+        ids = sample_targets(e, part_goal(e.sum(1), part, T, R, cfg), cfg, u)
+        span_id[:, a:b] = torch.where(ids >= 0, ids + 2 * a, -1)  # part 1's ids start past part 0's (< 2R)
+        rank[:, a:b] = torch.where(ids >= 0, perm, -1)
     return rank, span_id, R
 
 
@@ -142,7 +159,7 @@ def plm_masks(batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | No
     """The pure mask function of ``plm``: targets, order and every mask of one batch."""
     rank, span_id, R = plm_order(batch, cfg, generator)
     P = num_predict_cap(rank.shape[1], R, cfg)
-    return PLMOrder(rank=rank, span_id=span_id, reuse_len=R, masks=order_masks(rank, batch["valid"].cpu(), P, R))
+    return PLMOrder(rank=rank, span_id=span_id, reuse_len=R, masks=order_masks(rank, batch["valid"], P, R))
 
 
 class PLMObjective(TwoStreamObjective):

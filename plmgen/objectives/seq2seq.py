@@ -2,7 +2,7 @@
 
 Legend: B batch, T length, P predicted positions, d model dim, V vocab, L length classes.
 
-Layout (COMMON.md): source and <sep> carry segment 0 and rank −1 (context: fully visible to each other and to the
+Layout (``plmgen.data.parallel``): source and <sep> carry segment 0 and rank −1 (context: fully visible to each other and to the
 target, never see it); the target carries segment 1 and a rank per token from a factorization order sampled per
 example (``uniform`` random permutation, ``l2r``, ``r2l``, or a mix). *Every* target token keeps its rank, so the
 content stream sees exactly what the incremental decoder will see (a filled slot sees the source and the slots
@@ -25,39 +25,38 @@ from plmgen.errors import UserError
 from plmgen.length import LengthHead
 from plmgen.masks import StreamMasks, perm_attention, target_positions
 
-from .base import Objective, ObjectiveOutput, SpecialIds, combine, two_stream_loss
+from .base import Objective, ObjectiveOutput, SpecialIds, combine, rank_of, two_stream_loss, uniform
 from .mass import MassObjective
 
 
 # --- pure functions: orders -> ranks -> masks ----------------------------------------------------------------------
 
-def sample_orders(spec: str, B: int, generator: torch.Generator | None = None) -> list[str]:
-    """One order name per example, drawn from the mixture ``spec`` (e.g. ``"l2r:0.5,uniform:0.5"``)."""
+ORDER_IDS = {"l2r": 0, "r2l": 1, "uniform": 2}  # the per-row order code of ``sample_orders``/``target_ranks``
+
+
+def sample_orders(spec: str, B: int, generator: torch.Generator | None = None, device=None) -> Tensor:
+    """[B] long: one order code (``ORDER_IDS``) per example, drawn from the mixture ``spec`` (e.g.
+    ``"l2r:0.5,uniform:0.5"``) on ``device``."""
     mix = parse_order_mix(spec)
-    if len(mix) == 1:
-        return [mix[0][0]] * B
-    probs = torch.tensor([w for _, w in mix])
-    idx = torch.multinomial(probs, B, replacement=True, generator=generator)
-    return [mix[int(i)][0] for i in idx]
+    u = uniform((B,), generator, device)
+    codes = torch.full((B,), ORDER_IDS[mix[0][0]], dtype=torch.long, device=device)
+    cum = 0.0
+    for (_, w), (name, _) in zip(mix, mix[1:]):  # scalars only: no host data is copied to the device
+        cum += w
+        codes = torch.where(u >= cum, ORDER_IDS[name], codes)
+    return codes
 
 
-def target_ranks(target: Tensor, orders: list[str], generator: torch.Generator | None = None) -> Tensor:
-    """target [B, T] bool -> rank [B, T] long: target tokens ranked 0..L−1 by each row's order, the rest −1."""
+def target_ranks(target: Tensor, orders: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """target [B, T] bool, orders [B] codes -> rank [B, T] long: target tokens ranked 0..L−1 by each row's order
+    (l2r, r2l, or a uniformly random permutation), the rest −1."""
     B, T = target.shape
-    rank = torch.full((B, T), -1, dtype=torch.long)
-    for b in range(B):
-        pos = target[b].nonzero().flatten().cpu()  # ascending positions
-        L = pos.numel()
-        if orders[b] == "l2r":
-            r = torch.arange(L)
-        elif orders[b] == "r2l":
-            r = torch.arange(L - 1, -1, -1)
-        elif orders[b] == "uniform":
-            r = torch.randperm(L, generator=generator)
-        else:
-            raise ValueError(f"unknown order {orders[b]!r}")
-        rank[b, pos] = r
-    return rank.to(target.device)
+    j = torch.cumsum(target.long(), 1) - 1  # place of each target token, left to right
+    L = target.sum(1, keepdim=True)
+    shuffled = rank_of(torch.where(target, uniform((B, T), generator, target.device), 2.0))  # targets first
+    o = orders[:, None]
+    rank = torch.where(o == ORDER_IDS["l2r"], j, torch.where(o == ORDER_IDS["r2l"], L - 1 - j, shuffled))
+    return torch.where(target, rank, -1)
 
 
 def predicted_ranks(rank: Tensor, fraction: float, sampling: str = "fixed",
@@ -69,24 +68,25 @@ def predicted_ranks(rank: Tensor, fraction: float, sampling: str = "fixed",
     L = (rank >= 0).sum(1, keepdim=True)  # [B, 1]
     n_pred = torch.clamp(torch.ceil(L.double() * fraction - 1e-9).long(), min=1)  # 0.7·10 is 7, not 8
     if sampling == "uniform":
-        u = torch.rand(n_pred.shape, generator=generator).to(n_pred.device)
+        u = uniform(n_pred.shape, generator, n_pred.device)
         n_pred = torch.clamp((u * n_pred).long() + 1, max=n_pred)  # uniform on 1..n_pred
     keep = rank >= (L - n_pred)
     return torch.where(keep & (rank >= 0), rank, torch.full_like(rank, -1))
 
 
-def seq2seq_masks(rank: Tensor, valid: Tensor, predict: Tensor) -> StreamMasks:
+def seq2seq_masks(rank: Tensor, valid: Tensor, predict: Tensor, num_predict: int | None = None) -> StreamMasks:
     """Masks of one seq2seq batch.
 
     rank [B, T] (−1 = source/<sep>/padding, 0.. = target order), valid [B, T] bool, predict [B, T] bool (target
     tokens whose loss is computed; a subset of rank >= 0). Context (rank −1) never sees a ranked token, so the
-    source never sees the target; a target token sees the source and lower-ranked target tokens.
+    source never sees the target; a target token sees the source and lower-ranked target tokens. num_predict:
+    P, at least the most predictions of a row (None: read from the device).
     """
     B, T = rank.shape
     perm = perm_attention(rank, valid)  # [B, T, T]
     eye = torch.eye(T, dtype=torch.bool, device=rank.device)[None]
     pred_rank = torch.where(predict, rank, torch.full_like(rank, -1))
-    tpos, tvalid = target_positions(pred_rank)  # [B, P], sorted by rank
+    tpos, tvalid = target_positions(pred_rank, num_predict)  # [B, P], sorted by rank
     query = torch.gather(perm, 1, tpos[:, :, None].expand(B, tpos.shape[1], T)) & tvalid[:, :, None]
     mapping = torch.zeros(B, tpos.shape[1], T, dtype=torch.bool, device=rank.device)
     mapping.scatter_(2, tpos[:, :, None], tvalid[:, :, None])
@@ -96,28 +96,25 @@ def seq2seq_masks(rank: Tensor, valid: Tensor, predict: Tensor) -> StreamMasks:
 def batch_masks(batch: dict, cfg: Seq2SeqConfig, generator: torch.Generator | None = None) -> tuple[Tensor, StreamMasks]:
     """Sample orders for a collated seq2seq batch -> (rank [B, T], masks)."""
     target = batch["target"] & batch["valid"]
-    orders = sample_orders(cfg.order, target.shape[0], generator)
+    orders = sample_orders(cfg.order, target.shape[0], generator, target.device)
     rank = target_ranks(target, orders, generator)
     predict = predicted_ranks(rank, cfg.predict_fraction, cfg.predict_sampling, generator) >= 0
-    return rank, seq2seq_masks(rank, batch["valid"], predict)
+    return rank, seq2seq_masks(rank, batch["valid"], predict, batch.get("tgt_len_max"))
 
 
 def mono_batch(batch: dict, sep_id: int, pad_id: int) -> dict:
-    """Each side of each pair as its own monolingual row ([2B, T'] : sources, then targets), for the MASS term."""
-    ids, valid, target = batch["input_ids"], batch["valid"], batch["target"]
-    rows = []
-    for b in range(ids.shape[0]):
-        src = ids[b, : int(batch["src_len"][b])]
-        tgt = ids[b][target[b] & valid[b]]
-        rows.append(src)
-        rows.append(tgt)
-    rows = rows[0::2] + rows[1::2]
-    T = max(int(r.numel()) for r in rows)
-    out = torch.full((len(rows), T), pad_id, dtype=torch.long, device=ids.device)
-    v = torch.zeros(len(rows), T, dtype=torch.bool, device=ids.device)
-    for i, r in enumerate(rows):
-        out[i, : r.numel()] = r
-        v[i, : r.numel()] = True
+    """Each side of each pair as its own monolingual row ([2B, W]: sources, then targets), for the MASS term.
+
+    W = the longest side, from the batch's host-side ``src_len_max``/``tgt_len_max`` (the collate's), else T − 1.
+    """
+    ids, S, L = batch["input_ids"], batch["src_len"][:, None], batch["tgt_len"][:, None]
+    T = ids.shape[1]
+    W = max(batch.get("src_len_max", T - 1), batch.get("tgt_len_max", T - 1))
+    j = torch.arange(W, device=ids.device)[None]
+    src_ok, tgt_ok = j < S, j < L
+    tgt = torch.gather(ids, 1, (S + 1 + j).clamp(max=T - 1))  # the target starts after <sep>
+    out = torch.cat([torch.where(src_ok, ids[:, :W], pad_id), torch.where(tgt_ok, tgt, pad_id)])
+    v = torch.cat([src_ok, tgt_ok])
     return {"input_ids": out, "seg_ids": torch.zeros_like(out), "valid": v, "functional": ~v}
 
 
@@ -142,15 +139,19 @@ class Seq2SeqObjective(Objective):
         if self.s2s.mass_weight > 0:
             self.mass = MassObjective(dataclasses.replace(cfg, name="mass", nsp_weight=0.0), model_cfg, self.special)
 
+    def sample(self, batch: dict, generator: torch.Generator | None = None) -> StreamMasks:
+        """The seq2seq term's masks (the optional ``mass`` term samples its own)."""
+        return batch_masks(batch, self.s2s, generator)[1]
+
     def forward(self, model, batch: dict, mems: list[Tensor] | None = None,
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
-        _, sm = batch_masks(batch, self.s2s, generator)
+        sm = self.sample(batch, generator)
         out, loss, n = two_stream_loss(model, batch, sm, None)
         terms, weights, n_tokens = {self.name: loss}, {self.name: 1.0}, {self.name: n}
         if self.s2s.length_weight > 0:
             src = batch["valid"] & ~batch["target"] & ~batch["functional"]
             terms["length"] = self.length_head.loss(self.length_head(out.h, src), batch["tgt_len"].to(out.h.device))
-            weights["length"], n_tokens["length"] = self.s2s.length_weight, int(batch["tgt_len"].shape[0])
+            weights["length"], n_tokens["length"] = self.s2s.length_weight, batch["tgt_len"].shape[0]
         if self.mass is not None:
             mono = mono_batch(batch, self.special.sep_id, self.special.pad_id)
             m = self.mass(model, mono, None, generator)
