@@ -19,6 +19,8 @@ def test_prints_three_finite_positive_ratios(capsys):
                  n_head=2, d_inner=48, vocab_size=5000, memory_steps=1)
     out = capsys.readouterr().out
     assert "vocab 5000" in out and "plmgen" in out and "HF" in out
+    hf_vs_plm = float(re.search(r"^HF executes (\S+)x plmgen's FLOPs", out, re.M).group(1))
+    assert hf_vs_plm > 1, "HF's query stream attends from all T positions, plmgen's from the P targets only"
     for name in ("fp32_train_tokens_per_s_vs_hf", "bf16_train_tokens_per_s_vs_hf", "peak_memory_vs_hf"):
         m = re.search(rf"^ratio {name}: (\S+)$", out, re.M)
         assert m, f"missing ratio line {name!r} in:\n{out}"

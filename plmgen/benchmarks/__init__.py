@@ -24,7 +24,8 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
         checkpoint: decode only: a fine-tuned seq2seq checkpoint for BLEU of parallel decoding on a dev slice.
         precision: decode only: bf16 (default, the CPU fast path) or fp32, for both sides of every comparison.
         experiment: train only: the experiment YAML to time (default experiments/configs/small-cpu.yaml).
-        objectives: train only: comma-separated objectives (default plm,dae,mask-plm,mass; MFU is the first's).
+        objectives: train only: comma-separated objectives (default plm,dae,mask-plm,mass, or a parallel
+            experiment's own objective; the summary lines are the first's).
     """
     if what not in BENCHMARKS:
         raise UserError(f"unknown benchmark {what!r}; choose one of {', '.join(BENCHMARKS)}")

@@ -5,8 +5,11 @@ identical inputs: B rows of T tokens, random Transformer-XL memory of M states p
 random factorization order with P predicted positions per row (plmgen: bool content/query masks + target_pos;
 HF: the same order as ``perm_mask`` + one-hot ``target_mapping`` + ``token_type_ids``). The step is
 ``zero_grad → forward → cross-entropy on the query-stream logits → backward`` (no optimizer update: it is the same
-code for both). Steps alternate plmgen/HF in one process; we report medians after warm-up, in fp32 and under
-``torch.autocast("cpu", dtype=torch.bfloat16)``.
+code for both). Steps alternate plmgen/HF in one process; we report the median and range of ``steps`` (>= 5 by
+default) steps after warm-up, in fp32 and under ``torch.autocast("cpu", dtype=torch.bfloat16)``, and each side's
+executed FLOPs per step (``FlopCounterMode``): HF runs the query stream's attention over all T positions and maps it
+to the P targets with ``target_mapping``, so it executes more FLOPs than plmgen for the same step and part of
+plmgen's speed lead comes from not doing that work.
 
 Peak memory: each side runs in a fresh Python subprocess. After model creation, inputs and one warm-up step,
 we take the resident set size as the baseline, reset the kernel's high-water mark (``/proc/self/clear_refs`` 5),
@@ -124,15 +127,26 @@ def check_same_loss(models: dict, inputs: dict) -> None:
         raise RuntimeError(f"plmgen and HF losses differ: {losses}")
 
 
-def time_steps(models: dict, inputs: dict, steps: int, warmup: int, bf16: bool) -> dict[str, float]:
-    """Alternate plmgen/HF steps; median seconds per step after warm-up."""
+def time_steps(models: dict, inputs: dict, steps: int, warmup: int, bf16: bool) -> dict[str, list[float]]:
+    """Alternate plmgen/HF steps; seconds of every step after warm-up, per side."""
     times: dict[str, list[float]] = {k: [] for k in models}
     for i in range(warmup + steps):
         for side, model in models.items():
             dt = train_step(side, model, inputs, bf16)
             if i >= warmup:
                 times[side].append(dt)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def step_flops(side: str, model, inputs: dict) -> int:
+    """Matmul FLOPs one fp32 training step executes (forward + backward), counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        train_step(side, model, inputs, False)
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def _rss_kb(field: str) -> int:
@@ -217,7 +231,9 @@ def run(steps: int = 5, warmup: int = 2, batch: int = 8, seq_len: int = 256, mem
     models = build_models(s)
     inputs = make_inputs(s)
     check_same_loss(models, inputs)
-    secs = {bf16: time_steps(models, inputs, steps, warmup, bf16) for bf16 in (False, True)}
+    runs = {bf16: time_steps(models, inputs, steps, warmup, bf16) for bf16 in (False, True)}
+    secs = {bf16: {k: statistics.median(v) for k, v in r.items()} for bf16, r in runs.items()}
+    flops = {side: step_flops(side, m, inputs) for side, m in models.items()}
     del models
     mem = measure_memory(s, memory_steps)
 
@@ -225,11 +241,17 @@ def run(steps: int = 5, warmup: int = 2, batch: int = 8, seq_len: int = 256, mem
     print(f"backbone training step (forward+backward, CE on the query stream): d_model {d_model}, {n_layer} layers, "
           f"{n_head} heads, d_inner {d_inner}, vocab {vocab_size}; B={batch} T={seq_len} M={mem_len} "
           f"P={num_predict}; {torch.get_num_threads()} threads; medians of {steps} steps after {warmup} warm-up")
-    print(f"{'side':<8}{'dtype':<6}{'tokens/s':>10}{'ms/step':>10}{'peak MB':>10}")
+    print(f"{'side':<8}{'dtype':<6}{'tokens/s':>10}{'ms/step':>10}{'ms range':>16}{'GFLOP/step':>12}{'peak MB':>10}")
     for bf16 in (False, True):
         for side, name in (("plm", "plmgen"), ("hf", "HF")):
-            t = secs[bf16][side]
-            print(f"{name:<8}{'bf16' if bf16 else 'fp32':<6}{tokens / t:>10.0f}{t * 1e3:>10.1f}{mem[side, bf16]:>10.1f}")
+            t, r = secs[bf16][side], runs[bf16][side]
+            span = f"{min(r) * 1e3:.1f}-{max(r) * 1e3:.1f}"
+            print(f"{name:<8}{'bf16' if bf16 else 'fp32':<6}{tokens / t:>10.0f}{t * 1e3:>10.1f}{span:>16}"
+                  f"{flops[side] / 1e9:>12.3f}{mem[side, bf16]:>10.1f}")
+    print(f"HF executes {flops['hf'] / flops['plm']:.2f}x plmgen's FLOPs per step (executed matmuls, FlopCounterMode): "
+          f"it runs the query stream's attention at all T={seq_len} positions and picks the P={num_predict} targets "
+          f"with target_mapping, where plmgen attends from the P query rows only; part of the speed ratio is that "
+          f"work, not faster kernels.")
     if min(mem.values()) <= 0:
         raise RuntimeError(f"peak memory deltas not measurable at this size (MB: {mem}); use a larger config")
     ratios = {

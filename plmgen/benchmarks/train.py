@@ -1,44 +1,52 @@
-"""``python cli.py bench train``: training tokens/s per objective in fp32 and bf16, and model-FLOPs utilisation.
+"""``python cli.py bench train``: training tokens/s per objective in fp32 and bf16, model-FLOPs utilisation and the
+share of the step spent sampling masks.
 
 One training step is what PLMModule does: objective forward (with the previous step's mems) -> backward -> grad
-clipping -> AdamW step, on batches from the real pre-training pipeline (random token text, so no data is needed).
-Steps run back to back in one process; we report the median over ``steps`` timed steps after ``warmup`` steps.
-The bf16 step runs under ``torch.autocast(device, dtype=torch.bfloat16)`` (what Lightning's ``bf16-mixed`` does).
+clipping -> AdamW step, on batches from the real pre-training pipeline (random token text, so no data is needed)
+or, for a ``parallel`` experiment, random token pairs through the real collate. Steps run back to back in one
+process; we report the median over ``steps`` timed steps after ``warmup`` steps. The bf16 step runs under
+``torch.autocast(device, dtype=torch.bfloat16)`` (what Lightning's ``bf16-mixed`` does).
 
-Model FLOPs per step (training = 3x forward: forward + 2x for backward), counted from the shapes the backbone really
-ran (recorded by a hook on layer 0's attention): rows I (T content + P query-stream rows, or however an objective
-lays them out), keys J (memory + segment), positional-table rows R (both tables with bi_data); per layer
-    projections  2·I·d·d (q) + 2·T·d·2d (k, v from content only) + 2·I·d·d (o) + 2·R·d·d (W_kR of the table)
-    FFN          2·I·d·d_inner·2
-    attention    2·I·J·d (q·k) + 2·I·J·d (q·r, gathered) + 2·I·J·d (p·v)
-plus the LM head 2·n_pred·d·V on the predicted tokens (n_pred from the objective's ``n_tokens``). Tokens/s counts
-input tokens (B·T). MFU = bf16 model FLOP/s / the bf16 matmul rate measured in the same run (a large bf16 matmul),
-so it is the share of the machine's practical peak that the training step reaches.
+FLOPs are counted as executed: one extra, untimed forward + backward per batch shape runs under
+``torch.utils.flop_counter.FlopCounterMode``, which adds up every matmul the step dispatches (projections, FFN,
+attention products, the positional table, the LM head; forward and backward, whatever the objective runs: a
+joint mixture's every forward, memory keys, the query stream, and not the backward a split last block skips).
+Elementwise work is not counted, as usual for MFU. MFU = executed FLOP/s / the machine's practical matmul peak:
+the best rate of a small sweep of square bf16 matmuls, measured before and after the steps in the same run (so a
+loaded machine lowers both sides alike, and a quiet moment cannot flatter the MFU).
+
+Mask share: before each timed step the objective's ``sample`` (everything it draws before the backbone runs) is
+timed on the same batch; the share is its median over the step's median (the step samples again itself).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
-from pathlib import Path
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import ExperimentConfig
 from ..errors import UserError
 
 DEFAULT_OBJECTIVES = ("plm", "dae", "mask-plm", "mass")
+MATMUL_SIZES = {"cuda": (4096, 8192, 16384), "cpu": (512, 1024, 2048)}
 
 
-def matmul_rate(device: str, dtype=torch.bfloat16, n: int | None = None, seconds: float = 0.5, windows: int = 3) -> float:
-    """FLOP/s of an n x n x n matmul in ``dtype``: the best of ``windows`` timing windows (the practical peak the
-    MFU is measured against; the best window, not the mean, so a noisy moment cannot flatter the MFU)."""
-    n = n or (8192 if device == "cuda" else 2048)
+def _sync(device: str):
+    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
+def matmul_rate(device: str, dtype=torch.bfloat16, n: int = 2048, seconds: float = 0.3, windows: int = 2) -> float:
+    """FLOP/s of an n x n x n matmul in ``dtype``: the best of ``windows`` timing windows."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = _sync(device)
     for _ in range(2):
         a @ b
     sync()
@@ -53,17 +61,47 @@ def matmul_rate(device: str, dtype=torch.bfloat16, n: int | None = None, seconds
     return best
 
 
-def step_flops(shapes: dict, cfg, n_pred: int) -> float:
-    """Model FLOPs of one training step from the recorded forward shapes (formula in the module docstring)."""
-    B, T, I, J, R = shapes["B"], shapes["T"], shapes["I"], shapes["J"], shapes["R"]
-    d, di, V, L = cfg.d_model, cfg.d_inner, cfg.vocab_size, cfg.n_layer
-    per_layer = B * (2 * I * d * d + 2 * T * d * 2 * d + 2 * I * d * d + 4 * I * d * di + 6 * I * J * d) + 2 * R * d * d
-    return 3.0 * (L * per_layer + 2 * n_pred * d * V)
+def matmul_peak(device: str, sizes: tuple[int, ...] | None = None) -> dict[int, float]:
+    """bf16 matmul FLOP/s per size of the sweep (the peak is the best of them)."""
+    return {n: matmul_rate(device, n=n) for n in sizes or MATMUL_SIZES.get(device, MATMUL_SIZES["cpu"])}
+
+
+def executed_flops(model, objective, batch: dict, mems, bf16: bool, device: str) -> int:
+    """Matmul FLOPs one training step executes (forward + backward), counted by FlopCounterMode; grads cleared."""
+    counter = FlopCounterMode(display=False)
+    amp = torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()
+    with counter:
+        with amp:
+            out = objective(model, batch, mems=mems)
+        out.loss.backward()
+    model.zero_grad(set_to_none=True)
+    objective.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+class _RandomPairs:
+    """Batch k: random token pairs through the real parallel collate, lengths up to the experiment's limits."""
+
+    def __init__(self, cfg: ExperimentConfig, seed: int = 0):
+        from ..data.parallel import split_limits
+
+        self.cfg, self.seed = cfg, seed
+        self.max_src, self.max_tgt = split_limits(cfg.data.seq_len, cfg.data.max_src_len, cfg.data.max_tgt_len)
+
+    def batch(self, k: int) -> dict:
+        from ..data.parallel import layout
+
+        rng = np.random.default_rng([self.seed, k])
+        B, V = self.cfg.data.batch_size, self.cfg.model.vocab_size
+        side = lambda most: [rng.integers(9, V, rng.integers(most // 2, most + 1)).tolist() for _ in range(B)]  # noqa: E731
+        return layout(side(self.max_src), side(self.max_tgt), sep_id=4, pad_id=5)
 
 
 def _random_batches(cfg: ExperimentConfig, n_tokens: int, seed: int = 0):
     from ..data.pretrain import PretrainBatches, TokenStream
 
+    if cfg.data.kind == "parallel":
+        return _RandomPairs(cfg, seed)
     rng = np.random.default_rng(seed)
     ids = rng.integers(9, cfg.model.vocab_size, n_tokens)
     sent = np.cumsum(rng.random(n_tokens) < 1 / 20)  # "sentences" of ~20 tokens for the A/B cuts
@@ -74,7 +112,8 @@ def _random_batches(cfg: ExperimentConfig, n_tokens: int, seed: int = 0):
 
 
 def measure(cfg: ExperimentConfig, device: str, bf16: bool, steps: int, warmup: int) -> dict:
-    """Median seconds per training step, tokens/s and model FLOPs per step for one objective and precision."""
+    """Median seconds per training step and of its mask sampling, tokens/s and executed FLOPs per step for one
+    objective and precision."""
     from ..lit import make_optimizer
     from ..model import XLNet
     from ..train import make_objective
@@ -84,21 +123,20 @@ def measure(cfg: ExperimentConfig, device: str, bf16: bool, steps: int, warmup: 
     objective = make_objective(cfg, None).to(device).train()
     opt = make_optimizer([model, objective], lr=1e-4, weight_decay=0.01)  # what PLMModule trains with
     data = _random_batches(cfg, n_tokens=(steps + warmup + 2) * cfg.data.batch_size * cfg.data.seq_len * 2)
-    shapes: dict = {}
-
-    def record(_module, args):
-        # Layer 0's attention sees every path (the full forward and objectives that drive the layers themselves).
-        x, k, rk = args[0], args[1], args[3]
-        shapes.update(B=x.shape[0], I=x.shape[1], J=k.shape[2], R=rk.shape[-2] * (2 if rk.dim() == 4 else 1))
-
-    hook = model.layers[0].rel_attn.register_forward_pre_hook(record)
     amp = torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    mems, times, flops = None, [], []
+    sync = _sync(device)
+    mems, times, sample_times, flops, counted, tokens = None, [], [], [], {}, []
     for k in range(warmup + steps):
         batch = {key: v.to(device) if torch.is_tensor(v) else v for key, v in data.batch(k).items()}
+        shape = (tuple(batch["input_ids"].shape), batch.get("tgt_len_max"), mems is None)
+        if k >= warmup and shape not in counted:
+            counted[shape] = executed_flops(model, objective, batch, mems, bf16, device)
         sync()
         t0 = time.perf_counter()
+        with amp:
+            objective.sample(batch)
+        sync()
+        t1 = time.perf_counter()
         with amp:
             out = objective(model, batch, mems=mems)
         out.loss.backward()
@@ -107,45 +145,54 @@ def measure(cfg: ExperimentConfig, device: str, bf16: bool, steps: int, warmup: 
         opt.zero_grad(set_to_none=True)
         sync()
         if k >= warmup:
-            times.append(time.perf_counter() - t0)
-            n_pred = sum(v for name, v in out.n_tokens.items() if name != "nsp")
-            flops.append(step_flops({**shapes, "T": batch["input_ids"].shape[1]}, cfg.model, n_pred))
+            times.append(time.perf_counter() - t1)
+            sample_times.append(t1 - t0)
+            flops.append(counted[shape])
+            tokens.append(batch["input_ids"].numel())
         mems = out.mems if objective.uses_mems else None
-    hook.remove()
     sec = statistics.median(times)
-    tokens = batch["input_ids"].numel()
-    return {"sec": sec, "tokens_per_s": tokens / sec, "flops": statistics.median(flops)}
+    rate = lambda xs: statistics.median(x / t for x, t in zip(xs, times))  # noqa: E731  per-step rates
+    return {"sec": sec, "tokens_per_s": rate(tokens), "flops": statistics.median(flops), "flop_s": rate(flops),
+            "mask_share": statistics.median(sample_times) / sec}
 
 
-def run(experiment: str = "experiments/configs/small-cpu.yaml", objectives: str = ",".join(DEFAULT_OBJECTIVES),
-        steps: int = 6, warmup: int = 2, batch: int | None = None, device: str | None = None) -> dict:
-    """Print tokens/s per objective (fp32, bf16), the bf16 matmul rate, MFU and the bf16/fp32 speed ratio."""
-    import dataclasses
-
+def run(experiment: str = "experiments/configs/small-cpu.yaml", objectives: str | None = None, steps: int = 6,
+        warmup: int = 2, batch: int | None = None, device: str | None = None) -> dict:
+    """Print tokens/s per objective (fp32, bf16), executed TFLOP/s, MFU against the matmul peak measured in the
+    same run, the mask share of the step, and the bf16/fp32 speed ratio. ``objectives``: default plm,dae,mask-plm,
+    mass for a pre-training experiment, the experiment's own objective for a parallel one."""
     if not Path(experiment).is_file():
         raise UserError(f"--experiment {experiment}: no such file")
     cfg = ExperimentConfig.from_yaml(experiment)
     if batch:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=batch))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if objectives is None:
+        objectives = cfg.objective.name if cfg.data.kind == "parallel" else ",".join(DEFAULT_OBJECTIVES)
     names = [n.strip() for n in objectives.split(",") if n.strip()]
     if not names or steps < 1:
         raise UserError("bench train: need at least one objective and --steps >= 1")
-    peak = matmul_rate(device)
     m, d = cfg.model, cfg.data
     print(f"bench train: {experiment} d={m.d_model} L={m.n_layer} V={m.vocab_size} B={d.batch_size} T={d.seq_len} "
           f"M={m.mem_len} R={m.reuse_len} device={device} threads={torch.get_num_threads()}")
-    print(f"bf16 matmul rate: {peak / 1e12:.3f} TFLOP/s")
+    before = matmul_peak(device)
     results = {}
     for name in names:
         ocfg = dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective, name=name))
-        fp32 = measure(ocfg, device, False, steps, warmup)
-        bf16 = measure(ocfg, device, True, steps, warmup)
-        mfu = bf16["flops"] / bf16["sec"] / peak
-        results[name] = dict(fp32=fp32, bf16=bf16, mfu=mfu)
+        results[name] = dict(fp32=measure(ocfg, device, False, steps, warmup),
+                             bf16=measure(ocfg, device, True, steps, warmup))
+    after = matmul_peak(device)
+    peak = max(*before.values(), *after.values())
+    sweep = lambda r: " ".join(f"{n}:{v / 1e12:.3f}" for n, v in r.items())  # noqa: E731
+    print(f"bf16 matmul TFLOP/s by size, before: {sweep(before)}  after: {sweep(after)}  peak {peak / 1e12:.3f}")
+    for name, r in results.items():
+        fp32, bf16 = r["fp32"], r["bf16"]
+        r["mfu"] = bf16["flop_s"] / peak
         print(f"{name:<9} fp32 {fp32['tokens_per_s']:9.0f} tok/s   bf16 {bf16['tokens_per_s']:9.0f} tok/s   "
-              f"model {bf16['flops'] / bf16['sec'] / 1e12:.3f} TFLOP/s   mfu {mfu:.3f}")
+              f"executed {bf16['flops'] / 1e9:.2f} GFLOP/step {bf16['flop_s'] / 1e12:.3f} TFLOP/s   "
+              f"mfu {r['mfu']:.3f}   masks {100 * bf16['mask_share']:.1f}% of the bf16 step")
     first = results[names[0]]
     print(f"mfu bf16: {first['mfu']:.3f}")
+    print(f"mask share bf16: {first['bf16']['mask_share']:.3f}")
     print(f"ratio bf16_vs_fp32_tokens_per_s: {first['bf16']['tokens_per_s'] / first['fp32']['tokens_per_s']:.2f}")
     return results

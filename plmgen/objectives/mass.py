@@ -51,7 +51,7 @@ def mass_masks(batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | N
 class MassObjective(TwoStreamObjective):
     name = "mass"
 
-    def sample(self, batch: dict, generator: torch.Generator | None) -> StreamMasks:
+    def sample(self, batch: dict, generator: torch.Generator | None = None) -> StreamMasks:
         return mass_masks(batch, self.cfg, generator).masks
 
 

@@ -167,7 +167,7 @@ class PLMObjective(TwoStreamObjective):
 
     name = "plm"
 
-    def sample(self, batch: dict, generator: torch.Generator | None) -> StreamMasks:
+    def sample(self, batch: dict, generator: torch.Generator | None = None) -> StreamMasks:
         return plm_masks(batch, self.cfg, generator).masks
 
 
