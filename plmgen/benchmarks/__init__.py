@@ -14,7 +14,8 @@ BENCHMARKS = ("backbone", "train", "decode")
 
 
 def bench(what: str, steps: int | None = None, batch: int | None = None, checkpoint: str | None = None,
-          precision: str | None = None, experiment: str | None = None, objectives: str | None = None) -> None:
+          precision: str | None = None, experiment: str | None = None, objectives: str | None = None,
+          device: str | None = None, out: str | None = None) -> None:
     """Run one benchmark.
 
     Args:
@@ -26,12 +27,17 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
         experiment: train only: the experiment YAML to time (default experiments/configs/small-cpu.yaml).
         objectives: train only: comma-separated objectives (default plm,dae,mask-plm,mass, or a parallel
             experiment's own objective; the summary lines are the first's).
+        device: train and decode: cuda or cpu (default: cuda when available for train, cpu for decode).
+        out: decode only: the markdown report (default experiments/results/bench_decode.md).
     """
     if what not in BENCHMARKS:
         raise UserError(f"unknown benchmark {what!r}; choose one of {', '.join(BENCHMARKS)}")
     run = importlib.import_module(f"{__name__}.{what}").run
+    if device not in (None, "cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, got {device!r}")
     given = {k: v for k, v in dict(steps=steps, batch=batch, checkpoint=checkpoint, precision=precision,
-                                   experiment=experiment, objectives=objectives).items() if v is not None}
+                                   experiment=experiment, objectives=objectives, device=device, out=out).items()
+             if v is not None}
     accepted = inspect.signature(run).parameters
     for name in given:
         if name not in accepted:

@@ -41,17 +41,18 @@ def hf_l2r_greedy(hf, src: torch.Tensor, length: int, bf16: bool = False) -> tor
     Returns generated ids [B, length]."""
     B, C = src.shape
     seq, mems, offset = src, None, 2
-    dummy = torch.zeros(B, 1, dtype=torch.long)
+    dev = src.device
+    dummy = torch.zeros(B, 1, dtype=torch.long, device=dev)
     with inference(bf16):  # the same gradient-free / autocast context as plmgen's decoder
         for _ in range(length):
             start = 0 if mems is None else seq.shape[1] - offset
             inp = torch.cat([seq[:, start:], dummy], dim=1)
             n = inp.shape[1]
-            perm = torch.zeros(B, n, n)
+            perm = torch.zeros(B, n, n, device=dev)
             perm[:, :, -1] = 1.0
-            tmap = torch.zeros(B, 1, n)
+            tmap = torch.zeros(B, 1, n, device=dev)
             tmap[:, 0, -1] = 1.0
-            pos = torch.arange(start, start + n)
+            pos = torch.arange(start, start + n, device=dev)
             tt = (pos >= C).long()[None].expand(B, n)
             past = None if mems is None else [m[:-offset] for m in mems]
             out = hf(input_ids=inp, perm_mask=perm, target_mapping=tmap, token_type_ids=tt, mems=past, use_mems=True)
@@ -64,7 +65,7 @@ def l2r_vs_hf(model, twin, fixed: list[list[int]], length: int, bf16: bool) -> d
     """Left-to-right greedy tokens/s of plmgen's cache and of transformers' XLNet (``hf_l2r_greedy``) on the same
     weights and sources, both under the same precision context (``inference(bf16)``)."""
     batch, lens = len(fixed), [length] * len(fixed)
-    ids = torch.tensor([s + [SEP] for s in fixed])
+    ids = torch.tensor([s + [SEP] for s in fixed], device=next(model.parameters()).device)
     hf_l2r_greedy(twin, ids[:2], 2, bf16)  # warm-up
     decode(model, fixed[:2], [2, 2], DecodeConfig(bf16=bf16, max_len=length), sep_id=SEP, pad_id=PAD)
     hf_out, t_hf = _timed(lambda: hf_l2r_greedy(twin, ids, length, bf16))
@@ -92,7 +93,7 @@ def parallel_rows(model, src, lens, ks=(1, 2, 4), quality: Callable | None = Non
 def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256, n_layer: int = 6,
         vocab_size: int = 8000, seed: int = 0, hf: bool = True, precision: str = "bf16",
         out: str = "experiments/results/bench_decode.md", checkpoint: str | None = None,
-        dev_limit: int = 200) -> dict:
+        dev_limit: int = 200, device: str = "cpu") -> dict:
     """Run the decoding benchmark and write a markdown report to ``out``.
 
     Args:
@@ -108,6 +109,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
         out: markdown report path.
         checkpoint: a fine-tuned seq2seq checkpoint: also report BLEU of parallel k=1,2,4 on a dev slice.
         dev_limit: dev sentences for that BLEU.
+        device: where the random-weight models run (cpu or cuda; bf16 autocast is the CPU path, use fp32 on cuda).
     """
     if precision not in ("bf16", "fp32"):
         raise UserError(f"--precision must be bf16 or fp32, got {precision!r}")
@@ -116,7 +118,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     torch.manual_seed(seed)
     mcfg = ModelConfig.named("small", d_model=d_model, n_layer=n_layer, vocab_size=vocab_size, dropout=0.0,
                              dropatt=0.0, mem_len=0)
-    model = XLNet(mcfg).eval()
+    model = XLNet(mcfg).to(device).eval()
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(src_len // 2, src_len + 1, (batch,), generator=gen).tolist()
     src = [torch.randint(10, vocab_size, (n,), generator=gen).tolist() for n in lengths]
@@ -124,7 +126,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     res: dict = {"config": f"d_model {d_model}, {n_layer} layers, vocab {vocab_size}, random weights; batch {batch}, "
                            f"source {src_len // 2}-{src_len} tokens, target {tgt_len}, "
                            f"{'bf16 autocast' if bf16 else 'fp32'}, torch {torch.__version__}, "
-                           f"{torch.get_num_threads()} threads"}
+                           f"{torch.get_num_threads()} threads, {device}"}
     lines = []
 
     decode(model, src[:2], [4, 4], DecodeConfig(), sep_id=SEP, pad_id=PAD)  # warm-up
@@ -147,7 +149,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
 
         with tempfile.TemporaryDirectory() as d:
             save_hf_xlnet(model, d)
-            twin = XLNetLMHeadModel.from_pretrained(d).eval()
+            twin = XLNetLMHeadModel.from_pretrained(d).to(device).eval()
         fixed = [torch.randint(10, vocab_size, (src_len,), generator=gen).tolist() for _ in range(batch)]
         # The headline precision first, then the other one, so both ratios are on record from the same run.
         for p in (precision, *(q for q in ("bf16", "fp32") if q != precision)):

@@ -4,11 +4,15 @@ Two checks: a grep of the code (comments and docstrings stripped) for ``.cpu()``
 ``.numpy()``, and a run of every objective's forward under a TorchFunctionMode that records each tensor operation
 that makes the host wait for the device (reading a value, a data-dependent shape) when it is called from objective
 or mask code. The backbone's own reads (plmgen/model.py, attention.py) are outside this check.
+
+``PLMGEN_TEST_DEVICE=cuda`` (experiments/gpu_check.sh) runs the steps on the GPU, and each objective's ``sample``
+under ``torch.cuda.set_sync_debug_mode("error")``: CUDA itself then refuses any synchronising call.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import re
 import sys
 import tokenize
@@ -25,6 +29,7 @@ from plmgen.objectives import build_objective
 
 from objectives.helpers import V, make_batch
 
+DEVICE = os.environ.get("PLMGEN_TEST_DEVICE", "cpu")
 PKG = Path(__file__).resolve().parents[2] / "plmgen"
 STEP_CODE = sorted((PKG / "objectives").glob("*.py")) + [PKG / "masks.py"]
 HOST_READS = {"item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero",
@@ -98,13 +103,22 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_training_step_reads_nothing_back_from_the_device(case):
     cfg, mcfg, batch = CASES[case]()
+    batch = {k: v.to(DEVICE) if torch.is_tensor(v) else v for k, v in batch.items()}
     torch.manual_seed(0)
-    model, objective = XLNet(mcfg), build_objective(cfg, mcfg)
-    mems = [torch.zeros(4, 8, 32)] * 2 if objective.uses_mems and mcfg.mem_len else None
+    model, objective = XLNet(mcfg).to(DEVICE), build_objective(cfg, mcfg).to(DEVICE)
+    mems = [torch.zeros(4, 8, 32, device=DEVICE)] * 2 if objective.uses_mems and mcfg.mem_len else None
     with HostReads() as reads:
         out = objective(model, batch, mems=mems)
+    out.loss.backward()
     assert torch.isfinite(out.loss)
     assert not reads.found, f"{case}: host reads in the step: {reads.found}"
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            objective.sample(batch)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
 
 
 def test_the_check_is_live():
