@@ -57,7 +57,7 @@ def measure_step(cfg: ExperimentConfig, tokenizer, steps: int = 2) -> dict[str, 
         mems = [m.detach() for m in out.mems] if out.mems else None
         if i:  # step 0 warms up the memory
             flops += counter.get_total_flops()
-            tokens += sum(n for k, n in out.n_tokens.items() if k not in NON_TOKEN_TERMS)
+            tokens += sum(int(n) for k, n in out.n_tokens.items() if k not in NON_TOKEN_TERMS)  # counts may be tensors
     return {"flops_per_step": flops / steps, "tokens_per_step": tokens / steps}
 
 
