@@ -28,6 +28,7 @@ mkdir -p "$WORK"
 if [[ $DRY == 1 ]]; then
   export CUDA_VISIBLE_DEVICES=""  # everything picks the CPU
   DEV=cpu ACC=cpu TRAIN_CFG=experiments/configs/tiny.yaml STEPS=1 DECODE_STEPS=3 DECODE_BATCH=2
+  E2E_CFG=experiments/configs/finetune-tiny.yaml
   MODEL=(--model.d_model 32 --model.n_layer 2 --model.n_head 4 --model.d_inner 64 --model.vocab_size 200)
   E2E_STEPS=3 PAIRS=300
 else
@@ -35,8 +36,9 @@ else
     echo "error: torch sees no CUDA device (install a CUDA build of torch; --dry-run checks the script on CPU)" >&2
     exit 2
   fi
-  DEV=cuda ACC=gpu TRAIN_CFG=experiments/configs/small-cpu.yaml STEPS=10 DECODE_STEPS=32 DECODE_BATCH=32
-  MODEL=(--model.d_model 768 --model.n_layer 12 --model.n_head 12 --model.d_inner 3072 --model.vocab_size 2000)
+  DEV=cuda ACC=gpu TRAIN_CFG=experiments/configs/pretrain-base-gpu.yaml STEPS=10 DECODE_STEPS=32 DECODE_BATCH=32
+  E2E_CFG=experiments/configs/finetune-base-gpu.yaml  # XLNet-Base
+  MODEL=(--model.vocab_size 2000 --data.num_workers 0 --train.warmup_steps 30 --train.lr 5.0e-4)
   E2E_STEPS=300 PAIRS=20000
 fi
 
@@ -65,7 +67,7 @@ with open(sys.argv[1], "w", encoding="utf-8") as f:
         f.write(" ".join(s) + "\t" + " ".join(reversed(s)) + "\n")
 EOF
   $PY cli.py prepare tsv --path "$WORK/pairs.tsv" --out "$WORK/data" &&
-    $PY cli.py train --config experiments/configs/finetune-tiny.yaml --data.path "$WORK/data" \
+    $PY cli.py train --config "$E2E_CFG" --data.path "$WORK/data" \
       --out_dir "$WORK/run" "${MODEL[@]}" --train.max_steps $E2E_STEPS --train.val_every $E2E_STEPS \
       --train.accelerator $ACC --train.devices 1 --train.precision bf16-mixed --train.progress_bar false &&
     $PY cli.py generate --checkpoint "$WORK/run/checkpoints/last.ckpt" --split test --data "$WORK/data" \
