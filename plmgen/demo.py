@@ -24,7 +24,7 @@ from .masks import ranks_from_order, stream_masks
 from .model import XLNet
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+CONFIGS = Path(__file__).parent / "configs"  # package data (in the source tree: links into experiments/configs)
 
 
 def demo(stage: str = "full", out: str = "runs/demo", data: str = "data/lo-de-en", pretrain_steps: int | None = None,
@@ -37,8 +37,8 @@ def demo(stage: str = "full", out: str = "runs/demo", data: str = "data/lo-de-en
         stage: full (prepare → pre-train → fine-tune → generate → BLEU) or backbone (a quick backbone tour).
         out: folder for the demo's runs, hypotheses, table and plots.
         data: where lo-de-en is prepared.
-        pretrain_steps: override the pre-training steps of experiments/configs/demo-pretrain.yaml.
-        finetune_steps: override the fine-tuning steps of experiments/configs/demo-finetune.yaml.
+        pretrain_steps: override the pre-training steps of demo-pretrain.yaml (plmgen/configs).
+        finetune_steps: override the fine-tuning steps of demo-finetune.yaml (plmgen/configs).
         orders: decoding orders to compare (comma-separated order specs, see `cli.py generate --help`).
         limit: translate the first N test sentences (0 = all).
         hf_checkpoint: backbone stage: a Hugging Face XLNet checkpoint directory (default: a random small XLNet).

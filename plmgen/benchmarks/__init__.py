@@ -24,7 +24,7 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
         batch: batch size (None = the benchmark's default).
         checkpoint: decode only: a fine-tuned seq2seq checkpoint for BLEU of parallel decoding on a dev slice.
         precision: decode only: bf16 (default, the CPU fast path) or fp32, for both sides of every comparison.
-        experiment: train only: the experiment YAML to time (default experiments/configs/small-cpu.yaml).
+        experiment: train only: the experiment YAML to time (default small-cpu.yaml, shipped in plmgen/configs).
         objectives: train only: comma-separated objectives (default plm,dae,mask-plm,mass, or a parallel
             experiment's own objective; the summary lines are the first's).
         device: train and decode: cuda or cpu (default: cuda when available for train, cpu for decode).

@@ -156,11 +156,16 @@ def measure(cfg: ExperimentConfig, device: str, bf16: bool, steps: int, warmup: 
             "mask_share": statistics.median(sample_times) / sec}
 
 
-def run(experiment: str = "experiments/configs/small-cpu.yaml", objectives: str | None = None, steps: int = 6,
-        warmup: int = 2, batch: int | None = None, device: str | None = None) -> dict:
+PACKAGED = Path(__file__).parents[1] / "configs"  # configs shipped inside the package
+
+
+def run(experiment: str | None = None, objectives: str | None = None, steps: int = 6, warmup: int = 2,
+        batch: int | None = None, device: str | None = None) -> dict:
     """Print tokens/s per objective (fp32, bf16), executed TFLOP/s, MFU against the matmul peak measured in the
     same run, the mask share of the step, and the bf16/fp32 speed ratio. ``objectives``: default plm,dae,mask-plm,
-    mass for a pre-training experiment, the experiment's own objective for a parallel one."""
+    mass for a pre-training experiment, the experiment's own objective for a parallel one. ``experiment``: a YAML
+    path (default: the packaged small-cpu.yaml)."""
+    experiment = experiment or str(PACKAGED / "small-cpu.yaml")
     if not Path(experiment).is_file():
         raise UserError(f"--experiment {experiment}: no such file")
     cfg = ExperimentConfig.from_yaml(experiment)
