@@ -28,7 +28,7 @@ from plmgen.errors import UserError
 from plmgen.masks import content_mask
 
 from .base import Objective, ObjectiveOutput, SpecialIds, combine, masked_ce
-from .seq2seq import target_ranks
+from .seq2seq import ORDER_IDS, target_ranks
 
 
 @dataclass
@@ -41,7 +41,8 @@ class PrefixLMMasks:
 def prefix_lm_masks(input_ids: Tensor, target: Tensor, valid: Tensor, eos_id: int) -> PrefixLMMasks:
     """Masks and next-token labels of a ``[source <sep> target]`` batch (target [B, T] bool, valid [B, T] bool)."""
     tgt = target & valid
-    rank = target_ranks(tgt, ["l2r"] * tgt.shape[0])  # source/<sep>/padding −1, target 0..L−1 left to right
+    l2r = torch.full((tgt.shape[0],), ORDER_IDS["l2r"], device=tgt.device)
+    rank = target_ranks(tgt, l2r)  # source/<sep>/padding −1, target 0..L−1 left to right
     next_is_tgt = F.pad(tgt[:, 1:], (0, 1), value=False)  # [B, T] the token at t + 1 is a target token
     labels = torch.where(next_is_tgt, input_ids.roll(-1, dims=1), torch.full_like(input_ids, eos_id))
     return PrefixLMMasks(content=content_mask(rank, valid), predicts=tgt | next_is_tgt, labels=labels)
@@ -73,10 +74,13 @@ class PrefixLMObjective(Objective):
         check_prefix_lm_config(cfg.seq2seq)
         self.s2s = cfg.seq2seq
 
+    def sample(self, batch: dict, generator: torch.Generator | None = None) -> PrefixLMMasks:
+        return prefix_lm_masks(batch["input_ids"], batch["target"], batch["valid"], self.special.eos_id)
+
     def forward(self, model, batch: dict, mems: list[Tensor] | None = None,
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
         ids = batch["input_ids"]
-        m = prefix_lm_masks(ids, batch["target"], batch["valid"], self.special.eos_id)
+        m = self.sample(batch, generator)
         out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=m.content.to(ids.device))
         predicts = m.predicts.to(ids.device)
         logits = model.logits(out.h[predicts])  # [N, V]: only the predicting rows reach the LM head
