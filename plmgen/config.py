@@ -203,6 +203,7 @@ class Seq2SeqConfig(YamlConfig):
     length_weight: float = 0.1  # weight of the joint target-length loss (0 = no length head training)
     max_len: int = 128  # length classes 1..max_len of the length head (and the longest target kept in training)
     mass_weight: float = 0.0  # > 0: add the `mass` span objective on each side of the pairs (MASS-style joint)
+    label_smoothing: float = 0.0  # of the target-token cross-entropy (0 = plain cross-entropy)
 
     def __post_init__(self) -> None:
         n = "Seq2SeqConfig"
@@ -213,6 +214,8 @@ class Seq2SeqConfig(YamlConfig):
         _user_check(self.length_weight >= 0, n, f"length_weight must be >= 0, got {self.length_weight!r}")
         _user_check(isinstance(self.max_len, int) and self.max_len >= 1, n, f"max_len must be an int >= 1, got {self.max_len!r}")
         _user_check(self.mass_weight >= 0, n, f"mass_weight must be >= 0, got {self.mass_weight!r}")
+        _user_check(0.0 <= self.label_smoothing < 1.0, n,
+                    f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
 
 
 # --- data, training and the whole experiment (owner: training engineer) --------------------------------------------
@@ -247,6 +250,7 @@ class DataConfig(YamlConfig):
     max_tgt_len: int = 0
     max_pairs: int = 0  # 0 = all training pairs
     max_val_pairs: int = 0  # 0 = the whole dev split
+    batch_tokens: int = 0  # parallel: > 0 = length-bucketed training batches of at most this many padded tokens
 
     def __post_init__(self) -> None:
         n = "DataConfig"
@@ -254,7 +258,8 @@ class DataConfig(YamlConfig):
         _user_check(isinstance(self.text_files, list), n, f"text_files must be a list of paths, got {self.text_files!r}")
         for f in ("seq_len", "batch_size"):
             _user_check(isinstance(getattr(self, f), int) and getattr(self, f) > 0, n, f"{f} must be a positive int, got {getattr(self, f)!r}")
-        for f in ("val_batches", "num_workers", "max_src_len", "max_tgt_len", "max_pairs", "max_val_pairs"):
+        for f in ("val_batches", "num_workers", "max_src_len", "max_tgt_len", "max_pairs", "max_val_pairs",
+                  "batch_tokens"):
             _user_check(isinstance(getattr(self, f), int) and getattr(self, f) >= 0, n, f"{f} must be an int >= 0, got {getattr(self, f)!r}")
         _user_check(0.0 <= self.nsp_true_ratio <= 1.0, n, f"nsp_true_ratio must be in [0, 1], got {self.nsp_true_ratio!r}")
         _user_check(self.kind == "parallel" or self.use_benchmark_text or bool(self.text_files), n,

@@ -71,6 +71,7 @@ class Tokenizer:
         vocab_size: int = 8000,
         model_type: str = "unigram",
         character_coverage: float = 0.9995,
+        byte_fallback: bool | None = None,
         input_sentence_size: int = 2_000_000,
         seed: int = 0,
     ) -> "Tokenizer":
@@ -101,6 +102,9 @@ class Tokenizer:
                 vocab_size=vocab_size,
                 model_type=model_type,
                 character_coverage=character_coverage,
+                # Rare characters become UTF-8 byte pieces instead of <unk> (decoded " ⁇ "). Default: on when the
+                # vocabulary has room for the 256 byte pieces (vocab_size >= 1024), off for toy vocabularies.
+                byte_fallback=vocab_size >= 1024 if byte_fallback is None else byte_fallback,
                 input_sentence_size=input_sentence_size,
                 shuffle_input_sentence=True,
                 hard_vocab_limit=False,

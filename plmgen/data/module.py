@@ -73,7 +73,8 @@ class PLMDataModule(L.LightningDataModule):
 
             rank, world = rank_world(getattr(self, "trainer", None))
             ds = PairBatches(self.train_ds, self.collate, d.batch_size, seed=d.seed, rank=rank, world=world,
-                             start=self.next_batch, drop_last=self.cfg.model.bi_data)
+                             start=self.next_batch, drop_last=self.cfg.model.bi_data,
+                             batch_tokens=d.batch_tokens)
             return DataLoader(ds, batch_size=None, num_workers=d.num_workers)
         ds = self._pretrain(self.train_stream, start=self.next_batch, limit=None, seed=d.seed)
         return DataLoader(ds, batch_size=None, num_workers=d.num_workers)

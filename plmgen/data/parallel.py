@@ -87,25 +87,79 @@ class PairBatches(IterableDataset):
     """
 
     def __init__(self, ds: PairDataset, collate: "PairCollate", batch_size: int, *, seed: int = 0, rank: int = 0,
-                 world: int = 1, start: int = 0, drop_last: bool = False):
+                 world: int = 1, start: int = 0, drop_last: bool = False, batch_tokens: int = 0):
         self.ds, self.collate, self.bs = ds, collate, batch_size
         self.seed, self.rank, self.world, self.start = seed, rank, world, start
+        self.batch_tokens, self.drop_last = batch_tokens, drop_last
+        self._epochs: dict[int, list[Tensor]] = {}  # bucketed mode: epoch -> its batches (index tensors)
         n, per = len(ds), batch_size * world
         self.per_epoch = n // per if (drop_last or world > 1) else -(-n // per)
         if self.per_epoch == 0:
             raise UserError(f"{n} training pairs are fewer than one batch of {batch_size}"
                             + (f" per process x {world} processes" if world > 1 else "") + "; lower data.batch_size")
+        if batch_tokens:
+            self.lengths = torch.tensor([len(s) + 1 + len(t) for s, t in ds.pairs])
+            if int(self.lengths.max()) > batch_tokens:
+                raise UserError(f"data.batch_tokens {batch_tokens} is smaller than the longest training pair "
+                                f"({int(self.lengths.max())} tokens); raise it or lower data.seq_len")
+
+    def _perm(self, epoch: int) -> Tensor:
+        return torch.randperm(len(self.ds), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+
+    def epoch_batches(self, epoch: int) -> list[Tensor]:
+        """Bucketed mode: epoch's batches of this rank (pair indices), built once and kept for the next calls."""
+        if epoch not in self._epochs:
+            batches = bucket_batches(self.lengths, self._perm(epoch), self.batch_tokens, self.seed * 1_000_003 + epoch)
+            keep = len(batches) // self.world * self.world if self.world > 1 else len(batches)
+            self._epochs = {epoch: batches[self.rank: keep: self.world]}  # one epoch kept: memory stays flat
+        return self._epochs[epoch]
+
+    def locate(self, k: int) -> tuple[int, int]:
+        """Batch k -> (epoch, index within the epoch). Bucketed epochs differ in length, so walk them."""
+        if not self.batch_tokens:
+            return divmod(k, self.per_epoch)
+        epoch = 0
+        while k >= (n := len(self.epoch_batches(epoch))):
+            k, epoch = k - n, epoch + 1
+        return epoch, k
 
     def batch(self, k: int) -> dict:
-        epoch, i = divmod(k, self.per_epoch)
-        perm = torch.randperm(len(self.ds), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
-        lo = (i * self.world + self.rank) * self.bs
-        out = self.collate([self.ds[int(j)] for j in perm[lo: lo + self.bs]])
+        epoch, i = self.locate(k)
+        if self.batch_tokens:
+            idx = self.epoch_batches(epoch)[i]
+        else:
+            lo = (i * self.world + self.rank) * self.bs
+            idx = self._perm(epoch)[lo: lo + self.bs]
+        out = self.collate([self.ds[int(j)] for j in idx])
         out["batch_index"] = k
         return out
 
     def __iter__(self) -> Iterator[dict]:
         return worker_batches(self.batch, self.start)
+
+
+def bucket_batches(lengths: Tensor, perm: Tensor, batch_tokens: int, seed: int, chunk: int = 4096) -> list[Tensor]:
+    """Length-bucketed batches of one epoch: pair indices in ``perm`` order are cut into chunks of ``chunk`` pairs,
+    each chunk sorted by length and cut into batches whose padded size (rows x longest row) stays within
+    ``batch_tokens``; the batch order is then shuffled (seeded). Padding then costs little and short pairs come in
+    large batches, while every pair is still seen once per epoch."""
+    batches: list[Tensor] = []
+    for lo in range(0, perm.numel(), chunk):
+        idx = perm[lo: lo + chunk]
+        idx = idx[torch.argsort(lengths[idx], stable=True)]
+        cur: list[int] = []
+        longest = 0
+        for j in idx.tolist():
+            n = int(lengths[j])
+            if cur and max(longest, n) * (len(cur) + 1) > batch_tokens:
+                batches.append(torch.tensor(cur))
+                cur, longest = [], 0
+            cur.append(j)
+            longest = max(longest, n)
+        if cur:
+            batches.append(torch.tensor(cur))
+    order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed))
+    return [batches[int(i)] for i in order]
 
 
 def build_parallel_datasets(cfg, tokenizer) -> tuple[PairDataset, PairDataset, PairCollate]:

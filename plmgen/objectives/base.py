@@ -102,14 +102,16 @@ class TwoStreamObjective(Objective):
 
 # --- shared helpers ---------------------------------------------------------------------------------------------------
 
-def masked_ce(logits: Tensor, labels: Tensor, valid: Tensor) -> tuple[Tensor, int]:
-    """Mean cross-entropy over the valid entries -> (loss, count). logits [.., V], labels/valid [..].
+def masked_ce(logits: Tensor, labels: Tensor, valid: Tensor, smoothing: float = 0.0) -> tuple[Tensor, int]:
+    """Mean cross-entropy over the valid entries -> (loss, count). logits [.., V], labels/valid [..];
+    ``smoothing`` > 0: label-smoothed cross-entropy (that share of the target mass spread over the vocabulary).
 
     Computed in fp32 (bf16 logits lose the small differences the loss is made of). With no valid entry the loss is
     a zero that still carries a graph, so a step never breaks on an empty batch. The count is a 0-dim tensor on the
     device (reading it would make the host wait for the step).
     """
-    nll = F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), reduction="none")
+    nll = F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), reduction="none",
+                          label_smoothing=smoothing)
     w = valid.flatten().to(nll.dtype)
     n = valid.sum()
     return (nll * w).sum() / n.clamp_min(1), n
@@ -165,13 +167,13 @@ def order_masks(rank: Tensor, valid: Tensor, num_predict: int, reuse_len: int = 
                    target_mapping=sm.target_mapping & tvalid[:, :, None])
 
 
-def two_stream_loss(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | None):
+def two_stream_loss(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | None, smoothing: float = 0.0):
     """Run the two-stream model with masks sm and score the query stream at sm.target_pos -> (out, loss, n)."""
     ids = batch["input_ids"]
     out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=sm.content, query_mask=sm.query,
                 target_pos=sm.target_pos, mems=mems)
     labels = torch.gather(ids, 1, sm.target_pos)  # [B, P]
-    loss, n = masked_ce(model.logits(out.g), labels, sm.target_valid)
+    loss, n = masked_ce(model.logits(out.g), labels, sm.target_valid, smoothing)
     return out, loss, n
 
 

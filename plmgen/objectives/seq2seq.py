@@ -146,7 +146,7 @@ class Seq2SeqObjective(Objective):
     def forward(self, model, batch: dict, mems: list[Tensor] | None = None,
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
         sm = self.sample(batch, generator)
-        out, loss, n = two_stream_loss(model, batch, sm, None)
+        out, loss, n = two_stream_loss(model, batch, sm, None, self.s2s.label_smoothing)
         terms, weights, n_tokens = {self.name: loss}, {self.name: 1.0}, {self.name: n}
         if self.s2s.length_weight > 0:
             src = batch["valid"] & ~batch["target"] & ~batch["functional"]
