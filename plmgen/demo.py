@@ -27,7 +27,8 @@ from .model import XLNet
 CONFIGS = Path(__file__).parent / "configs"  # package data (in the source tree: links into experiments/configs)
 
 
-def demo(stage: str = "full", out: str = "runs/demo", data: str = "data/lo-de-en", pretrain_steps: int | None = None,
+def demo(stage: str = "full", out: str | None = None, src: str = "de", tgt: str = "en", data: str | None = None,
+         pretrain_steps: int | None = None,
          finetune_steps: int | None = None, orders: str = "l2r,r2l,confidence,balanced-tree,parallel@2",
          limit: int = 0, hf_checkpoint: str | None = None, length: int = 12, num_predict: int = 4,
          seed: int = 0) -> None:
@@ -35,8 +36,11 @@ def demo(stage: str = "full", out: str = "runs/demo", data: str = "data/lo-de-en
 
     Args:
         stage: full (prepare → pre-train → fine-tune → generate → BLEU) or backbone (a quick backbone tour).
-        out: folder for the demo's runs, hypotheses, table and plots.
-        data: where lo-de-en is prepared.
+        out: folder for the demo's runs, hypotheses, table and plots (default runs/demo, or runs/demo-<src>-<tgt>
+            for other pairs, so pairs never share checkpoints).
+        src: source language of the LibreOffice help pair (any language Debian ships help for, e.g. fr, es, ja).
+        tgt: target language (en = en-us).
+        data: where the pair is prepared (default data/lo-de-en, or data/lo-<src>-<tgt> for other pairs).
         pretrain_steps: override the pre-training steps of demo-pretrain.yaml (plmgen/configs).
         finetune_steps: override the fine-tuning steps of demo-finetune.yaml (plmgen/configs).
         orders: decoding orders to compare (comma-separated order specs, see `cli.py generate --help`).
@@ -50,10 +54,12 @@ def demo(stage: str = "full", out: str = "runs/demo", data: str = "data/lo-de-en
         return backbone_demo(hf_checkpoint, length, num_predict, seed)
     if stage != "full":
         raise UserError(f"--stage must be full or backbone, got {stage!r}")
-    return full_demo(Path(out), data, pretrain_steps, finetune_steps, orders, limit, seed)
+    if out is None:
+        out = "runs/demo" if (src, tgt) == ("de", "en") else f"runs/demo-{src}-{tgt}"
+    return full_demo(Path(out), src, tgt, data, pretrain_steps, finetune_steps, orders, limit, seed)
 
 
-def full_demo(out: Path, data: str, pretrain_steps: int | None, finetune_steps: int | None, orders: str, limit: int,
+def full_demo(out: Path, src: str, tgt: str, data: str | None, pretrain_steps: int | None, finetune_steps: int | None, orders: str, limit: int,
               seed: int) -> None:
     import dataclasses
 
@@ -63,8 +69,8 @@ def full_demo(out: Path, data: str, pretrain_steps: int | None, finetune_steps: 
     from .train import run_training
 
     console = Console()
-    console.rule("1/4 prepare lo-de-en")
-    prepare("lo-de-en", out=data)
+    console.rule(f"1/4 prepare LibreOffice help {src}→{tgt}")
+    data = str(prepare("lo-de-en", out=data, src=src, tgt=tgt))
 
     def stage(title: str, config: str, run_dir: Path, steps: int | None, init_from: Path | None = None) -> Path:
         console.rule(title)
