@@ -204,6 +204,7 @@ class Seq2SeqConfig(YamlConfig):
     max_len: int = 128  # length classes 1..max_len of the length head (and the longest target kept in training)
     mass_weight: float = 0.0  # > 0: add the `mass` span objective on each side of the pairs (MASS-style joint)
     label_smoothing: float = 0.0  # of the target-token cross-entropy (0 = plain cross-entropy)
+    length_offset: bool = False  # length head scores target length − source length (plmgen.length.LengthHead)
 
     def __post_init__(self) -> None:
         n = "Seq2SeqConfig"

@@ -21,18 +21,30 @@ from plmgen.errors import UserError
 
 
 class LengthHead(nn.Module):
-    """Class k (0-based) means target length k+1; longer targets fall into the last class (they are truncated)."""
+    """Class k (0-based) means target length k+1; longer targets fall into the last class (they are truncated).
 
-    def __init__(self, d_model: int, max_len: int):
+    ``offset``: the head scores the *difference* target length − source length (2·max_len + 1 classes) and maps it
+    onto absolute lengths per example. A mean-pooled state carries no count of the source tokens, so an absolute
+    classifier must guess the length from content alone (its argmax was off by several tokens on lo-de-en and the
+    decoder then padded with repeated words); "about as long as the source, ± a learned shift" is what the offset
+    head starts from. Its outputs are the same absolute-length logits [B, L], so losses and decoding are unchanged.
+    """
+
+    def __init__(self, d_model: int, max_len: int, offset: bool = False):
         super().__init__()
-        self.max_len = max_len
-        self.proj = nn.Linear(d_model, max_len)
+        self.max_len, self.offset = max_len, offset
+        self.proj = nn.Linear(d_model, 2 * max_len + 1 if offset else max_len)
 
     def forward(self, h: Tensor, src_mask: Tensor) -> Tensor:
         """h [B, T, d] content states, src_mask [B, T] bool (source positions) -> logits [B, L]."""
         m = src_mask.to(h.dtype)[..., None]  # [B, T, 1]
         pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)  # [B, d]
-        return self.proj(pooled).float()
+        z = self.proj(pooled).float()  # [B, L] or [B, 2L+1] offsets −L..L
+        if not self.offset:
+            return z
+        n = torch.arange(1, self.max_len + 1, device=z.device)[None]  # [1, L] absolute lengths
+        cls = (n - src_mask.sum(1, keepdim=True) + self.max_len).clamp(0, 2 * self.max_len)  # [B, L] offset class
+        return z.gather(1, cls)
 
     def loss(self, logits: Tensor, tgt_len: Tensor) -> Tensor:
         """Mean cross-entropy against the true lengths tgt_len [B] (>= 1)."""

@@ -84,3 +84,22 @@ def test_parse_length_mode(value, kind, n):
 def test_bad_length_mode_is_user_error(value):
     with pytest.raises(UserError, match="--length"):
         parse_length_mode(value)
+
+
+def test_offset_head_maps_offsets_onto_absolute_lengths_per_source_length():
+    head = LengthHead(d_model=4, max_len=6, offset=True)
+    with torch.no_grad():
+        head.proj.weight.zero_()
+        head.proj.bias.copy_(torch.arange(13, dtype=torch.float))  # class c = offset c − 6 scores c
+    h = torch.zeros(2, 5, 4)
+    src = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)  # source lengths 2 and 5
+    out = head(h, src)  # [2, 6]: absolute lengths 1..6
+    assert out.shape == (2, 6)
+    assert out[0].tolist() == [5.0, 6.0, 7.0, 8.0, 9.0, 10.0]  # length n has offset n − 2 -> class n + 4
+    assert out[1].tolist() == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]  # offset n − 5 -> class n + 1
+    # a head that learned "offset 0" predicts each source's own length
+    with torch.no_grad():
+        head.proj.bias.copy_(-((torch.arange(13) - 6.0) ** 2))
+    assert top_lengths(head(h, src), 1)[0][:, 0].tolist() == [2, 5]
+    loss = head.loss(head(h, src), torch.tensor([2, 5]))
+    assert float(loss) < 1.0 and torch.isfinite(loss)

@@ -134,7 +134,7 @@ class Seq2SeqObjective(Objective):
             raise UserError("objective seq2seq needs model.bi_data false and model.attn_type bi")
         self.s2s = cfg.seq2seq
         # Always present (cheap) so a checkpoint can answer `--length predict` with whatever it learned.
-        self.length_head = LengthHead(model_cfg.d_model, self.s2s.max_len)
+        self.length_head = LengthHead(model_cfg.d_model, self.s2s.max_len, offset=self.s2s.length_offset)
         self.mass = None
         if self.s2s.mass_weight > 0:
             self.mass = MassObjective(dataclasses.replace(cfg, name="mass", nsp_weight=0.0), model_cfg, self.special)
