@@ -84,7 +84,8 @@ class PrefixLMObjective(Objective):
         out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=m.content.to(ids.device))
         predicts = m.predicts.to(ids.device)
         logits = model.logits(out.h[predicts])  # [N, V]: only the predicting rows reach the LM head
-        loss, n = masked_ce(logits, m.labels.to(ids.device)[predicts], torch.ones_like(predicts[predicts]))
+        loss, n = masked_ce(logits, m.labels.to(ids.device)[predicts], torch.ones_like(predicts[predicts]),
+                            self.cfg.seq2seq.label_smoothing)
         return combine({self.name: loss}, {self.name: 1.0}, {self.name: n}, None)
 
 
