@@ -41,10 +41,13 @@ def check_config_files(args: list[str]) -> None:
 
 
 def run_cli(fn: Callable, args: list[str] | None = None, prog: str | None = None, as_positional: bool = True) -> int:
-    """Run a typed function as a command (jsonargparse turns its signature and docstring into flags) and return
-    the exit status: 0; 2 after printing ``error: <message>`` for a UserError; 130 when interrupted."""
+    """Run a typed function as a command (jsonargparse turns its signature and docstring into flags; boolean flags
+    are switches, see plmgen.switches) and return the exit status: 0; 2 after printing ``error: <message>`` for a UserError; 130 when interrupted."""
     from jsonargparse import CLI
 
+    from .switches import expand_switches
+
+    args = expand_switches(fn, sys.argv[1:] if args is None else args)
     try:
         check_config_files(sys.argv[1:] if args is None else args)
         CLI(fn, args=args, prog=prog, as_positional=as_positional)
