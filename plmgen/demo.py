@@ -2,7 +2,8 @@
 
 ``full`` (default), offline on 2 CPU cores in about 15 minutes: prepare lo-de-en (Debian's LibreOffice help) →
 tokenizer → short XLNet pre-training (two-stream PLM) → seq2seq fine-tuning → generation with several orders →
-sacrebleu BLEU/chrF table. Stages whose outputs exist are reused, so a re-run only repeats what is missing.
+sacrebleu BLEU/chrF table. A training stage is reused only if it finished (``complete.json`` in its run folder);
+an unfinished one resumes exactly from its last checkpoint, or starts again without one; ``--force`` retrains.
 
 ``backbone``: build or load an XLNet, round-trip it through the HF format, and run a two-stream forward along a
 random factorization order, printing each prediction and what it could see.
@@ -31,7 +32,7 @@ def demo(stage: str = "full", out: str | None = None, src: str = "de", tgt: str 
          pretrain_steps: int | None = None,
          finetune_steps: int | None = None, orders: str = "l2r,r2l,confidence,balanced-tree,parallel@2",
          limit: int = 0, hf_checkpoint: str | None = None, length: int = 12, num_predict: int = 4,
-         seed: int = 0) -> None:
+         seed: int = 0, force: bool = False) -> None:
     """Run the README demo.
 
     Args:
@@ -49,6 +50,7 @@ def demo(stage: str = "full", out: str | None = None, src: str = "de", tgt: str 
         length: backbone stage: sequence length of the random input.
         num_predict: backbone stage: positions the query stream predicts.
         seed: random seed.
+        force: retrain the pre-training and fine-tuning stages even if they finished (the prepared data is kept).
     """
     if stage == "backbone":
         return backbone_demo(hf_checkpoint, length, num_predict, seed)
@@ -56,16 +58,17 @@ def demo(stage: str = "full", out: str | None = None, src: str = "de", tgt: str 
         raise UserError(f"--stage must be full or backbone, got {stage!r}")
     if out is None:
         out = "runs/demo" if (src, tgt) == ("de", "en") else f"runs/demo-{src}-{tgt}"
-    return full_demo(Path(out), src, tgt, data, pretrain_steps, finetune_steps, orders, limit, seed)
+    return full_demo(Path(out), src, tgt, data, pretrain_steps, finetune_steps, orders, limit, seed, force)
 
 
-def full_demo(out: Path, src: str, tgt: str, data: str | None, pretrain_steps: int | None, finetune_steps: int | None, orders: str, limit: int,
-              seed: int) -> None:
+def full_demo(out: Path, src: str, tgt: str, data: str | None, pretrain_steps: int | None, finetune_steps: int | None,
+              orders: str, limit: int, seed: int, force: bool = False) -> None:
     import dataclasses
 
     from .config import ExperimentConfig
     from .data.prepare import prepare
     from .decoding.generate import generate
+    from .stages import train_stage
     from .train import run_training
 
     console = Console()
@@ -74,16 +77,13 @@ def full_demo(out: Path, src: str, tgt: str, data: str | None, pretrain_steps: i
 
     def stage(title: str, config: str, run_dir: Path, steps: int | None, init_from: Path | None = None) -> Path:
         console.rule(title)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if last.exists():
-            console.print(f"reusing {last}")
-            return last
         cfg = ExperimentConfig.from_yaml(CONFIGS / config)
         train = cfg.train if steps is None else dataclasses.replace(cfg.train, max_steps=steps)
         cfg = dataclasses.replace(cfg, out_dir=str(run_dir), data=dataclasses.replace(cfg.data, path=data),
                                   train=dataclasses.replace(train, seed=seed))
-        run_training(cfg, init_from=str(init_from) if init_from else None)
-        return last
+        return train_stage(run_dir, lambda resume: run_training(
+            cfg, resume=resume, init_from=str(init_from) if init_from and not resume else None),
+            cfg.train.max_steps, force=force, say=console.print)
 
     pre = stage("2/4 tokenizer + XLNet pre-training (two-stream PLM)", "demo-pretrain.yaml", out / "pretrain",
                 pretrain_steps)

@@ -40,21 +40,30 @@ def check_config_files(args: list[str]) -> None:
             raise UserError(f"--config {path}: expected a mapping of settings, got a {type(data).__name__}")
 
 
+class Stopped(KeyboardInterrupt):
+    """A run stopped by a signal after saving its state; the CLI exits with 128 + ``signum`` (130 / 143)."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
 def run_cli(fn: Callable, args: list[str] | None = None, prog: str | None = None, as_positional: bool = True) -> int:
     """Run a typed function as a command (jsonargparse turns its signature and docstring into flags; boolean flags
-    are switches, see plmgen.switches) and return the exit status: 0; 2 after printing ``error: <message>`` for a UserError; 130 when interrupted."""
+    are switches, see plmgen.switches) and return the exit status: 0; 2 after printing ``error: <message>`` for a
+    UserError; 130 / 143 when stopped by SIGINT / SIGTERM."""
     from jsonargparse import CLI
 
     from .switches import expand_switches
 
     args = expand_switches(fn, sys.argv[1:] if args is None else args)
     try:
-        check_config_files(sys.argv[1:] if args is None else args)
+        check_config_files(args)
         CLI(fn, args=args, prog=prog, as_positional=as_positional)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"stopped: {e}" if str(e) else "interrupted", file=sys.stderr)
+        return 128 + getattr(e, "signum", 2)  # SIGINT = 2
     return 0

@@ -222,3 +222,37 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class StopOnSignal(L.Callback):
+    """Ctrl+C (SIGINT) or SIGTERM during training: finish the current step, stop, and let the caller save
+    ``last.ckpt`` and exit with 128 + the signal number. A second Ctrl+C aborts at once.
+
+    Installed when training starts, after Lightning's own handlers (which it restores at teardown); not under
+    multi-process strategies, where one rank alone must not stop (Lightning's SIGTERM handling applies there).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def on_train_start(self, trainer, module) -> None:
+        import signal
+        import threading
+
+        if trainer.world_size > 1 or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        name = signal.Signals(signum).name
+        print(f"\n{name}: stopping after this step and saving a checkpoint (Ctrl+C again to abort)", flush=True)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.signum is not None:
+            trainer.should_stop = True

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ import torch
 from torch import nn
 
 from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, TrainConfig, fsync_file
-from plmgen.errors import UserError
+from plmgen.errors import Stopped, UserError
+from plmgen.stages import mark_complete
 
 # Fields that fix the backbone's parameter shapes: --init_from takes them from the checkpoint.
 SHAPE_FIELDS = ("vocab_size", "d_model", "n_layer", "n_head", "d_inner", "untie_r", "ff_activation")
@@ -101,7 +103,7 @@ def run_training(cfg: ExperimentConfig, *, init_from: str | None = None, resume:
     import lightning as L  # after the argument checks: a bad flag answers at once
 
     from plmgen.data.module import PLMDataModule
-    from plmgen.lit import PLMModule
+    from plmgen.lit import PLMModule, StopOnSignal
     from plmgen.model import XLNet
 
     init = load_checkpoint(init_from) if init_from else None
@@ -124,10 +126,29 @@ def run_training(cfg: ExperimentConfig, *, init_from: str | None = None, resume:
         _init_weights(backbone, objective, init, cfg)
     module = PLMModule(backbone, objective, cfg.train, meta={"config": cfg.to_dict(), "tokenizer": str(tok_path)})
     datamodule = PLMDataModule(cfg, tok)
-    trainer = _trainer(cfg, ckpt_dir, run_dir, callbacks or [])
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    stop = StopOnSignal()
+    trainer = _trainer(cfg, ckpt_dir, run_dir, [*(callbacks or []), stop])
+    _fit(trainer, module, datamodule, ckpt_path, stop)
     trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)  # the final state, whatever the val schedule
+    if stop.signum is not None:
+        raise Stopped(stop.signum, f"saved {ckpt_dir / 'last.ckpt'} at step {trainer.global_step}; "
+                                   f"continue with --resume last")
+    if trainer.global_step >= cfg.train.max_steps:
+        mark_complete(run_dir, trainer.global_step, cfg.train.max_steps)
     return RunResult(run_dir, trainer, module)
+
+
+def _fit(trainer, module, datamodule, ckpt_path: Path | None, stop) -> None:
+    """trainer.fit, with Lightning's own exits on signals (sys.exit(1) after a second Ctrl+C, SIGTERMException
+    under multi-process strategies) turned into :class:`Stopped` so the CLI exits with 130 / 143."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    except SIGTERMException:
+        raise Stopped(signal.SIGTERM) from None
+    except SystemExit:
+        raise Stopped(stop.signum or signal.SIGINT) from None
 
 
 def _resume_path(resume: str | None, ckpt_dir: Path) -> Path | None:

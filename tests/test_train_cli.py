@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -103,3 +105,27 @@ def test_two_process_cpu_ddp(data, tmp_path):
     assert ckpt["global_step"] == 3 and ckpt["PLMDataModule"] == {"next_batch": 3}
     mems = ckpt["plmgen_mems"]  # each process's memory (its own text streams), for an exact resume
     assert mems["world"] == 2 and mems["mems"].shape[0] == 2 and not torch.equal(mems["mems"][0], mems["mems"][1])
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_after_a_checkpoint_with_status(data, tmp_path, sig, status):
+    """SIGTERM / Ctrl+C mid-training: the step finishes, last.ckpt is saved (not marked complete), exit 143 / 130."""
+    out = tmp_path / "sig"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "train", "--config", str(TINY), "--data.path",
+                             str(data), "--out_dir", str(out), "--train.max_steps", "100000", "--train.val_every", "1",
+                             "--no-train.progress_bar"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoints" / "last.ckpt").exists():  # the first checkpoint: training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err[-3000:]
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 0 < ckpt["global_step"] < 100000 and "--resume last" in err
+    assert not (out / "complete.json").exists()
