@@ -17,10 +17,12 @@ data under ``checkpoint["plmgen"]``, so ``torch.load(..., weights_only=True)`` r
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import signal
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,13 +248,31 @@ def _init_weights(backbone: nn.Module, objective: nn.Module, init: LoadedCheckpo
             print(f"note: --init_from: objective weights not loaded ({str(e).splitlines()[0]})")
 
 
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\U0001f4a1 Tip")  # Lightning's adverts for its cloud products
+
+
+def quiet_lightning() -> None:
+    """Silence third-party noise every stage printed: Lightning's tips, a torch pytree deprecation raised inside
+    Lightning, and the resume warning that the checkpoint folder is not empty (it is meant to hold last.ckpt)."""
+    import lightning_utilities.core.rank_zero as rank_zero
+
+    if not any(isinstance(f, _NoTips) for f in rank_zero.log.filters):
+        rank_zero.log.addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
 def _trainer(cfg: ExperimentConfig, ckpt_dir: Path, run_dir: Path, callbacks: list):
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from plmgen.lit import AtomicCheckpointIO
+    from plmgen.train_progress import progress_callback
 
+    quiet_lightning()
     t = cfg.train
     has_val = cfg.data.kind == "parallel" or (cfg.data.use_benchmark_text and cfg.data.val_batches > 0)
     if has_val:
@@ -261,9 +281,8 @@ def _trainer(cfg: ExperimentConfig, ckpt_dir: Path, run_dir: Path, callbacks: li
     else:
         ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="{step}", every_n_train_steps=t.val_every, save_top_k=1,
                                save_last=True)
-    callbacks = [ckpt, *callbacks]
-    if t.progress_bar:
-        callbacks.append(RichProgressBar())
+    progress = progress_callback(t.progress_bar)
+    callbacks = [ckpt, *callbacks, *([progress] if progress else [])]
     return L.Trainer(
         max_steps=t.max_steps,
         accelerator=t.accelerator,
@@ -282,7 +301,7 @@ def _trainer(cfg: ExperimentConfig, ckpt_dir: Path, run_dir: Path, callbacks: li
         callbacks=callbacks,
         logger=[CSVLogger(run_dir / "logs", name="csv"), TensorBoardLogger(run_dir / "logs", name="tb")],
         plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=isinstance(progress, ProgressBar),  # plain lines (not a terminal) are a plain callback
         enable_model_summary=False,
     )
 

@@ -16,10 +16,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import track
 
 from plmgen.data.splits import Pair
 from plmgen.errors import UserError
+from plmgen.progress import track
 
 HELP_ROOT = Path("usr/share/libreoffice/help")
 # Elements that hold one translatable unit. Tables/lists wrap <p> elements, so taking <p> covers them too.
@@ -111,7 +111,7 @@ def align_help_trees(src_root: Path, tgt_root: Path, quiet: bool = False) -> tup
         raise UserError(f"{src_root}/text: no help .html files found (not an unpacked libreoffice-help tree?)")
     pairs: list[Pair] = []
     dropped: Counter = Counter()
-    for rel in track(files, description="aligning help pages", disable=quiet or not Console(stderr=True).is_terminal):
+    for rel in track(files, description="aligning help pages", quiet=quiet):
         tgt_file = tgt_root / rel
         src_paras = extract_paragraphs(src_root / rel)
         if not tgt_file.exists():

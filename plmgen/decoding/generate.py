@@ -311,7 +311,9 @@ def generate(
         quiet: no progress bar.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from plmgen.progress import make_progress
 
     # Flags first: a typo must not cost a checkpoint load.
     specs = [parse_order_spec(s, "--orders") for s in orders.split(",")] if orders else [parse_order_spec(order)]
@@ -351,8 +353,8 @@ def generate(
 
     console = Console(stderr=True, quiet=quiet)
     runs: list[RunResult] = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet, transient=False) as progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with make_progress(console, quiet, columns) as progress:  # plain lines when stderr is not a terminal
         for spec, label in zip(specs, labels):
             for mode in modes:
                 dcfg = DecodeConfig(**spec, beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=bf16,
