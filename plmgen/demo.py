@@ -32,7 +32,7 @@ def demo(stage: str = "full", out: str | None = None, src: str = "de", tgt: str 
          pretrain_steps: int | None = None,
          finetune_steps: int | None = None, orders: str = "l2r,r2l,confidence,balanced-tree,parallel@2",
          limit: int = 0, hf_checkpoint: str | None = None, length: int = 12, num_predict: int = 4,
-         seed: int = 0, force: bool = False) -> None:
+         seed: int = 0, force: bool = False, threads: int | None = None) -> None:
     """Run the README demo.
 
     Args:
@@ -51,7 +51,11 @@ def demo(stage: str = "full", out: str | None = None, src: str = "de", tgt: str 
         num_predict: backbone stage: positions the query stream predicts.
         seed: random seed.
         force: retrain the pre-training and fine-tuning stages even if they finished (the prepared data is kept).
+        threads: torch CPU threads (default: one per usable core; try 1 when other jobs keep the cores busy).
     """
+    from .threads import setup_threads
+
+    setup_threads(threads)
     if stage == "backbone":
         return backbone_demo(hf_checkpoint, length, num_predict, seed)
     if stage != "full":

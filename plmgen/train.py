@@ -64,6 +64,7 @@ def train(
     tokenizer: str | None = None,
     init_from: str | None = None,
     resume: str | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Pre-train or fine-tune an XLNet; returns the run folder.
 
@@ -77,7 +78,11 @@ def train(
         tokenizer: sentencepiece .model to use (default: the run folder's, trained on the train split if missing).
         init_from: checkpoint to start from (backbone weights; the objective's own too when its name matches).
         resume: continue a run: "last" (the run folder's last.ckpt) or a checkpoint path.
+        threads: torch CPU threads (default: one per usable core; try 1 when other jobs keep the cores busy).
     """
+    from plmgen.threads import setup_threads
+
+    setup_threads(threads)
     cfg = ExperimentConfig(name=name, out_dir=out_dir, tokenizer=tokenizer, model=model, objective=objective,
                            data=data, train=train)
     return run_training(cfg, init_from=init_from, resume=resume).run_dir

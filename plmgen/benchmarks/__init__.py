@@ -15,7 +15,7 @@ BENCHMARKS = ("backbone", "train", "decode")
 
 def bench(what: str, steps: int | None = None, batch: int | None = None, checkpoint: str | None = None,
           precision: str | None = None, experiment: str | None = None, objectives: str | None = None,
-          device: str | None = None, out: str | None = None) -> None:
+          device: str | None = None, out: str | None = None, threads: int | None = None) -> None:
     """Run one benchmark.
 
     Args:
@@ -29,9 +29,13 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
             experiment's own objective; the summary lines are the first's).
         device: train and decode: cuda or cpu (default: cuda when available for train, cpu for decode).
         out: decode only: the markdown report (default experiments/results/bench_decode.md).
+        threads: torch CPU threads (default: one per usable core). Benchmarks want a quiet machine.
     """
     if what not in BENCHMARKS:
         raise UserError(f"unknown benchmark {what!r}; choose one of {', '.join(BENCHMARKS)}")
+    from ..threads import setup_threads
+
+    setup_threads(threads)
     run = importlib.import_module(f"{__name__}.{what}").run
     if device not in (None, "cpu", "cuda"):
         raise UserError(f"--device must be cpu or cuda, got {device!r}")

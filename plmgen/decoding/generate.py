@@ -221,24 +221,26 @@ def trace_lines(run: RunResult) -> str:
 
 
 def read_inputs(input: str | None, split: str | None, data: str | None, ref: str | None, tr: Translator | None,
-                limit: int) -> tuple[list[str], list[str] | None, str]:
-    """(sources, references or None, description) from --input/--ref or --split of the data folder."""
+                limit: int, text: list[str] | None = None) -> tuple[list[str], list[str] | None, str]:
+    """(sources, references or None, description) from --input/--ref (``-``: stdin), --text or --split."""
     from plmgen.data.splits import load_pairs
     from plmgen.data.userdata import read_lines
 
-    if (input is None) == (split is None):
-        raise UserError("give exactly one of --input FILE or --split {train,dev,test}")
-    if input is not None:
-        sources = read_lines(input)
+    if sum(x is not None for x in (input, split, text)) != 1:
+        raise UserError('give exactly one of --input FILE (- for stdin), --text "..." or --split {train,dev,test}')
+    if input is not None or text is not None:
+        what = "--text" if text is not None else "<stdin>" if input == "-" else input
+        sources = list(text) if text is not None else read_lines(input)
         for i, s in enumerate(sources, start=1):
             if not s.strip():
-                raise UserError(f"{input}:{i}: empty source line (every line needs text to translate)")
+                raise UserError(f"{what}:{i}: empty source line (every line needs text to translate)")
         refs = None
         if ref is not None:
+            if ref == "-" and input == "-":
+                raise UserError("--input - and --ref - cannot both read stdin")
             refs = read_lines(ref)
             if len(refs) != len(sources):
-                raise UserError(f"line counts differ: --input {input} has {len(sources)} lines but --ref {ref} has {len(refs)}")
-        what = input
+                raise UserError(f"counts differ: {what} has {len(sources)} segments but --ref {ref} has {len(refs)}")
     else:
         folder = data or tr.config.data.path
         pairs = load_pairs(folder, split)
@@ -257,6 +259,7 @@ def generate(
     *,
     checkpoint: str,
     input: str | None = None,
+    text: list[str] | None = None,
     split: str | None = None,
     data: str | None = None,
     ref: str | None = None,
@@ -279,16 +282,18 @@ def generate(
     precision: str = "32",
     seed: int = 0,
     quiet: bool = False,
+    threads: int | None = None,
 ) -> list[RunResult]:
     """Generate translations with a fine-tuned seq2seq checkpoint (any decoding order).
 
     Args:
         checkpoint: a seq2seq or prefix-lm checkpoint (runs/<name>/checkpoints/*.ckpt); prefix-lm decodes left to
             right (--order l2r) until </s> (--length predict) or for exactly --length N / oracle tokens.
-        input: source file, one segment per line (or use --split).
+        input: source file, one segment per line; - reads standard input (or use --text or --split).
+        text: a sentence to translate (repeat --text for several); the translations go to stdout or --out.
         split: translate this split (train, dev, test) of the data folder; references come with it.
         data: data folder for --split (default: the one the checkpoint was trained on).
-        ref: references for --input (needed by --evaluate and --length oracle).
+        ref: references for --input / --text (needed by --evaluate and --length oracle).
         order: decoding order: l2r, r2l, random, middle-out, balanced-tree, confidence, entropy, margin, parallel,
             threshold; NAME@K fills K positions per step, NAME@P uses a confidence threshold P.
         length: target length: predict (length head), oracle (reference length) or a fixed N.
@@ -309,6 +314,7 @@ def generate(
         precision: 32 or bf16 (bfloat16 autocast: the fast path on CPUs with AMX).
         seed: seed of random orders / sampling.
         quiet: no progress bar.
+        threads: torch CPU threads (default: one per usable core; try 1 when other jobs keep the cores busy).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -332,6 +338,9 @@ def generate(
     if orders and out is None:
         raise UserError("--orders needs --out FOLDER for its hypotheses, table and plots")
     bf16 = PRECISION[str(precision)]
+    from plmgen.threads import setup_threads
+
+    setup_threads(threads, quiet=quiet)
 
     tr = load_translator(checkpoint)
     longest = MAX_LENGTH_FACTOR * tr.config.data.seq_len
@@ -339,7 +348,7 @@ def generate(
         if m.kind == "fixed" and m.n > longest:
             raise UserError(f"--length {m.n} is over the limit of {longest} for this checkpoint "
                             f"({MAX_LENGTH_FACTOR} x its training seq_len {tr.config.data.seq_len})")
-    texts, refs, what = read_inputs(input, split, data, ref, tr, limit)
+    texts, refs, what = read_inputs(input, split, data, ref, tr, limit, text)
     needs_refs = evaluate or any(m.kind == "oracle" for m in modes)
     if needs_refs and refs is None:
         raise UserError("--evaluate and --length oracle need references: use --split, or --input with --ref")
