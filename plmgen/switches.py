@@ -1,4 +1,5 @@
-"""Boolean flags are switches: bare ``--evaluate`` means true, ``--no_evaluate`` (or ``--no-evaluate``) false.
+"""Boolean flags are switches: bare ``--evaluate`` means true, ``--no_evaluate`` (or ``--no-evaluate``) false;
+list flags repeat: ``--text A --text B`` gives ["A", "B"].
 
 jsonargparse wants a value after every bool flag (``--evaluate true``). :func:`expand_switches` rewrites the
 argument list before parsing, using the command function's signature (and the fields of its dataclass
@@ -16,11 +17,21 @@ from typing import Any, Callable
 LITERALS = ("true", "false")
 
 
+def _is_list(tp: Any) -> bool:
+    return typing.get_origin(tp) is list or any(typing.get_origin(a) is list for a in typing.get_args(tp))
+
+
 def _is_bool(tp: Any) -> bool:
     if tp is bool:
         return True
     args = typing.get_args(tp)  # Optional[bool] / bool | None
     return bool(args) and all(a is bool or a is type(None) for a in args) and bool in args
+
+
+def list_flags(fn: Callable) -> set[str]:
+    """Top-level list-typed parameters of ``fn`` (``text: list[str] | None``)."""
+    params = inspect.signature(fn).parameters
+    return {k for k, tp in typing.get_type_hints(fn).items() if k in params and _is_list(tp)}
 
 
 def bool_flags(fn: Callable) -> set[str]:
@@ -39,8 +50,9 @@ def bool_flags(fn: Callable) -> set[str]:
 
 
 def expand_switches(fn: Callable, args: list[str]) -> list[str]:
-    """``--flag`` -> ``--flag true`` and ``--no_flag`` / ``--no-flag`` -> ``--flag false`` for boolean flags of fn."""
-    flags = bool_flags(fn)
+    """``--flag`` -> ``--flag true`` and ``--no_flag`` / ``--no-flag`` -> ``--flag false`` for boolean flags of fn;
+    ``--items X`` -> ``--items+ X`` (jsonargparse's append) for list flags, so repeating a flag collects values."""
+    flags, lists = bool_flags(fn), list_flags(fn)
     out: list[str] = []
     for i, arg in enumerate(args):
         if not arg.startswith("--") or "=" in arg:
@@ -50,6 +62,8 @@ def expand_switches(fn: Callable, args: list[str]) -> list[str]:
         nxt = args[i + 1].lower() if i + 1 < len(args) else None
         if name in flags and nxt not in LITERALS:
             out += [arg, "true"]
+        elif name in lists:
+            out.append(f"--{name}+")
         elif name.startswith("no_") and name[3:] in flags:
             out += [f"--{name[3:]}", "false"]
         else:

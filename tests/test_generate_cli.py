@@ -204,3 +204,25 @@ def test_random_streams_are_per_example_not_per_batch(ckpt, tmp_path, extra):
         for s in steps:
             by_len.setdefault(len(s), []).append(s)
         assert any(len(v) > 1 and any(x != v[0] for x in v) for v in by_len.values()) or len(by_len) == len(steps)
+
+
+def test_own_text_from_stdin_and_text_flags(ckpt, tmp_path):
+    """`--input -` reads stdin, `--text` (repeatable) takes sentences from the command line; same translations as
+    the file."""
+    path, data, root = ckpt
+    lines = ["der hund sieht die katze", "rot und blau"]
+    src = _inputs(tmp_path, lines)
+    base = [sys.executable, str(ROOT / "cli.py"), "generate", "--checkpoint", str(path), "--length", "4", "--quiet"]
+    from_file = subprocess.run(base + ["--input", str(src)], capture_output=True, text=True, cwd=ROOT)
+    from_stdin = subprocess.run(base + ["--input", "-"], input="\n".join(lines) + "\n", capture_output=True,
+                                text=True, cwd=ROOT)
+    from_text = subprocess.run(base + ["--text", lines[0], "--text", lines[1]], capture_output=True, text=True,
+                               cwd=ROOT)
+    for r in (from_file, from_stdin, from_text):
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert len(from_file.stdout.splitlines()) == 2
+    assert from_stdin.stdout == from_file.stdout == from_text.stdout
+    with pytest.raises(UserError, match="exactly one of --input"):
+        generate(checkpoint=str(path), input=str(src), text=["x"], quiet=True)
+    with pytest.raises(UserError, match=r"--text:1: empty source line"):
+        generate(checkpoint=str(path), text=[" "], quiet=True)

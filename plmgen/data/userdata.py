@@ -8,6 +8,7 @@ is almost always a mistake (an off-by-one between two files, a paragraph pasted 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -16,10 +17,12 @@ from plmgen.errors import UserError
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 file, without line ends. Only ``\\n`` (or ``\\r\\n``) ends a line.
+    """Lines of a UTF-8 file (``-``: standard input), without line ends. Only ``\\n`` (or ``\\r\\n``) ends a line.
 
     ``str.splitlines`` would also break at U+2028, form feeds etc., which silently misaligns parallel files.
     """
+    if str(path) == "-":
+        return _decode_lines(sys.stdin.buffer.read(), "<stdin>")
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -27,6 +30,10 @@ def read_lines(path: str | os.PathLike) -> list[str]:
         raise UserError(f"{path}: file not found")
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, expected a text file")
+    return _decode_lines(data, path)
+
+
+def _decode_lines(data: bytes, path) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
