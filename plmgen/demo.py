@@ -75,7 +75,7 @@ def full_demo(out: Path, src: str, tgt: str, data: str | None, pretrain_steps: i
     from .stages import train_stage
     from .train import run_training
 
-    console = Console()
+    console = Console()  # each stage says its thread count (run_training, generate)
     console.rule(f"1/4 prepare LibreOffice help {src}→{tgt}")
     data = str(prepare("lo-de-en", out=data, src=src, tgt=tgt))
 

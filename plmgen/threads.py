@@ -28,18 +28,23 @@ def busy_warning(threads: int, load: float, cores: int) -> str | None:
     return None
 
 
-def setup_threads(threads: int | None, quiet: bool = False, file=None) -> int:
-    """Apply ``--threads`` (None keeps torch's default), print the count and, on a busy machine, the warning
-    (to stderr, unless ``quiet``)."""
+def setup_threads(threads: int | None) -> int:
+    """Apply ``--threads`` (None keeps torch's default); returns the count. Said later by :func:`say_threads`,
+    when the work starts (a bad flag found after this still gets its one-line error alone)."""
     import torch
 
     if threads is not None:
         if not isinstance(threads, int) or threads < 1:
             raise UserError(f"--threads must be an integer >= 1, got {threads!r}")
         torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def say_threads(file=None) -> int:
+    """Print the thread count and, when the machine is busy, the one-line warning (to stderr by default)."""
+    import torch
+
     n = torch.get_num_threads()
-    if quiet:
-        return n
     file = file or sys.stderr
     print(f"threads: {n} (cores usable: {usable_cores()}; set with --threads)", file=file, flush=True)
     try:

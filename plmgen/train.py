@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, TrainConfig, fsync_file
+from plmgen.config import (DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, TrainConfig, fsync_file,
+                           temp_beside)
 from plmgen.errors import Stopped, UserError
 from plmgen.stages import mark_complete
 
@@ -111,6 +111,7 @@ def run_training(cfg: ExperimentConfig, *, init_from: str | None = None, resume:
 
     from plmgen.data.module import PLMDataModule
     from plmgen.lit import PLMModule, StopOnSignal
+    from plmgen.threads import say_threads
     from plmgen.model import XLNet
 
     init = load_checkpoint(init_from) if init_from else None
@@ -133,6 +134,7 @@ def run_training(cfg: ExperimentConfig, *, init_from: str | None = None, resume:
         _init_weights(backbone, objective, init, cfg)
     module = PLMModule(backbone, objective, cfg.train, meta={"config": cfg.to_dict(), "tokenizer": str(tok_path)})
     datamodule = PLMDataModule(cfg, tok)
+    say_threads()
     stop = StopOnSignal()
     trainer = _trainer(cfg, ckpt_dir, run_dir, [*(callbacks or []), stop])
     _fit(trainer, module, datamodule, ckpt_path, stop)
@@ -233,7 +235,7 @@ def _tokenizer_documents(cfg: ExperimentConfig) -> list[list[str]]:
 
 def _atomic_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(dst)
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from plmgen.errors import UserError
-from plmgen.threads import busy_warning, setup_threads
+from plmgen.threads import busy_warning, say_threads, setup_threads
 
 
 def test_busy_warning():
@@ -19,8 +19,8 @@ def test_setup_threads_sets_and_says():
     before = torch.get_num_threads()
     try:
         out = io.StringIO()
-        assert setup_threads(1, file=out) == 1 and torch.get_num_threads() == 1
-        assert out.getvalue().startswith("threads: 1 (cores usable: ")
+        assert setup_threads(1) == 1 and torch.get_num_threads() == 1
+        assert say_threads(file=out) == 1 and out.getvalue().startswith("threads: 1 (cores usable: ")
         with pytest.raises(UserError, match="--threads must be an integer >= 1"):
             setup_threads(0)
     finally:

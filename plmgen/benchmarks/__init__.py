@@ -33,9 +33,10 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
     """
     if what not in BENCHMARKS:
         raise UserError(f"unknown benchmark {what!r}; choose one of {', '.join(BENCHMARKS)}")
-    from ..threads import setup_threads
+    from ..threads import say_threads, setup_threads
 
     setup_threads(threads)
+    say_threads()
     run = importlib.import_module(f"{__name__}.{what}").run
     if device not in (None, "cpu", "cuda"):
         raise UserError(f"--device must be cpu or cuda, got {device!r}")

@@ -338,9 +338,9 @@ def generate(
     if orders and out is None:
         raise UserError("--orders needs --out FOLDER for its hypotheses, table and plots")
     bf16 = PRECISION[str(precision)]
-    from plmgen.threads import setup_threads
+    from plmgen.threads import say_threads, setup_threads
 
-    setup_threads(threads, quiet=quiet)
+    setup_threads(threads)
 
     tr = load_translator(checkpoint)
     longest = MAX_LENGTH_FACTOR * tr.config.data.seq_len
@@ -361,6 +361,8 @@ def generate(
     max_len = max([head.max_len if head is not None else 1] + [m.n for m in modes] + [len(r) for r in ref_ids or []])
 
     console = Console(stderr=True, quiet=quiet)
+    if not quiet:
+        say_threads()
     runs: list[RunResult] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with make_progress(console, quiet, columns) as progress:  # plain lines when stderr is not a terminal
@@ -402,7 +404,7 @@ def _write_outputs(runs: list[RunResult], refs, out, trace, evaluate: bool, grid
         if refs is not None:
             s = score(run.hyps, refs)
             row.update(BLEU=s.bleu, chrF=s.chrf)
-            row["signature"] = s.bleu_signature
+            row["scores"] = s
         rows.append(row)
     write_grid_report(rows, runs, folder)
     console.print(f"wrote {folder / 'orders.md'}, order_heatmap.png, bleu_vs_steps.png")
@@ -411,17 +413,18 @@ def _write_outputs(runs: list[RunResult], refs, out, trace, evaluate: bool, grid
 
 
 def write_grid_report(rows: list[dict], runs: list[RunResult], folder: Path) -> None:
-    """orders.md (order × length: BLEU, chrF, steps, tokens/s + the sacrebleu signature) and the two PNG plots."""
+    """orders.md (order × length: BLEU, chrF, steps, tokens/s + both sacrebleu signatures) and the two PNG plots."""
     from plmgen.evaluation import markdown_table
     from plmgen.plots import bleu_vs_steps, order_heatmap
 
     cols = ["order", "length", "BLEU", "chrF", "steps", "tokens/s"]
-    sig = next((r["signature"] for r in rows if "signature" in r), None)
-    text = markdown_table(rows, cols) + (f"\nBLEU signature: `{sig}`\n" if sig else "")
+    scored = next((r["scores"] for r in rows if "scores" in r), None)
+    text = markdown_table(rows, cols) + ("".join(f"\n{line}" for line in scored.signature_lines()) + "\n"
+                                         if scored else "")
     atomic_write_text(folder / "orders.md", text)
     first_mode = runs[0].length
     by_order = {r.order: [{"length": len(h.tokens), "steps": h.trace} for h in r.hypotheses]
                 for r in runs if r.length == first_mode}
     order_heatmap(by_order, folder / "order_heatmap.png")
-    if sig:
+    if scored:
         bleu_vs_steps([r for r in rows if not math.isnan(r["BLEU"])], folder / "bleu_vs_steps.png")
