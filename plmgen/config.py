@@ -26,11 +26,26 @@ def fsync_file(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def user_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a temp file or folder (mkstemp/mkdtemp make them private, rw-------) the permissions a plain
+    ``open``/``mkdir`` would, under the user's umask, before it is renamed into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
+
+
+def temp_beside(path: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """``mkstemp`` in ``path``'s folder (so the final ``os.replace`` is atomic) with the user's umask permissions."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    user_mode(tmp)
+    return fd, tmp
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same folder, fsync, rename (never a half-written file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from plmgen.config import atomic_write_text
+from plmgen.config import atomic_write_text, user_mode
 from plmgen.errors import UserError
 
 SPLITS = ("train", "dev", "test")
@@ -132,6 +132,7 @@ def write_dataset(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    user_mode(tmp, directory=True)  # becomes `out`: a normal folder, not mkdtemp's private one
     try:
         files: dict[str, str] = {}
         for split in SPLITS:
