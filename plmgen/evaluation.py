@@ -32,6 +32,10 @@ class Scores:
                 f"chrF = {self.chrf:.2f}  signature: {self.chrf_signature}",
                 f"repeated word in {self.repetition:.1f}% of hypotheses, ⁇ in {self.unk:.1f}%"]
 
+    def signature_lines(self) -> list[str]:
+        """Markdown lines naming both metrics' sacrebleu signatures, for under a table."""
+        return [f"BLEU signature: `{self.bleu_signature}`", f"chrF signature: `{self.chrf_signature}`"]
+
     def to_dict(self) -> dict[str, Any]:
         return {"bleu": self.bleu, "chrf": self.chrf, "bleu_signature": self.bleu_signature,
                 "chrf_signature": self.chrf_signature, "n": self.n, "repetition": self.repetition, "unk": self.unk}

@@ -73,6 +73,7 @@ def test_generate_orders_grid_writes_table_and_plots(ckpt, tmp_path):
                                                    ("parallel@2", "oracle")]
     table = (folder / "orders.md").read_text(encoding="utf-8")
     assert table.startswith("| order | length | BLEU | chrF | steps | tokens/s |") and "BLEU signature" in table
+    assert "chrF signature: `nrefs:1|" in table  # every metric in the table names its signature
     assert len([l for l in table.splitlines() if l.startswith("| ")]) == 5
     assert (folder / "order_heatmap.png").stat().st_size > 0 and (folder / "bleu_vs_steps.png").stat().st_size > 0
     # filling 2 positions per step needs about half the steps of left-to-right

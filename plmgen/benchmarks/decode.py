@@ -199,14 +199,12 @@ def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int], precision: str = "
                         limit=limit, quiet=True, precision=precision)
     md = ["", f"Fine-tuned `{checkpoint}`, first {len(refs)} dev sentences, predicted lengths, {precision}:", "",
           "| k | mean steps | BLEU | chrF |", "|---|---|---|---|"]
-    sig = ""
     for k, run in zip(ks, runs):
         s = score(run.hyps, refs)
-        sig = s.bleu_signature
         print(f"parallel k={k} dev: mean steps {run.steps:.1f} BLEU {s.bleu:.2f} chrF {s.chrf:.2f}")
         md.append(f"| {k} | {run.steps:.1f} | {s.bleu:.2f} | {s.chrf:.2f} |")
-    print(f"BLEU signature: {sig}")
-    return md + ["", f"BLEU signature: `{sig}`"]
+    print("\n".join(s.signature_lines()))
+    return md + ["", *s.signature_lines()]
 
 
 if __name__ == "__main__":  # until the plmgen.benchmarks dispatcher exists: python -m plmgen.benchmarks.decode
