@@ -24,3 +24,13 @@ def test_plots_write_pngs(tmp_path):
     for name in ("h.png", "b.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+def test_right_to_left_is_the_exact_mirror_of_left_to_right():
+    """Mixed lengths that do not divide the bins: r2l must be l2r mirrored, not smeared off the anti-diagonal."""
+    lengths = (3, 7, 11, 13)
+    l2r = order_matrix([{"length": n, "steps": [[i] for i in range(n)]} for n in lengths], bins=10)
+    r2l = order_matrix([{"length": n, "steps": [[n - 1 - i] for i in range(n)]} for n in lengths], bins=10)
+    np.testing.assert_allclose(r2l, np.fliplr(l2r), atol=1e-12)
+    np.testing.assert_allclose(np.fliplr(order_matrix([{"length": 7, "steps": [[6 - i] for i in range(7)]}], bins=7)),
+                               np.eye(7))
