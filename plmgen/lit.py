@@ -32,6 +32,7 @@ from plmgen.errors import UserError
 class NonFiniteLoss(UserError, FloatingPointError):
     """Training diverged (NaN/inf loss): an expected stop the CLI reports as one ``error:`` line (exit 2)."""
 
+
 NO_DECAY_NAMES = ("r_w_bias", "r_r_bias", "r_s_bias", "mask_emb", "layer_norm", "lm_bias")
 
 
