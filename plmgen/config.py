@@ -453,6 +453,8 @@ class DecodeConfig(YamlConfig):
     refine_iters: mask-predict refinement iterations after the fill. max_len: longest target allowed.
     max_segment: context tokens (source + <sep>) in the final segment; earlier ones go through memory.
     bf16: bfloat16 autocast. backend: "cache" (incremental, exact) or "recompute" (naive reference).
+    speculate: k > 0 drafts k (position, token) pairs per pass and verifies them in the next pass
+    (``decoding.speculative``): greedy output identical to speculate 0, sampling distributed identically.
     """
 
     order: str = "l2r"
@@ -469,6 +471,7 @@ class DecodeConfig(YamlConfig):
     max_segment: int = 512
     bf16: bool = False
     backend: Literal["cache", "recompute"] = "cache"
+    speculate: int = 0
 
     def __post_init__(self) -> None:
         from plmgen.decoding.orders import ORDERS
@@ -488,3 +491,27 @@ class DecodeConfig(YamlConfig):
         _user_check(self.beam == 1 or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
                     "beam > 1 fills one position per step: use k_per_step 1 and no threshold")
         _user_check(self.backend in ("cache", "recompute"), n, f"backend must be 'cache' or 'recompute', got {self.backend!r}")
+        _user_check(isinstance(self.speculate, int) and self.speculate >= 0, n, f"speculate must be an int >= 0, got {self.speculate!r}")
+        _user_check(not self.speculate or self.beam == 1, n, "speculate drafts for greedy and sampling decoding; beam search stays sequential (use speculate 0 with beam > 1)")
+        _user_check(not self.speculate or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
+                    "speculate verifies one-position-per-step decoding: use k_per_step 1 and no threshold")
+
+
+@dataclasses.dataclass
+class TranslateConfig(YamlConfig):
+    """A translation run (``plmgen.decoding.translate``): how to decode, how to choose each target length, how many
+    sources per batch. length: ``predict`` (length head), ``oracle`` (reference length) or a fixed N; length_beam:
+    with ``predict``, decode the top-K lengths and keep the best length-normalised log-probability."""
+
+    decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
+    length: str = "predict"
+    length_beam: int = 1
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        from plmgen.length import parse_length_mode
+
+        n = "TranslateConfig"
+        parse_length_mode(self.length)
+        for f in ("length_beam", "batch_size"):
+            _user_check(isinstance(getattr(self, f), int) and getattr(self, f) >= 1, n, f"{f} must be an int >= 1, got {getattr(self, f)!r}")

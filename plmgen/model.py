@@ -7,6 +7,10 @@ visible and its columns are added here.
 The two streams share every weight, so a layer runs them as one block of rows: ``x = [h (T rows); g (P rows)]``.
 Queries come from all rows, keys/values from ``[mems; h]`` only — the query stream changes queries, never keys.
 The model returns hidden states; losses live in ``plmgen.objectives``, decoding in ``plmgen.decoding``.
+
+One way in: :meth:`XLNet.run` takes ``Rows`` — token rows and query-stream rows at explicit positions, segments
+and a bool mask over the keys — and either Transformer-XL memory or a :class:`KVCache` the layers write their
+keys/values into. ``forward`` (training, HF parity), mask-plm's row layout and the decoder are thin callers.
 """
 
 from __future__ import annotations
@@ -58,11 +62,124 @@ class XLNetOutput:
     mems: list[Tensor] | None  # per layer [B, M', d], detached; None when mem_len == 0
 
 
+@dataclass
+class Rows:
+    """One call's rows: token rows (content stream; embedded tokens), then ``n_query`` query-stream rows (w).
+
+    The first ``n_keys`` token rows are keys (default: all); with memory, the first ``n_mem`` token rows become the
+    next memory (default: n_keys). Positions are within the segment (memory keys sit at −M..−1); segment ids of
+    memory are 0. ``mask`` [B|1, N+P, J] covers every key column — memory first, or the cache's J slots — as a
+    bool (True = may attend) or its ``attention.mask_bias``; None = all visible.
+    """
+
+    ids: Tensor  # [B, N] token ids of the token rows
+    pos: Tensor  # [B|1, N+P] position of every row
+    seg: Tensor | None = None  # [B|1, N+P] segment ids
+    mask: Tensor | None = None  # [B|1, N+P, J]
+    n_query: int = 0  # P
+    n_keys: int | None = None
+    n_mem: int | None = None
+
+
+class KVCache:
+    """Keys/values of every layer in J pre-allocated slots with positions ``pos`` [B, J] and segment ids ``seg``
+    [B, J]; the layers write the keys/values of a call's key rows into the slots it names (``XLNet.run(...,
+    cache=, slots=)``) and attend over all J slots. The positional table covers every distance between slots once;
+    each layer projects it once (on first use) and reuses it at every later call."""
+
+    def __init__(self, pos: Tensor, seg: Tensor, d_model: int, clamp_len: int = -1):
+        self.pos, self.seg, self.clamp_len = pos, seg, clamp_len
+        self.k: list[Tensor | None] = []
+        self.v: list[Tensor | None] = []
+        self.rk: list[Tensor | None] = []
+        span = torch.arange(int(pos.max()) - int(pos.min()) + 1, device=pos.device)[None]
+        self.d_max = span.shape[1] - 1
+        self.table = RelPos.build(span, span, d_model, clamp_len).table  # distances d_max .. −d_max
+
+    def rel_index(self, q_pos: Tensor) -> Tensor:
+        """q_pos [B|1, I] -> [B, I, J] index into ``table`` of distance (q − k)."""
+        return self.d_max - (q_pos[:, :, None] - self.pos[:, None, :])
+
+    def write(self, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """k, v [B, H, F, D] into slots [B, F] of ``layer`` (allocated on first write) -> the layer's K, V
+        [B, H, J, D]. An index put rather than scatter_, which copies the whole cache twice per call in bf16 on CPU."""
+        while len(self.k) <= layer:
+            self.k.append(None), self.v.append(None), self.rk.append(None)
+        if self.k[layer] is None:
+            B, H, _, D = k.shape
+            self.k[layer] = k.new_zeros(B, H, self.pos.shape[1], D)
+            self.v[layer] = torch.zeros_like(self.k[layer])
+        K, V = self.k[layer], self.v[layer]
+        if slots.shape[1]:
+            rows = torch.arange(K.shape[0], device=K.device)[:, None]
+            K[rows, :, slots] = k.transpose(1, 2).to(K.dtype)
+            V[rows, :, slots] = v.transpose(1, 2).to(V.dtype)
+        return K, V
+
+    def projected(self, layer: int, project) -> Tensor:
+        """The layer's projected table, computed by ``project(table)`` once."""
+        if self.rk[layer] is None:
+            self.rk[layer] = project(self.table)
+        return self.rk[layer]
+
+    def extend(self, pos: Tensor, seg: Tensor) -> "KVCache":
+        """This cache with n more (empty) slots at positions pos [B, n] and segments seg [B, n] after the current
+        ones; the positional table is rebuilt for the new span (each layer re-projects it once)."""
+        out = KVCache(torch.cat([self.pos, pos], 1), torch.cat([self.seg, seg], 1), self.table.shape[-1], self.clamp_len)
+        pad = lambda t: None if t is None else torch.cat([t, t.new_zeros(*t.shape[:2], pos.shape[1], t.shape[3])], 2)  # noqa: E731
+        out.k, out.v, out.rk = [pad(k) for k in self.k], [pad(v) for v in self.v], [None] * len(self.k)
+        return out
+
+    def index(self, rows: Tensor) -> "KVCache":
+        """The cache of batch rows ``rows`` [B'] (beam reordering, length candidates)."""
+        out = KVCache.__new__(KVCache)
+        out.pos, out.seg, out.clamp_len = self.pos[rows], self.seg[rows], self.clamp_len
+        out.table, out.d_max, out.rk = self.table, self.d_max, self.rk
+        out.k = [None if k is None else k.index_select(0, rows) for k in self.k]
+        out.v = [None if v is None else v.index_select(0, rows) for v in self.v]
+        return out
+
+
+@dataclass
+class LayerInputs:
+    """What every layer of one ``XLNet.run`` call shares (built once per call)."""
+
+    rel_index: Tensor  # [B|1, I, J]
+    table: Tensor | None  # [R, d] (or [2, R, d]) positional table; None with a cache (it holds its own)
+    skew_rows: int
+    seg_same: Tensor | None  # [B|1, I, J] bool
+    mask: Tensor | None  # [B|1, I, J] bool or bias
+
+    def rows(self, r: slice) -> "LayerInputs":
+        sel = lambda t: t if t is None or t.shape[1] == 1 else t[:, r]  # noqa: E731  [B|1, 1, J] masks are shared
+        return LayerInputs(self.rel_index[:, r], self.table, max(min(self.skew_rows, r.stop) - r.start, 0),
+                           sel(self.seg_same), sel(self.mask))
+
+
 class XLNetLayer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.rel_attn = RelAttention(cfg.d_model, cfg.n_head, cfg.dropout, cfg.dropatt, cfg.layer_norm_eps)
         self.ff = FeedForward(cfg.d_model, cfg.d_inner, cfg.ff_activation, cfg.dropout, cfg.layer_norm_eps)
+
+    def forward(self, x: Tensor, keys: Tensor, inp: LayerInputs, biases: tuple[Tensor, Tensor, Tensor],
+                parts: tuple[slice, ...], cache: KVCache | None = None, index: int = 0,
+                slots: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Rows x [B, I, d] attend over the keys/values of ``keys`` [B, N, d] (with a cache: written into its
+        ``slots`` [B, N], attending over all its slots) -> one output per row range in ``parts``."""
+        k, v = self.rel_attn.keys_values(keys)  # [B, H, N, D]
+        if cache is None:
+            rk = self.rel_attn.project_table(inp.table)
+        else:
+            k, v = cache.write(index, slots, k, v)
+            rk = cache.projected(index, self.rel_attn.project_table)
+        u, vb, sb = biases
+        outs = []
+        for r in parts:
+            p = inp if r == slice(0, x.shape[1]) else inp.rows(r)
+            a = self.rel_attn(x[:, r], k, v, rk, p.rel_index, p.seg_same, p.mask, u, vb, sb, p.skew_rows)
+            outs.append(self.ff(a))
+        return tuple(outs)
 
 
 class XLNet(nn.Module):
@@ -105,14 +222,10 @@ class XLNet(nn.Module):
 
     def layer_step(self, layer: int, x: Tensor, k: Tensor, v: Tensor, rk: Tensor, rel_index: Tensor,
                    seg_same: Tensor | None, mask: Tensor | None, skew_rows: int = 0) -> Tensor:
-        """One block on rows x [B, I, d] attending over keys k, v [B, H, J, D] -> [B, I, d].
-
-        skew_rows (optional, ``RelPos.skew_rows``): how many leading rows may read their positional term as a
-        strided view instead of a gather; 0 is always correct.
-        """
+        """Deprecated (only ``decoding/ar.py`` still calls it, until it moves to :meth:`run` with a KVCache): one
+        block on rows x [B, I, d] over given keys/values k, v [B, H, J, D] -> [B, I, d]."""
         blk = self.layers[layer]
-        u, vb, sb = self.biases(layer)
-        return blk.ff(blk.rel_attn(x, k, v, rk, rel_index, seg_same, mask, u, vb, sb, skew_rows))
+        return blk.ff(blk.rel_attn(x, k, v, rk, rel_index, seg_same, mask, *self.biases(layer), skew_rows))
 
     def logits(self, x: Tensor) -> Tensor:
         """Tied LM head: [.., d] -> [.., V]."""
@@ -125,7 +238,64 @@ class XLNet(nn.Module):
         new = h if prev is None or prev.shape[1] == 0 else torch.cat([prev, h], dim=1)
         return new[:, -self.cfg.mem_len :].detach()
 
-    # -- full forward ---------------------------------------------------------------------------------------------
+    # -- the one entry point -------------------------------------------------------------------------------------
+    def run(self, rows: Rows, mems: list[Tensor] | None = None, cache: KVCache | None = None,
+            slots: Tensor | None = None, bi_data: bool | None = None, need_h: bool = True) -> XLNetOutput:
+        """Every block over ``rows`` (see ``Rows``) -> final token-row states h [B, N, d], query-stream states g
+        [B, P, d] and (with ``mem_len`` and no cache) the new memory.
+
+        Keys: without a cache, ``[mems; first n_keys token rows]`` at positions ``[−M..−1; pos]``. With a cache,
+        the keys/values of ``[mems; first n_keys token rows]`` are written into its ``slots`` [B, M + n_keys] and
+        every row attends over all the cache's slots (``rows.mask`` covers them). ``bi_data`` (default: the model's
+        config) selects the forward/backward tables for the two batch halves. With token and query rows, the last
+        block runs them separately, so a loss on one stream does not run the other's last block backward;
+        ``need_h=False`` skips the token rows there (a decoder that only reads the query stream).
+        """
+        cfg = self.cfg
+        B, N = rows.ids.shape
+        P, M = rows.n_query, (mems[0].shape[1] if mems else 0)
+        n_keys = N if rows.n_keys is None else rows.n_keys
+        n_mem = n_keys if rows.n_mem is None else rows.n_mem
+        x = self.dropout(self.word_embedding(rows.ids))  # [B, N, d]
+        if P:
+            g = self.dropout(self.mask_emb.to(x.dtype).expand(B, P, -1))  # query stream starts from w
+            x = torch.cat([x, g], dim=1)  # [B, N+P, d]
+        inp = self._layer_inputs(rows, M, n_keys, cache, cfg.bi_data if bi_data is None else bi_data)
+
+        new_mems: list[Tensor] | None = [] if cfg.mem_len > 0 and cache is None else None
+        last = ((slice(0, N), slice(N, N + P)) if need_h else (slice(N, N + P),)) if P and N else (slice(0, N + P),)
+        for i, layer in enumerate(self.layers):
+            mem = mems[i] if M else None
+            if new_mems is not None:
+                new_mems.append(self.cache_mem(x[:, :n_mem], mem))
+            keys = x[:, :n_keys] if mem is None else torch.cat([mem.to(x.dtype), x[:, :n_keys]], dim=1)
+            parts = last if i == cfg.n_layer - 1 else (slice(0, N + P),)
+            outs = layer(x, keys, inp, self.biases(i), parts, cache, i, slots)
+            x = outs[0]
+        outs = tuple(self.dropout(o) for o in outs)
+        if P and N:
+            h, g = (outs[0], outs[1]) if need_h else (None, outs[0])
+        else:
+            h, g = (None, outs[0]) if P else (outs[0], None)
+        return XLNetOutput(h=h, g=g, mems=new_mems)
+
+    def _layer_inputs(self, rows: Rows, M: int, n_keys: int, cache: KVCache | None, bi_data: bool) -> LayerInputs:
+        """Relative-position index, table, segment agreement and mask shared by every layer of one call."""
+        cfg = self.cfg
+        dev = rows.ids.device
+        if cache is None:
+            pos = rows.pos
+            k_pos = torch.cat([torch.arange(-M, 0, device=dev).expand(pos.shape[0], M), pos[:, :n_keys]], dim=1)
+            rel = RelPos.build(pos, k_pos, cfg.d_model, cfg.clamp_len, bi_data)
+            index, table, skew = rel.index, self.dropout(rel.table), rel.skew_rows
+            seg_k = None if rows.seg is None else torch.cat([rows.seg.new_zeros(rows.seg.shape[0], M),
+                                                             rows.seg[:, :n_keys]], dim=1)
+        else:
+            index, table, skew, seg_k = cache.rel_index(rows.pos), None, 0, cache.seg
+        seg_same = None if rows.seg is None else rows.seg[:, :, None] == seg_k[:, None, :]  # [B|1, I, J]
+        return LayerInputs(index, table, skew, seg_same, rows.mask)
+
+    # -- training / HF-convention forward -------------------------------------------------------------------------
     def forward(
         self,
         input_ids: Tensor,  # [B, T]
@@ -134,69 +304,24 @@ class XLNet(nn.Module):
         query_mask: Tensor | None = None,  # [B, P, T] bool, None = all visible
         target_pos: Tensor | None = None,  # [B, P] long: run the query stream at these positions
         mems: list[Tensor] | None = None,  # per layer [B, M, d]
+        bi_data: bool | None = None,  # None: the config's (a training-time augmentation; decoders pass False)
     ) -> XLNetOutput:
+        """A segment at positions 0..T−1 after the memory, the query stream at ``target_pos``."""
         cfg = self.cfg
+        bi_data = cfg.bi_data if bi_data is None else bi_data
         B, T = input_ids.shape
         dev = input_ids.device
         M = mems[0].shape[1] if mems else 0
-        if cfg.bi_data and B % 2:
+        if bi_data and B % 2:
             raise ValueError(f"bi_data needs an even batch size (forward + backward halves), got B={B}")
-
-        h = self.dropout(self.word_embedding(input_ids))  # [B, T, d]
         P = 0 if target_pos is None else target_pos.shape[1]
-        rows = h
+        pos = torch.arange(T, device=dev)[None]
+        seg = seg_ids
         if P:
-            g = self.dropout(self.mask_emb.to(h.dtype).expand(B, P, -1))
-            rows = torch.cat([h, g], dim=1)  # [B, T+P, d]
-
-        # Positions: memory keys 0..M-1, segment M..M+T-1; query rows sit at their target's position.
-        k_pos = torch.arange(M + T, device=dev)[None]
-        q_pos = k_pos[:, M:]
-        if P:
-            q_pos = torch.cat([q_pos.expand(B, T), M + target_pos], dim=1)
-        rel = RelPos.build(q_pos, k_pos, cfg.d_model, cfg.clamp_len, cfg.bi_data)
-        table = self.dropout(rel.table)
-
-        seg_same = None
-        if seg_ids is not None:
-            seg_k = torch.cat([seg_ids.new_zeros(B, M), seg_ids], dim=1)
-            seg_q = torch.cat([seg_ids, torch.gather(seg_ids, 1, target_pos)], dim=1) if P else seg_ids
-            seg_same = seg_q[:, :, None] == seg_k[:, None, :]  # [B, T+P, M+T]
-
+            pos = torch.cat([pos.expand(B, T), target_pos], dim=1)
+            seg = None if seg_ids is None else torch.cat([seg_ids, torch.gather(seg_ids, 1, target_pos)], dim=1)
         mask = self._row_mask(B, T, M, content_mask, query_mask, target_pos, dev)
-
-        outs, new_mems = self.run_layers(rows, T, T, rel, table, seg_same, mask, mems, split=T if P else None)
-        return XLNetOutput(h=outs[0], g=outs[1] if P else None, mems=new_mems)
-
-    def run_layers(self, rows: Tensor, n_keys: int, n_mem: int, rel: RelPos, table: Tensor, seg_same: Tensor | None,
-                   mask: Tensor | None, mems: list[Tensor] | None,
-                   split: int | None = None) -> tuple[tuple[Tensor, ...], list[Tensor] | None]:
-        """Every block over rows [B, I, d] at the positions ``rel`` was built for -> (outputs, new memory).
-
-        Keys/values come from ``[mems; rows[:, :n_keys]]`` (the content rows), the new memory from
-        ``rows[:, :n_mem]``; ``mask`` [B|1, I, M+n_keys] already covers the memory columns. With ``split`` the last
-        block runs rows ``[:split]`` and ``[split:]`` as two outputs, so a loss on one stream (PLM: the query stream)
-        does not run the other stream's last block backward (with a shared output it would, on zero gradients).
-        Outputs get the final dropout. Shared by ``forward`` and objectives with their own row layouts (mask-plm).
-        """
-        cfg = self.cfg
-        M = mems[0].shape[1] if mems else 0
-        new_mems: list[Tensor] | None = [] if cfg.mem_len > 0 else None
-        for i in range(cfg.n_layer):
-            mem = mems[i] if M else None
-            if new_mems is not None:
-                new_mems.append(self.cache_mem(rows[:, :n_mem], mem))
-            keys = rows[:, :n_keys] if mem is None else torch.cat([mem.to(rows.dtype), rows[:, :n_keys]], dim=1)
-            k, v = self.layers[i].rel_attn.keys_values(keys)
-            rk = self.layers[i].rel_attn.project_table(table)
-            if i < cfg.n_layer - 1 or split is None:
-                rows = self.layer_step(i, rows, k, v, rk, rel.index, seg_same, mask, rel.skew_rows)
-                continue
-            parts = (slice(0, split), slice(split, rows.shape[1]))
-            return tuple(self.dropout(self.layer_step(i, rows[:, r], k, v, rk, rel.index[:, r], _sel(seg_same, r),
-                                                      _sel(mask, r), max(min(rel.skew_rows, r.stop) - r.start, 0)))
-                         for r in parts), new_mems
-        return (self.dropout(rows),), new_mems
+        return self.run(Rows(input_ids, pos, seg, mask, n_query=P), mems, bi_data=bi_data)
 
     def _row_mask(self, B: int, T: int, M: int, content_mask: Tensor | None, query_mask: Tensor | None,
                   target_pos: Tensor | None, dev) -> Tensor | None:
@@ -227,8 +352,3 @@ class XLNet(nn.Module):
         from .hf import forward_hf
 
         return forward_hf(self, input_ids, token_type_ids, perm_mask, target_mapping, mems)
-
-
-def _sel(x: Tensor | None, rows: slice) -> Tensor | None:
-    """Rows of a [B|1, I, J] mask (or None)."""
-    return None if x is None else x[:, rows]

@@ -314,13 +314,14 @@ def _trainer(cfg: ExperimentConfig, ckpt_dir: Path, run_dir: Path, callbacks: li
 
 
 # -- loading ---------------------------------------------------------------------------------------------------------
-def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
-    """A plmgen Lightning checkpoint -> backbone + objective with weights, the experiment config, tokenizer path."""
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """A plmgen Lightning checkpoint -> backbone + objective with weights on ``device`` (tensors mapped straight
+    there, modules built there), the experiment config, tokenizer path."""
     from plmgen.model import XLNet, check_state_dict
     from plmgen.tokenizer import Tokenizer
 
     path = Path(path)
-    ckpt, cfg = read_checkpoint(path)
+    ckpt, cfg = read_checkpoint(path, device)
     tok_path = _checkpoint_tokenizer(path, (ckpt["plmgen"] or {}).get("tokenizer"))
     tok = Tokenizer.load(tok_path) if tok_path else None
     state = ckpt["state_dict"]
@@ -330,12 +331,13 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
             check_state_dict(str(path), build(), state, prefix)
     built = {}
     for prefix, build in parts.items():
-        built[prefix] = build()
+        with torch.device(device):
+            built[prefix] = build()
         built[prefix].load_state_dict({k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + ".")})
     return LoadedCheckpoint(built["model"].eval(), built["objective"].eval(), cfg, tok_path)
 
 
-def read_checkpoint(path: Path) -> tuple[dict, ExperimentConfig]:
+def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[dict, ExperimentConfig]:
     from plmgen.model import check_model_limits
 
     """A plmgen checkpoint file read without running code (``weights_only``), and its experiment config, checked
@@ -343,7 +345,7 @@ def read_checkpoint(path: Path) -> tuple[dict, ExperimentConfig]:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
         first = str(e).splitlines()[0] if str(e) else ""
         raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})")

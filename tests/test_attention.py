@@ -34,8 +34,8 @@ def reference_forward(model, input_ids, seg_ids, content_mask, query_mask, targe
     mask = torch.cat([torch.ones(B, T + P, M, dtype=torch.bool), torch.cat([content_mask, query_mask], 1)], 2)
     for i, layer in enumerate(model.layers):
         k, v = layer.rel_attn.keys_values(torch.cat([mems[i], rows[:, :T]], 1))
-        rows = model.layer_step(i, rows, k, v, layer.rel_attn.project_table(rel.table), rel.index,
-                                seg_q[:, :, None] == seg_k[:, None, :], mask)
+        rows = layer.ff(layer.rel_attn(rows, k, v, layer.rel_attn.project_table(rel.table), rel.index,
+                                       seg_q[:, :, None] == seg_k[:, None, :], mask, *model.biases(i)))
     return rows[:, :T], rows[:, T:]
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, Seq2SeqConfig, TrainConfig
-from plmgen.decoding.generate import decode_with_lengths, generate
+from plmgen.decoding.generate import generate
+from plmgen.decoding.translate import best_per_source
 from plmgen.errors import UserError
 from train_helpers import make_dataset, make_tokenizer
 
@@ -90,10 +91,8 @@ def test_length_beam_keeps_the_best_scoring_candidate():
 
     table = {(0, 2): -3.0, (0, 4): -4.0, (0, 6): -9.0, (1, 3): -0.3, (1, 1): -0.5}
 
-    def fake_decode(srcs, lengths, examples):
-        return [H(n, table[(s[0], n)]) for s, n in zip(srcs, lengths)]
-
-    best = decode_with_lengths(fake_decode, [[0], [1]], [[2, 4, 6], [3, 1]])
+    cands = [[2, 4, 6], [3, 1]]
+    best = best_per_source([H(n, table[(b, n)]) for b, c in enumerate(cands) for n in c], cands)
     assert [len(h.tokens) for h in best] == [4, 3]  # -1.0/token beats -1.5/token; -0.1 beats -0.5
 
 
@@ -138,7 +137,7 @@ def test_generate_vocab_mismatch_is_user_error(ckpt, tmp_path):
 
 def test_generate_needs_a_length_head_for_predict(ckpt, tmp_path):
     path, data, root = ckpt
-    from plmgen.decoding.generate import Translator, length_logits, load_translator
+    from plmgen.decoding.translate import Translator, length_logits, load_translator
 
     tr = load_translator(str(path))
     plain = Translator(tr.model, torch.nn.Module(), tr.tokenizer, tr.config, "x.ckpt")
@@ -159,7 +158,7 @@ def test_generation_length_logits_match_training_states(ckpt):
     """The head sees the same source states at generation ([src <sep>] alone) as in training ([src <sep> tgt])."""
     path, data, root = ckpt
     from plmgen.data.parallel import layout
-    from plmgen.decoding.generate import length_logits, load_translator
+    from plmgen.decoding.translate import length_logits, load_translator
     from plmgen.objectives.seq2seq import batch_masks
 
     tr = load_translator(str(path))
@@ -227,3 +226,42 @@ def test_own_text_from_stdin_and_text_flags(ckpt, tmp_path):
         generate(checkpoint=str(path), input=str(src), text=["x"], quiet=True)
     with pytest.raises(UserError, match=r"--text:1: empty source line"):
         generate(checkpoint=str(path), text=[" "], quiet=True)
+
+
+def test_device_flag_and_default():
+    from plmgen.decoding.translate import resolve_device
+
+    assert resolve_device(None).type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="--device: 'gpu0' is not a torch device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_generate_on_an_explicit_device_matches_the_default(ckpt, tmp_path):
+    path, data, root = ckpt
+    kw = dict(checkpoint=str(path), split="dev", limit=4, order="confidence", quiet=True)
+    assert generate(**kw, device="cpu")[0].hyps == generate(**kw, device="cpu", batch_size=1)[0].hyps
+    with pytest.raises(UserError, match="--device"):
+        generate(**kw, device="tpu:x")
+
+
+def test_no_hard_coded_cpu_in_the_decoding_path():
+    """Autocast, loading and tensors follow the model's device; only the device default names the CPU."""
+    import re
+
+    pat = re.compile(r"""(autocast\(|map_location=|device=|\.to\()\s*["']cpu["']""")
+    for f in (ROOT / "plmgen" / "decoding").glob("*.py"):
+        assert not pat.search(f.read_text(encoding="utf-8")), f"{f.name} hard-codes the CPU"
+
+
+def test_generate_speculate_gives_the_sequential_output_in_fewer_passes(ckpt):
+    path, data, root = ckpt
+    kw = dict(checkpoint=str(path), split="dev", limit=6, order="confidence", length="8", quiet=True, device="cpu")
+    seq, spec = generate(**kw)[0], generate(**kw, speculate=3)[0]
+    assert spec.hyps == seq.hyps
+    assert sum(h.passes for h in spec.hypotheses) <= sum(h.passes for h in seq.hypotheses) == 6 * 8
+    with pytest.raises(UserError, match="beam search stays sequential"):
+        generate(**kw, speculate=2, beam=2)

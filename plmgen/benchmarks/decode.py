@@ -43,7 +43,7 @@ def hf_l2r_greedy(hf, src: torch.Tensor, length: int, bf16: bool = False) -> tor
     seq, mems, offset = src, None, 2
     dev = src.device
     dummy = torch.zeros(B, 1, dtype=torch.long, device=dev)
-    with inference(bf16):  # the same gradient-free / autocast context as plmgen's decoder
+    with inference(bf16, dev):  # the same gradient-free / autocast context as plmgen's decoder
         for _ in range(length):
             start = 0 if mems is None else seq.shape[1] - offset
             inp = torch.cat([seq[:, start:], dummy], dim=1)
@@ -63,7 +63,7 @@ def hf_l2r_greedy(hf, src: torch.Tensor, length: int, bf16: bool = False) -> tor
 
 def l2r_vs_hf(model, twin, fixed: list[list[int]], length: int, bf16: bool) -> dict:
     """Left-to-right greedy tokens/s of plmgen's cache and of transformers' XLNet (``hf_l2r_greedy``) on the same
-    weights and sources, both under the same precision context (``inference(bf16)``)."""
+    weights and sources, both under the same precision context (``inference``)."""
     batch, lens = len(fixed), [length] * len(fixed)
     ids = torch.tensor([s + [SEP] for s in fixed], device=next(model.parameters()).device)
     hf_l2r_greedy(twin, ids[:2], 2, bf16)  # warm-up
@@ -190,7 +190,8 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
 def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int], precision: str = "fp32") -> list[str]:
     """BLEU of confidence-order parallel decoding (k per step) on the first ``limit`` dev sentences of a checkpoint's
     data, predicted lengths; prints one line per k and returns markdown lines."""
-    from ..decoding.generate import generate, load_translator, read_inputs
+    from ..decoding.generate import generate, read_inputs
+    from ..decoding.translate import load_translator
     from ..evaluation import score
 
     _, refs, _ = read_inputs(None, "dev", None, None, load_translator(checkpoint), limit)

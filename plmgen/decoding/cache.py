@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attention import RelPos, mask_bias
+from ..attention import mask_bias
 from ..errors import UserError
 from ..masks import content_mask, perm_attention
-from ..model import XLNet
+from ..model import KVCache, Rows, XLNet
 
 OPEN_RANK = 1 << 40  # rank given to open target slots in a recompute: above every filled rank
 
@@ -61,9 +61,10 @@ class DecodeLayout:
     def batch(self) -> int:
         return self.ctx.shape[0]
 
-    def index(self, rows: Tensor) -> "DecodeLayout":
-        """The layout of rows ``rows`` [B'] (beam expansion / reordering)."""
-        return dataclasses.replace(self, ctx=self.ctx[rows], ctx_len=self.ctx_len[rows], tgt_len=self.tgt_len[rows],
+    def index(self, rows: Tensor, tgt_len: Tensor | None = None) -> "DecodeLayout":
+        """The layout of rows ``rows`` [B'] (beam expansion / reordering; length candidates with ``tgt_len`` [B'])."""
+        tgt_len = self.tgt_len[rows] if tgt_len is None else tgt_len
+        return dataclasses.replace(self, ctx=self.ctx[rows], ctx_len=self.ctx_len[rows], tgt_len=tgt_len,
                                    mems=None if self.mems is None else [m[rows] for m in self.mems],
                                    mem_len=self.mem_len[rows])
 
@@ -75,7 +76,8 @@ def check_decodable(model: XLNet) -> None:
 
 @contextlib.contextmanager
 def forward_table(model: XLNet):
-    """Decoding always uses the forward positional table: ``bi_data`` is a training-time augmentation."""
+    """Deprecated (only ``decoding/ar.py`` still uses it; ``XLNet.run``/``forward`` take ``bi_data=False``): the
+    forward positional table while decoding, by swapping the model's config."""
     cfg = model.cfg
     if cfg.bi_data:
         model.cfg = dataclasses.replace(cfg, bi_data=False)
@@ -89,7 +91,7 @@ def build_layout(model: XLNet, src: list[list[int]], tgt_lengths: list[int], sep
                  max_segment: int) -> DecodeLayout:
     """Sources + target lengths -> ``DecodeLayout``; long sources are pushed through Transformer-XL memory."""
     check_decodable(model)
-    dev = model.word_embedding.weight.device
+    dev = model_device(model)
     ctxs, mems_rows = [], []
     for s in src:
         ids = list(s) + [sep_id]
@@ -118,13 +120,17 @@ def encode_memory(model: XLNet, ids: list[int], max_segment: int) -> list[Tensor
     if model.cfg.mem_len <= 0:
         raise UserError(f"a source of {len(ids) + max_segment} tokens (with <sep>) exceeds --max_segment "
                         f"{max_segment} and the model has mem_len 0 (no Transformer-XL memory)")
-    dev = model.word_embedding.weight.device
+    dev = model_device(model)
     mems = None
-    with forward_table(model):
-        for start in range(0, len(ids), max_segment):
-            chunk = torch.tensor([ids[start: start + max_segment]], device=dev)
-            mems = model(chunk, seg_ids=torch.zeros_like(chunk), mems=mems).mems
+    for start in range(0, len(ids), max_segment):
+        chunk = torch.tensor([ids[start: start + max_segment]], device=dev)
+        pos = torch.arange(chunk.shape[1], device=dev)[None]
+        mems = model.run(Rows(chunk, pos, torch.zeros_like(chunk)), mems, bi_data=False).mems
     return mems
+
+
+def model_device(model: XLNet) -> torch.device:
+    return next(model.parameters()).device
 
 
 def log_probs(model: XLNet, g: Tensor) -> Tensor:
@@ -132,101 +138,102 @@ def log_probs(model: XLNet, g: Tensor) -> Tensor:
     return F.log_softmax(model.logits(g).float(), dim=-1)
 
 
+@dataclass
+class EncodedContext:
+    """The source encoded once: a ``KVCache`` holding every layer's keys/values of ``[memory | context]`` and the
+    context's final content states. The decoder's cache grows from it and the length head reads ``h``, so both see
+    the same states (memory included for long sources)."""
+
+    cache: KVCache  # M + C slots
+    ok: Tensor  # [B, M + C] valid slots
+    h: Tensor  # [B, C, d] final content states of the context (padding rows are junk)
+
+    def index(self, rows: Tensor) -> "EncodedContext":
+        return EncodedContext(self.cache.index(rows), self.ok[rows], self.h[rows])
+
+
+def context_slots(layout: DecodeLayout) -> tuple[Tensor, Tensor]:
+    """Positions [B, M + C] of the memory and context slots (as in ``XLNet.forward`` with memory: memory state m at
+    m, the final context from M_b on) and their validity [B, M + C]."""
+    M = 0 if layout.mems is None else layout.mems[0].shape[1]
+    slot = torch.arange(M + layout.ctx.shape[1], device=layout.ctx.device)[None]
+    m_len, c_len = layout.mem_len[:, None], layout.ctx_len[:, None]
+    pos = torch.where(slot < M, slot, m_len + slot - M)
+    ok = torch.where(slot < M, slot < m_len, slot - M < c_len)
+    return pos, ok
+
+
+def encode_context(model: XLNet, layout: DecodeLayout) -> EncodedContext:
+    """Content stream over the context (full visibility among context + memory, never the target), its keys and
+    values written into a fresh ``KVCache``."""
+    cfg = model.cfg
+    B, C = layout.ctx.shape
+    M = 0 if layout.mems is None else layout.mems[0].shape[1]
+    k_pos, k_ok = context_slots(layout)  # [B, M + C]
+    seg = torch.zeros_like(k_pos)  # memory and context: segment 0
+    cache = KVCache(k_pos, seg, cfg.d_model, cfg.clamp_len)
+    rows = Rows(layout.ctx, k_pos[:, M:], seg[:, M:], k_ok[:, None, :])
+    slots = torch.arange(M + C, device=k_pos.device).expand(B, M + C)
+    h = model.run(rows, layout.mems, cache=cache, slots=slots, bi_data=False).h
+    return EncodedContext(cache, k_ok, h)
+
+
 class IncrementalCache:
     """Exact incremental two-stream decoding state for a batch (see the module docstring)."""
 
-    def __init__(self, model: XLNet, layout: DecodeLayout):
-        self.model, cfg = model, model.cfg
+    def __init__(self, model: XLNet, layout: DecodeLayout, encoded: EncodedContext | None = None):
+        self.model = model
+        enc = encoded if encoded is not None else encode_context(model, layout)
         B, C = layout.ctx.shape
         M = 0 if layout.mems is None else layout.mems[0].shape[1]
         L = int(layout.tgt_len.max())
-        self.M, self.C, self.L, J = M, C, L, M + C + L + 1
+        self.M, self.C, self.L = M, C, L
         dev = layout.ctx.device
-        slot = torch.arange(J, device=dev)[None]  # [1, J]
-        m_len, c_len = layout.mem_len[:, None], layout.ctx_len[:, None]
-        in_mem, in_ctx, in_tgt = slot < M, (slot >= M) & (slot < M + C), (slot >= M + C) & (slot < J - 1)
-        # Positions as in XLNet.forward with memory: memory 0..M_b-1, context M_b.., target after the context.
-        self.k_pos = torch.where(in_mem, slot, torch.where(in_ctx, m_len + slot - M, m_len + c_len + slot - M - C))
-        self.k_pos = torch.where(slot == J - 1, torch.zeros_like(self.k_pos), self.k_pos)  # [B, J]
-        self.k_ok = (in_mem & (slot < m_len)) | (in_ctx & (slot - M < c_len))  # [B, J]
-        self.k_tgt = in_tgt.expand(B, J)  # segment 1 keys (targets); memory and context are segment 0
-        self.t_pos = m_len + c_len + torch.arange(L, device=dev)[None]  # [B, L] position of each target slot
-
-        # One positional table for every distance in the batch, projected once per layer.
-        p_max = int(self.k_pos.max())
-        self.d_max = p_max
-        span = torch.arange(p_max + 1, device=dev)[None]
-        table = RelPos.build(span, span, cfg.d_model, cfg.clamp_len, bi_data=False).table
-        self.rk = [layer.rel_attn.project_table(table.to(dev)) for layer in model.layers]
-
-        # Encode the context once: content stream, full visibility among context (+ memory), never the target.
-        self.k, self.v = [], []
-        x = model.dropout(model.word_embedding(layout.ctx))  # [B, C, d]
-        ctx_pos = self.k_pos[:, M: M + C]
-        rel = self._rel_index(ctx_pos)
-        mask, seg_same = self.k_ok[:, None, :], ~self.k_tgt[:, None, :]
-        for i in range(cfg.n_layer):
-            kc, vc = model.layers[i].rel_attn.keys_values(x)
-            K = kc.new_zeros(B, cfg.n_head, J, cfg.d_head)
-            V = torch.zeros_like(K)
-            if M:
-                K[:, :, :M], V[:, :, :M] = model.layers[i].rel_attn.keys_values(layout.mems[i].to(x.dtype))
-            K[:, :, M: M + C], V[:, :, M: M + C] = kc, vc
-            self.k.append(K)
-            self.v.append(V)
-            if i + 1 < cfg.n_layer:  # the last layer's output is never a key
-                x = model.layer_step(i, x, K, V, self.rk[i], rel, seg_same, mask)
-
-    def _rel_index(self, q_pos: Tensor) -> Tensor:
-        """q_pos [B, I] -> [B, I, J] index into the shared table of distance (q − k)."""
-        return self.d_max - (q_pos[:, :, None] - self.k_pos[:, None, :])
+        # Targets right after each row's context; the dummy slot (last) sits at position 0 and is never valid.
+        self.t_pos = (layout.mem_len + layout.ctx_len)[:, None] + torch.arange(L, device=dev)[None]  # [B, L]
+        new_pos = torch.cat([self.t_pos, torch.zeros_like(self.t_pos[:, :1])], dim=1)
+        self.kv = enc.cache.extend(new_pos, torch.ones_like(new_pos))  # segment 1: target keys
+        self.k_ok = torch.cat([enc.ok, enc.ok.new_zeros(B, L + 1)], dim=1)  # [B, J]
 
     def reorder(self, rows: Tensor) -> None:
         """Keep/duplicate batch rows (beam search): rows [B'] indexes the current rows."""
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
-        self.k_pos, self.k_ok, self.k_tgt = self.k_pos[rows], self.k_ok[rows], self.k_tgt[rows]
-        self.t_pos = self.t_pos[rows]
+        self.kv = self.kv.index(rows)
+        self.k_ok, self.t_pos = self.k_ok[rows], self.t_pos[rows]
 
-    def step(self, fill_pos: Tensor, fill_tok: Tensor, fill_ok: Tensor, q_pos: Tensor, q_ok: Tensor) -> Tensor:
-        """Fill [B, F] target slots with tokens (ranks in column order), then query [B, Q] slots -> [B, Q, V]."""
-        model, cfg = self.model, self.model.cfg
+    def reject(self, pos: Tensor, ok: Tensor) -> None:
+        """Forget target slots pos [B, n] (where ok) filled by the last step (rejected speculative drafts)."""
+        J = self.k_ok.shape[1]
+        slots = torch.where(ok, self.M + self.C + pos, torch.full_like(pos, J - 1))
+        self.k_ok = self.k_ok.scatter(1, slots, torch.zeros_like(ok))
+
+    def step(self, fill_pos: Tensor, fill_tok: Tensor, fill_ok: Tensor, q_pos: Tensor, q_ok: Tensor,
+             q_sees: Tensor | None = None) -> Tensor:
+        """Fill [B, F] target slots with tokens (ranks in column order), then query [B, Q] slots -> [B, Q, V].
+        q_sees [B, Q] (optional): query row q sees only the first q_sees fill rows (default: all of them)."""
         B, Fn, Q = fill_pos.shape[0], fill_pos.shape[1], q_pos.shape[1]
         J, base = self.k_ok.shape[1], self.M + self.C
         slots = torch.where(fill_ok, base + fill_pos, torch.full_like(fill_pos, J - 1))  # [B, F]; J−1: dummy
         k_ok = self.k_ok.scatter(1, slots, fill_ok) if Fn else self.k_ok  # [B, J] valid keys after this step
         # Visibility: query rows (and a single fill row) see every valid key, the new ones included; with several
         # fills, fill row f sees the fills f' <= f only (distinct ranks in column order).
-        if Fn <= 1:
+        if Fn <= 1 and q_sees is None:
             mask = k_ok[:, None, :]  # [B, 1, J], shared by all rows
         else:
             new = torch.zeros(B, Fn, J, dtype=torch.bool, device=slots.device)
             new.scatter_(2, slots[:, :, None], fill_ok[:, :, None])  # [B, F, J] one-hot of valid new slots
             seen = self.k_ok[:, None, :] | (new.cumsum(1) > 0)  # [B, F, J]
-            mask = torch.cat([seen, k_ok[:, None, :].expand(B, Q, J)], dim=1)  # [B, F+Q, J]
-        dtype = self.k[0].dtype
-        bias = mask_bias(mask, dtype)  # converted once, used by every layer
+            if q_sees is None:
+                q_mask = k_ok[:, None, :].expand(B, Q, J)
+            else:  # prefix m of the fills: row m of [old keys; seen]
+                prefixes = torch.cat([self.k_ok[:, None, :], seen], dim=1)  # [B, F+1, J]
+                q_mask = prefixes.gather(1, q_sees[:, :, None].expand(B, Q, J))
+            mask = torch.cat([seen, q_mask], dim=1)  # [B, F+Q, J]
         row_pos = self.t_pos.gather(1, torch.cat([fill_pos, q_pos], dim=1))  # [B, F+Q]
-        rel = self.d_max - (row_pos[:, :, None] - self.k_pos[:, None, :])  # [B, F+Q, J]
-        seg_same = self.k_tgt[:, None, :].to(dtype)  # every row is a target row (segment 1)
-
-        emb = model.dropout(model.word_embedding(fill_tok))  # [B, F, d] content stream starts from tokens
-        g = model.dropout(model.mask_emb.to(emb.dtype).expand(B, Q, -1))  # query stream starts from w
-        x = torch.cat([emb, g], dim=1)  # [B, F+Q, d]
-        rows = torch.arange(B, device=slots.device)[:, None]  # K[rows, :, slots] is [B, F, H, D]
-        for i in range(cfg.n_layer):
-            if Fn:  # an index put rather than scatter_, which copies the whole cache twice per call in bf16 on CPU
-                kn, vn = model.layers[i].rel_attn.keys_values(x[:, :Fn])  # [B, H, F, D]
-                self.k[i][rows, :, slots] = kn.transpose(1, 2).to(dtype)
-                self.v[i][rows, :, slots] = vn.transpose(1, 2).to(dtype)
-            # The fill rows' output after the last layer is never a key: run the query rows alone there.
-            if i + 1 == cfg.n_layer and Fn:
-                x, rel = x[:, Fn:], rel[:, Fn:]
-                bias = bias if bias.shape[1] == 1 else bias[:, Fn:]
-            x = model.layer_step(i, x, self.k[i], self.v[i], self.rk[i], rel, seg_same, bias)
+        bias = mask_bias(mask, self.kv.k[0].dtype)  # converted once, used by every layer
+        rows = Rows(fill_tok, row_pos, torch.ones_like(row_pos), bias, n_query=Q)  # every row is a target row
+        out = self.model.run(rows, cache=self.kv, slots=slots, bi_data=False, need_h=False)
         self.k_ok = k_ok
-        out = x[:, -Q:] if Q else x[:, :0]
-        return log_probs(model, out)
+        return log_probs(self.model, out.g if Q else self.kv.k[0].new_zeros(B, 0, self.model.cfg.d_model))
 
 
 class NaiveRecompute:
@@ -236,7 +243,7 @@ class NaiveRecompute:
     through ``model(..., mems=...)``), independent of the cache's slot layout.
     """
 
-    def __init__(self, model: XLNet, layout: DecodeLayout):
+    def __init__(self, model: XLNet, layout: DecodeLayout, encoded: "EncodedContext | None" = None):
         self.model, self.layout = model, layout
         B, L = layout.batch, int(layout.tgt_len.max())
         dev = layout.ctx.device
@@ -248,19 +255,32 @@ class NaiveRecompute:
         self.layout = self.layout.index(rows)
         self.tokens, self.rank, self.n_filled = self.tokens[rows], self.rank[rows], self.n_filled[rows]
 
-    def step(self, fill_pos: Tensor, fill_tok: Tensor, fill_ok: Tensor, q_pos: Tensor, q_ok: Tensor) -> Tensor:
-        rank_new = self.n_filled[:, None] + fill_ok.long().cumsum(1) - 1  # distinct ranks in column order
+    def reject(self, pos: Tensor, ok: Tensor) -> None:
+        b, c = ok.nonzero(as_tuple=True)
+        self.tokens[b, pos[b, c]] = self.layout.pad_id
+        self.rank[b, pos[b, c]] = OPEN_RANK
+        self.n_filled -= ok.sum(1)
+
+    def step(self, fill_pos: Tensor, fill_tok: Tensor, fill_ok: Tensor, q_pos: Tensor, q_ok: Tensor,
+             q_sees: Tensor | None = None) -> Tensor:
+        counts = fill_ok.long().cumsum(1)
+        rank_new = self.n_filled[:, None] + counts - 1  # distinct ranks in column order
+        q_limit = None
+        if q_sees is not None:  # a query row sees the targets ranked below the first q_sees fills' end
+            seen = torch.cat([torch.zeros_like(counts[:, :1]), counts], dim=1).gather(1, q_sees)
+            q_limit = self.n_filled[:, None] + seen
         b, c = fill_ok.nonzero(as_tuple=True)
         self.tokens[b, fill_pos[b, c]] = fill_tok[b, c]
         self.rank[b, fill_pos[b, c]] = rank_new[b, c]
         self.n_filled += fill_ok.sum(1)
-        return full_forward(self.model, self.layout, self.tokens, self.rank, q_pos, q_ok)
+        return full_forward(self.model, self.layout, self.tokens, self.rank, q_pos, q_ok, q_limit)
 
 
 def full_forward(model: XLNet, layout: DecodeLayout, tokens: Tensor, rank: Tensor, q_pos: Tensor,
-                 q_ok: Tensor) -> Tensor:
+                 q_ok: Tensor, q_limit: Tensor | None = None) -> Tensor:
     """One ``model(...)`` pass over context + target with target ranks ``rank`` [B, L] (−1 = context, OPEN_RANK =
-    open), query stream at target indices q_pos [B, Q] -> log-probs [B, Q, V]. Used by the recompute and refinement."""
+    open), query stream at target indices q_pos [B, Q] -> log-probs [B, Q, V]. Used by the recompute and refinement.
+    q_limit [B, Q] (optional): query row q sees the targets of rank < q_limit (default: below its position's rank)."""
     B, L = tokens.shape
     dev = tokens.device
     c_len, t_len = layout.ctx_len, layout.tgt_len
@@ -279,18 +299,20 @@ def full_forward(model: XLNet, layout: DecodeLayout, tokens: Tensor, rank: Tenso
     seg = is_tgt.long()
     tpos = tcol.gather(1, q_pos)  # [B, Q]
     cmask = content_mask(r, valid)
-    qmask = perm_attention(r, valid).gather(1, tpos[:, :, None].expand(-1, -1, T)) & q_ok[:, :, None]
-    with forward_table(model):
-        if layout.mems is None:
-            g = model(ids, seg, cmask, qmask, tpos).g
-        else:  # memory differs per row and is always visible in model(...): one row at a time
-            rows = []
-            for b in range(B):
-                m = int(layout.mem_len[b])
-                mems = [x[b: b + 1, :m] for x in layout.mems] if m else None
-                rows.append(model(ids[b: b + 1], seg[b: b + 1], cmask[b: b + 1], qmask[b: b + 1], tpos[b: b + 1],
-                                  mems=mems).g)
-            g = torch.cat(rows)
+    if q_limit is None:
+        qmask = perm_attention(r, valid).gather(1, tpos[:, :, None].expand(-1, -1, T)) & q_ok[:, :, None]
+    else:
+        qmask = valid[:, None, :] & (r[:, None, :] < q_limit[:, :, None]) & q_ok[:, :, None]
+    if layout.mems is None:
+        g = model(ids, seg, cmask, qmask, tpos, bi_data=False).g
+    else:  # memory differs per row and is always visible in model(...): one row at a time
+        rows = []
+        for b in range(B):
+            m = int(layout.mem_len[b])
+            mems = [x[b: b + 1, :m] for x in layout.mems] if m else None
+            rows.append(model(ids[b: b + 1], seg[b: b + 1], cmask[b: b + 1], qmask[b: b + 1], tpos[b: b + 1],
+                              mems=mems, bi_data=False).g)
+        g = torch.cat(rows)
     return log_probs(model, g)
 
 

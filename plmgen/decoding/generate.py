@@ -1,12 +1,9 @@
-"""``generate``: translate sources with a fine-tuned seq2seq checkpoint along any decoding order.
+"""``generate``: the command line of the translate API (``plmgen.decoding.translate``).
 
-Legend: B sources in a batch, K length candidates.
-
-Flow: load the checkpoint (``plmgen.train.load_checkpoint``) and its tokenizer -> read sources (a file, or a split
-of the prepared data folder) -> choose each target length (``predict`` | ``oracle`` | a fixed ``N``; with
-``--length_beam K`` the top-K predicted lengths are all decoded and the best length-normalised log-probability
-wins) -> ``plmgen.decoding.decode`` in length-sorted batches -> detokenized hypotheses written atomically.
-``--trace`` writes one JSON line per sentence with the target positions filled at every step; ``--evaluate``
+Flow: parse the flags into ``TranslateConfig`` (a nested ``DecodeConfig``) -> load the checkpoint onto ``--device``
+(default: CUDA when available) -> read sources (a file, or a split of the prepared data folder) -> ``translate`` ->
+detokenized hypotheses written atomically. ``--trace`` writes one JSON line per sentence with the target positions
+filled at every step; ``--evaluate``
 scores against the references with sacrebleu. ``--orders a,b,c`` (optionally × ``--lengths``) runs a grid and writes
 a markdown table (BLEU, chrF, steps, tokens/s) plus PNG plots.
 
@@ -18,80 +15,18 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-import torch
-
-from plmgen.config import DecodeConfig, atomic_write_text
+from plmgen.config import DecodeConfig, TranslateConfig, atomic_write_text
+from plmgen.decoding.translate import RunResult, Translator, load_translator, resolve_device, translate
 from plmgen.errors import UserError
-from plmgen.decoding.search import inference
-from plmgen.length import LengthMode, parse_length_mode, select_best, top_lengths
+from plmgen.length import parse_length_mode
 
 PRECISION = {"32": False, "fp32": False, "bf16": True, "bf16-mixed": True}
 # Bounds on the search: each beam / length candidate multiplies time and cache memory, and targets far past the
 # training length are neither meaningful nor cheap (the cache holds n_layer x length x d_model per row).
 MAX_BEAM, MAX_LENGTH_BEAM, MAX_BATCH = 64, 16, 4096
 MAX_LENGTH_FACTOR = 4  # --length N up to 4x the training sequence length
-
-
-@dataclass
-class Translator:
-    """A loaded checkpoint ready to decode: backbone, length head (if the objective has one), tokenizer, config."""
-
-    model: torch.nn.Module
-    objective: torch.nn.Module
-    tokenizer: object
-    config: object  # ExperimentConfig
-    path: str
-
-    @property
-    def length_head(self):
-        return getattr(self.objective, "length_head", None)
-
-    @property
-    def max_src_len(self) -> int:
-        from plmgen.data.parallel import split_limits
-
-        d = self.config.data
-        return split_limits(d.seq_len, d.max_src_len, d.max_tgt_len)[0]
-
-
-@dataclass
-class RunResult:
-    """One decoding run (an order × a length mode) over all inputs."""
-
-    order: str
-    length: str
-    hyps: list[str]
-    hypotheses: list  # plmgen.decoding.Hypothesis per input
-    seconds: float
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(h.tokens) for h in self.hypotheses)
-
-    @property
-    def steps(self) -> float:
-        return sum(h.steps for h in self.hypotheses) / max(1, len(self.hypotheses))
-
-
-def load_translator(checkpoint: str) -> Translator:
-    """The checkpoint's model + objective + tokenizer, checked against each other (UserError on a mismatch)."""
-    from plmgen.tokenizer import Tokenizer
-    from plmgen.train import load_checkpoint
-
-    ck = load_checkpoint(checkpoint)
-    if ck.tokenizer_path is None:
-        raise UserError(f"--checkpoint {checkpoint}: its tokenizer.model is missing (expected in the run folder)")
-    tok = Tokenizer.load(ck.tokenizer_path)
-    V = ck.config.model.vocab_size
-    if tok.vocab_size != V:
-        raise UserError(f"--checkpoint {checkpoint}: tokenizer {ck.tokenizer_path} has {tok.vocab_size} pieces but the "
-                        f"model's vocabulary has {V}; they come from different runs")
-    return Translator(ck.model.eval(), ck.objective.eval(), tok, ck.config, str(checkpoint))
 
 
 def parse_order_spec(spec: str, flag: str = "--order") -> dict:
@@ -116,102 +51,7 @@ def parse_order_spec(spec: str, flag: str = "--order") -> dict:
     raise UserError(f"{flag}: {spec!r}: K must be an integer >= 1 or P a threshold in (0, 1)")
 
 
-# --- lengths -------------------------------------------------------------------------------------------------------
-
-def length_logits(tr: Translator, sources: Sequence[Sequence[int]], bf16: bool = False) -> torch.Tensor:
-    """Length-head logits [B, L] from the content states of ``[source <sep>]`` (the source never sees the target,
-    so these are the states the head was trained on)."""
-    from plmgen.data.parallel import layout
-
-    head = tr.length_head
-    if head is None:
-        raise UserError(f"--checkpoint {tr.path}: trained with objective {tr.config.objective.name!r}, which has no "
-                        "length head; fine-tune it with objective seq2seq, or use --length oracle or --length N")
-    srcs = [list(s)[: tr.max_src_len] for s in sources]
-    b = layout(srcs, [[] for _ in srcs], tr.tokenizer.sep_id, tr.tokenizer.pad_id)
-    dev = tr.model.word_embedding.weight.device
-    valid = b["valid"].to(dev)
-    with inference(bf16):
-        h = tr.model(b["input_ids"].to(dev), seg_ids=b["seg_ids"].to(dev),
-                     content_mask=valid[:, None, :].expand(-1, valid.shape[1], -1)).h
-        return head(h, valid & ~b["functional"].to(dev)).float()
-
-
-def candidate_lengths(tr: Translator, sources, mode: LengthMode, beam: int, refs: Sequence[Sequence[int]] | None,
-                      bf16: bool = False) -> list[list[int]]:
-    """Target length candidates per source: K from the length head (best first), else the oracle / fixed one."""
-    if mode.kind == "fixed":
-        return [[mode.n] for _ in sources]
-    if mode.kind == "oracle":
-        return [[max(1, len(r))] for r in refs]
-    lengths, _ = top_lengths(length_logits(tr, sources, bf16), beam)
-    return lengths.tolist()
-
-
-def decode_with_lengths(decode_fn, sources, candidates: list[list[int]], examples: Sequence[int] | None = None) -> list:
-    """Decode every (source, length candidate) and keep, per source, the best length-normalised hypothesis.
-
-    decode_fn(sources, lengths, examples) -> hypotheses with ``.logprob`` and ``.tokens``; candidate lists may differ
-    in size; examples: each source's index in the input (default 0..B-1), repeated for its length candidates.
-    """
-    examples = range(len(sources)) if examples is None else examples
-    flat_src = [s for s, c in zip(sources, candidates) for _ in c]
-    flat_len = [n for c in candidates for n in c]
-    flat_ex = [e for e, c in zip(examples, candidates) for _ in c]
-    hyps = decode_fn(flat_src, flat_len, flat_ex)
-    out, i = [], 0
-    for c in candidates:
-        group = hyps[i : i + len(c)]
-        i += len(c)
-        if len(group) == 1:
-            out.append(group[0])
-            continue
-        scores = torch.tensor([[h.logprob for h in group]], dtype=torch.float64)
-        lens = torch.tensor([[len(h.tokens) for h in group]])
-        out.append(group[int(select_best(scores, lens)[0])])
-    return out
-
-
-# --- running -------------------------------------------------------------------------------------------------------
-
-def translate(tr: Translator, sources: list[list[int]], dcfg: DecodeConfig, mode: LengthMode, length_beam: int = 1,
-              refs: list[list[int]] | None = None, batch_size: int = 32, progress=None, label: str = "",
-              desc: str = "") -> RunResult:
-    """Decode all sources (token ids) in length-sorted batches; returns hypotheses in input order."""
-    from plmgen.decoding import decode
-
-    tok = tr.tokenizer
-    if tr.config.objective.name == "prefix-lm":  # the autoregressive baseline: its own decoder (decoding/ar.py)
-        from plmgen.decoding import ar
-
-        start = time.perf_counter()
-        results = ar.translate(tr, sources, dcfg, mode, length_beam, refs, batch_size, progress, desc or label)
-        return RunResult(label or dcfg.order, mode.label, [tok.decode(h.tokens) for h in results], results,
-                         time.perf_counter() - start)
-    banned = sorted(tok.special_ids)
-
-    def decode_fn(srcs, lengths, examples):
-        return decode(tr.model, srcs, lengths, dcfg, sep_id=tok.sep_id, pad_id=tok.pad_id, banned=banned,
-                      examples=examples)
-
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
-    results: list = [None] * len(sources)
-    task = progress.add_task(desc or label or dcfg.order, total=len(sources)) if progress is not None else None
-    start = time.perf_counter()
-    for lo in range(0, len(order), batch_size):
-        idx = order[lo : lo + batch_size]
-        srcs = [sources[i] for i in idx]
-        cands = candidate_lengths(tr, srcs, mode, length_beam, None if refs is None else [refs[i] for i in idx], dcfg.bf16)
-        cands = [[min(n, dcfg.max_len) for n in c] for c in cands]
-        for i, h in zip(idx, decode_with_lengths(decode_fn, srcs, cands, idx)):
-            results[i] = h
-        if task is not None:
-            progress.advance(task, len(idx))
-    seconds = time.perf_counter() - start
-    hyps = [tok.decode(h.tokens) for h in results]
-    length = mode.label + (f"-beam{length_beam}" if mode.kind == "predict" and length_beam > 1 else "")
-    return RunResult(label or dcfg.order, length, hyps, results, seconds)
-
+# --- the command -------------------------------------------------------------------------------------------------
 
 def trace_lines(run: RunResult) -> str:
     """JSONL: per input line, the target positions filled at each step (0-based target indices)."""
@@ -281,6 +121,8 @@ def generate(
     batch_size: int = 32,
     precision: str = "32",
     seed: int = 0,
+    speculate: int = 0,
+    device: str | None = None,
     quiet: bool = False,
     threads: int | None = None,
 ) -> list[RunResult]:
@@ -313,6 +155,10 @@ def generate(
         batch_size: sources decoded together.
         precision: 32 or bf16 (bfloat16 autocast: the fast path on CPUs with AMX).
         seed: seed of random orders / sampling.
+        speculate: K > 0: speculative decoding, K (position, token) drafts per forward pass verified in the next
+            one; greedy output identical to --speculate 0, sampling distributed identically, fewer passes. Needs one
+            position per step (no @K / threshold); beam search stays sequential (--beam > 1 refuses --speculate).
+        device: where to decode: cpu, cuda, cuda:N (default: CUDA when available); bf16 autocasts on its type.
         quiet: no progress bar.
         threads: torch CPU threads (default: one per usable core; try 1 when other jobs keep the cores busy).
     """
@@ -341,8 +187,9 @@ def generate(
     from plmgen.threads import say_threads, setup_threads
 
     setup_threads(threads)
+    dev = resolve_device(device)
 
-    tr = load_translator(checkpoint)
+    tr = load_translator(checkpoint, dev)
     longest = MAX_LENGTH_FACTOR * tr.config.data.seq_len
     for m in modes:
         if m.kind == "fixed" and m.n > longest:
@@ -369,9 +216,9 @@ def generate(
         for spec, label in zip(specs, labels):
             for mode in modes:
                 dcfg = DecodeConfig(**spec, beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=bf16,
-                                    sample=sample, temperature=temperature, top_k=top_k, top_p=top_p)
-                runs.append(translate(tr, sources, dcfg, mode, length_beam, ref_ids, batch_size, progress,
-                                      label=label, desc=f"{label} ({mode.label})"))
+                                    sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, speculate=speculate)
+                cfg = TranslateConfig(decode=dcfg, length=mode.label, length_beam=length_beam, batch_size=batch_size)
+                runs.append(translate(tr, sources, cfg, ref_ids, progress, label=label, desc=f"{label} ({mode.label})"))
     _write_outputs(runs, refs, out, trace, evaluate, bool(orders), console)
     return runs
 

@@ -21,8 +21,9 @@ from torch import Tensor
 from ..config import DecodeConfig
 from ..errors import UserError
 from ..model import XLNet
-from .cache import BACKENDS, DecodeLayout, build_layout
+from .cache import BACKENDS, DecodeLayout, EncodedContext, build_layout
 from .orders import Order, example_generator, get_order
+from .speculative import speculative
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Hypothesis:
     token_logprobs: list[float]  # per position, log-probability when it was (last) filled
     trace: list[list[int]] = field(default_factory=list)  # target indices filled at each step, in fill order
     steps: int = 0  # decoding steps (+ refinement iterations)
+    passes: int = 0  # forward passes of the decoder this example took part in (speculative: < steps)
 
     @property
     def avg_logprob(self) -> float:
@@ -58,34 +60,49 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
     examples = list(range(len(src))) if examples is None else list(examples)
     if len(examples) != len(src):
         raise UserError(f"got {len(src)} sources but {len(examples)} example indices")
-    order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed)
-    with inference(cfg.bf16):
+    with inference(cfg.bf16, model_device(model)):
         layout = build_layout(model, [list(s) for s in src], list(tgt_lengths), sep_id, pad_id, cfg.max_segment)
-        forced = None
-        if force is not None:
-            forced = torch.full((len(src), int(layout.tgt_len.max())), pad_id, dtype=torch.long)
-            for b, t in enumerate(force):
-                forced[b, : len(t)] = torch.tensor(list(t), dtype=torch.long)
-            forced = forced.to(layout.ctx.device)
-        run = _beam if cfg.beam > 1 else _single
-        hyps = run(model, layout, order, cfg, list(banned), forced, on_step, examples)
-        if cfg.refine_iters:
-            from .refine import refine
+        return decode_layout(model, layout, cfg, banned=banned, force=force, on_step=on_step, examples=examples)
 
-            hyps = refine(model, layout, hyps, cfg.refine_iters, banned=list(banned))
+
+def decode_layout(model: XLNet, layout: DecodeLayout, cfg: DecodeConfig, *, banned: Sequence[int] = (),
+                  force: Sequence[Sequence[int]] | None = None, on_step: StepHook | None = None,
+                  examples: Sequence[int] | None = None, encoded: EncodedContext | None = None) -> list[Hypothesis]:
+    """``decode`` on sources already laid out (``cache.build_layout``) and, optionally, already encoded
+    (``cache.encode_context``: the translate API encodes each source once for the length head and the decoder).
+    examples: as in ``decode`` (default 0..B-1). Call it inside :func:`inference`."""
+    examples = list(range(layout.batch)) if examples is None else list(examples)
+    order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed)
+    forced = None
+    if force is not None:
+        forced = torch.full((layout.batch, int(layout.tgt_len.max())), layout.pad_id, dtype=torch.long)
+        for b, t in enumerate(force):
+            forced[b, : len(t)] = torch.tensor(list(t), dtype=torch.long)
+        forced = forced.to(layout.ctx.device)
+    run = _beam if cfg.beam > 1 else speculative if cfg.speculate else _single
+    hyps = run(model, layout, order, cfg, list(banned), forced, on_step, examples, encoded)
+    if cfg.refine_iters:
+        from .refine import refine
+
+        hyps = refine(model, layout, hyps, cfg.refine_iters, banned=list(banned))
     return hyps
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @contextmanager
-def inference(bf16: bool):
-    """Gradient-free context for decoding: ``inference_mode`` in fp32; ``no_grad`` + bf16 autocast in bf16, because
-    autocast's cache of bf16 weight copies is off under ``inference_mode`` (every matmul would re-cast its weight,
-    the 8k-word LM head included, at every step)."""
+def inference(bf16: bool, device: torch.device | str | None = None):
+    """Gradient-free context for decoding on ``device``: ``inference_mode`` in fp32; ``no_grad`` + bf16 autocast
+    of the device's type in bf16, because autocast's cache of bf16 weight copies is off under ``inference_mode``
+    (every matmul would re-cast its weight, the 8k-word LM head included, at every step)."""
     if not bf16:
         with torch.inference_mode():
             yield
         return
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    dev = torch.get_default_device() if device is None else torch.device(device)
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
         yield
 
 
@@ -126,6 +143,7 @@ class _State:
     open: Tensor  # [R, L] bool
     n_filled: Tensor  # [R] long
     steps: Tensor  # [R] long
+    passes: Tensor  # [R] long
     score: Tensor  # [R] float
     trace: list[list[list[int]]]  # per row, per step
 
@@ -136,11 +154,12 @@ class _State:
         return _State(tokens=torch.full((R, L), pad_id, dtype=torch.long, device=dev),
                       tok_lp=torch.zeros(R, L, device=dev), open=torch.arange(L, device=dev)[None] < lengths[:, None],
                       n_filled=torch.zeros(R, dtype=torch.long, device=dev),
-                      steps=torch.zeros(R, dtype=torch.long, device=dev), score=torch.zeros(R, device=dev),
+                      steps=torch.zeros(R, dtype=torch.long, device=dev),
+                      passes=torch.zeros(R, dtype=torch.long, device=dev), score=torch.zeros(R, device=dev),
                       trace=[[] for _ in range(R)])
 
     def reorder(self, rows: Tensor) -> None:
-        for f in ("tokens", "tok_lp", "open", "n_filled", "steps", "score"):
+        for f in ("tokens", "tok_lp", "open", "n_filled", "steps", "passes", "score"):
             setattr(self, f, getattr(self, f)[rows])
         self.trace = [list(self.trace[r]) for r in rows.tolist()]
 
@@ -162,7 +181,7 @@ class _State:
     def hypothesis(self, row: int, length: int) -> Hypothesis:
         return Hypothesis(tokens=self.tokens[row, :length].tolist(), logprob=float(self.score[row]),
                           token_logprobs=self.tok_lp[row, :length].tolist(), trace=self.trace[row],
-                          steps=int(self.steps[row]))
+                          steps=int(self.steps[row]), passes=int(self.passes[row]))
 
 
 def _ban(logp: Tensor, banned: list[int]) -> Tensor:
@@ -173,11 +192,8 @@ def _ban(logp: Tensor, banned: list[int]) -> Tensor:
     return logp
 
 
-def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok: Tensor) -> Tensor:
-    """lp [R, F, V] (banned already −inf) -> tokens [R, F]: argmax, or a sample. Row r draws one uniform number per
-    filled slot (``ok`` [R, F]) from its own stream ``gens[r]``, so its tokens depend on nothing but its own row."""
-    if not cfg.sample or cfg.temperature == 0:
-        return lp.argmax(-1)
+def sampling_probs(lp: Tensor, cfg: DecodeConfig) -> Tensor:
+    """Banned log-probs [.., V] -> the sampling distribution [.., V] (fp32) after temperature, top-k and top-p."""
     x = lp / cfg.temperature
     if cfg.top_k:
         kth = x.topk(min(cfg.top_k, x.shape[-1]), dim=-1).values[..., -1:]
@@ -187,7 +203,15 @@ def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok:
         p = sx.softmax(-1)
         drop = p.cumsum(-1) - p >= cfg.top_p  # keep the smallest prefix whose mass reaches top_p
         x = x.masked_fill(drop.scatter(-1, si, drop), float("-inf"))
-    cdf = x.float().softmax(-1).cumsum(-1)  # [R, F, V]
+    return x.float().softmax(-1)
+
+
+def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok: Tensor) -> Tensor:
+    """lp [R, F, V] (banned already −inf) -> tokens [R, F]: argmax, or a sample. Row r draws one uniform number per
+    filled slot (``ok`` [R, F]) from its own stream ``gens[r]``, so its tokens depend on nothing but its own row."""
+    if not cfg.sample or cfg.temperature == 0:
+        return lp.argmax(-1)
+    cdf = sampling_probs(lp, cfg).cumsum(-1)  # [R, F, V]
     u = torch.zeros(lp.shape[:-1])
     for r, row_ok in enumerate(ok.cpu()):
         if n := int(row_ok.sum()):
@@ -202,14 +226,16 @@ def _query(order: Order, st: "_State", plan, backend, fill, on_step, banned):
     if not q_ok.any():
         return None
     logp = backend.step(*fill, q_pos, q_ok)  # [R, Q, V]
+    st.passes += q_ok.any(1)
     if on_step is not None:
         on_step(logp, q_pos, q_ok)
     return q_pos, q_ok, logp, _ban(logp, banned)
 
 
-def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step, examples):
+def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step, examples,
+            encoded=None):
     """Greedy / sampling / forced scoring: each row follows its own order; k or a threshold give parallel fills."""
-    backend = BACKENDS[cfg.backend](model, layout)
+    backend = BACKENDS[cfg.backend](model, layout, encoded)
     st = _State.new(layout.tgt_len, layout.pad_id)
     plan = order.init(layout.tgt_len.tolist(), st.tokens.shape[1], st.tokens.device, examples)
     # Sampling's streams are seeded apart from the random order's (an order and its tokens must not correlate).
@@ -228,7 +254,8 @@ def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned
     return [st.hypothesis(b, int(layout.tgt_len[b])) for b in range(R)]
 
 
-def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step, examples):
+def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step, examples,
+          encoded=None):
     """Beam search over (position, token) pairs, one position per step, ranked by the chain-rule score.
 
     Fixed orders: the position is given, tokens are expanded. Adaptive orders: each hypothesis proposes its top-K
@@ -240,7 +267,7 @@ def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, 
     plan = order.init(layout.tgt_len.tolist(), int(layout.tgt_len.max()), rows.device, examples)  # per example
     plan = None if plan is None else plan[rows]
     layout = layout.index(rows)
-    backend = BACKENDS[cfg.backend](model, layout)
+    backend = BACKENDS[cfg.backend](model, layout, None if encoded is None else encoded.index(rows))
     st = _State.new(layout.tgt_len, layout.pad_id)
     st.score[:] = float("-inf")
     st.score[::K] = 0.0  # one live hypothesis per example at the start

@@ -25,8 +25,8 @@ target's own (explicit) position:
 Keys are A and C only (Q rows are never read), so the prediction of t sees exactly the context, ``<mask>`` at every
 target (the A rows) and the true tokens ranked before t — and, transitively, nothing more: A never sees C, a C row
 sees only lower-ranked C rows. ``mask_plm_layout`` is the pure function (leak-tested by a reachability closure);
-``rows_forward`` runs the backbone's layers on explicit positions (``XLNet.forward`` places content rows at
-0..T−1, which the C rows cannot use). Memory caches the A rows (``<mask>`` included, as in ``dae``); the reuse rule
+``rows_forward`` runs the backbone on explicit positions through ``XLNet.run`` (``XLNet.forward`` places content
+rows at 0..T−1, which the C rows cannot use). Memory caches the A rows (``<mask>`` included, as in ``dae``); the reuse rule
 applies by position; ``attn_type: uni`` is not applied (the mask is the whole attention pattern here).
 """
 
@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from plmgen.attention import RelPos
 from plmgen.config import ObjectiveConfig
 from plmgen.masks import target_positions
+from plmgen.model import Rows
 
 from .base import Objective, ObjectiveOutput, SpecialIds, block_reuse, masked_ce
 from .plm import num_predict_cap, plm_order
@@ -96,26 +96,17 @@ def layout_from_order(ids: Tensor, valid: Tensor, seg: Tensor | None, rank: Tens
 
 
 def rows_forward(model, lay: MaskPLMLayout, mems: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor] | None]:
-    """The backbone's layers over rows at explicit positions -> (final rows [B, L, d], new memory of the A rows)."""
-    cfg = model.cfg
-    ids, pos, mask = lay.input_ids, lay.pos, lay.mask
-    dev = ids.device
-    B, _ = ids.shape
-    K = lay.T + lay.P
+    """The backbone over rows at explicit positions (``XLNet.run``) -> (final rows [B, L, d], new memory of the
+    A rows). Keys are the A and C rows; memory is visible to every row."""
+    dev = next(model.parameters()).device
+    ids, pos, mask = lay.input_ids.to(dev), lay.pos.to(dev), lay.mask.to(dev)
+    B, L = ids.shape
     M = mems[0].shape[1] if mems else 0
-    x = model.dropout(model.word_embedding(ids))  # [B, L, d]
-    k_pos = torch.cat([torch.arange(M, device=dev).expand(B, M), M + pos[:, :K]], dim=1)  # memory first
-    rel = RelPos.build(M + pos, k_pos, cfg.d_model, cfg.clamp_len, cfg.bi_data)
-    table = model.dropout(rel.table)
-    seg_same = None
-    if lay.seg_ids is not None:
-        seg = lay.seg_ids
-        seg_k = torch.cat([seg.new_zeros(B, M), seg[:, :K]], dim=1)  # memory counts as segment 0
-        seg_same = seg[:, :, None] == seg_k[:, None, :]
     if M:
-        mask = torch.cat([torch.ones(B, mask.shape[1], M, dtype=torch.bool, device=dev), mask], dim=2)
-    (out,), new_mems = model.run_layers(x, K, lay.T, rel, table, seg_same, mask, mems)
-    return out, new_mems
+        mask = torch.cat([torch.ones(B, L, M, dtype=torch.bool, device=dev), mask], dim=2)
+    seg = None if lay.seg_ids is None else lay.seg_ids.to(dev)
+    out = model.run(Rows(ids, pos, seg, mask, n_keys=lay.T + lay.P, n_mem=lay.T), mems)
+    return out.h, out.mems
 
 
 class MaskPLMObjective(Objective):

@@ -101,3 +101,21 @@ def test_bf16_cache_matches_recompute(m, order):
     for c, r, f in zip(cache, recompute, fp32):
         torch.testing.assert_close(torch.tensor(c.token_logprobs), torch.tensor(r.token_logprobs), atol=0.01, rtol=0)
         torch.testing.assert_close(torch.tensor(c.token_logprobs), torch.tensor(f.token_logprobs), atol=0.1, rtol=0.05)
+
+
+def test_encoded_context_states_see_long_sources_through_memory():
+    """The one encoding of the source (the cache's keys and the length head's states) equals model(...) on the final
+    segment with the head of a long source as Transformer-XL memory, row by row in a padded batch."""
+    from plmgen.decoding.cache import build_layout, encode_context, encode_memory
+
+    m = model(mem_len=8)
+    src = [[7, 8, 9], [20 + i for i in range(11)]]
+    with torch.inference_mode():
+        layout = build_layout(m, src, [2, 2], SEP, PAD, max_segment=4)
+        h = encode_context(m, layout).h
+        for b, s in enumerate(src):
+            ids = s + [SEP]
+            head, tail = ids[:-4], torch.tensor([ids[-4:]])
+            mems = encode_memory(m, head, 4) if head else None
+            want = m(tail, seg_ids=torch.zeros_like(tail), mems=mems).h[0]
+            torch.testing.assert_close(h[b, : tail.shape[1]], want, atol=1e-5, rtol=1e-5)
