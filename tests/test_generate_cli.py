@@ -265,3 +265,15 @@ def test_generate_speculate_gives_the_sequential_output_in_fewer_passes(ckpt):
     assert sum(h.passes for h in spec.hypotheses) <= sum(h.passes for h in seq.hypotheses) == 6 * 8
     with pytest.raises(UserError, match="beam search stays sequential"):
         generate(**kw, speculate=2, beam=2)
+
+
+def test_bench_speculative_rows_assert_identical_outputs(ckpt):
+    from plmgen.benchmarks.decode import speculative_rows
+    from plmgen.decoding.translate import load_translator
+
+    path, data, root = ckpt
+    tr = load_translator(str(path), "cpu")
+    srcs = tr.tokenizer.encode_batch(["der hund sieht die katze", "rot und blau", "das haus"])
+    rows = speculative_rows(tr, srcs, "confidence", ks=(2,), batch=2, repeats=1)
+    assert [r["k"] for r in rows] == [2] and 1.0 <= rows[0]["tokens_per_pass"] <= 3.0
+    assert rows[0]["passes"] <= rows[0]["tokens"] and rows[0]["wall_ratio"] > 0

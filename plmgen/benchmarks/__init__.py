@@ -15,7 +15,8 @@ BENCHMARKS = ("backbone", "train", "decode")
 
 def bench(what: str, steps: int | None = None, batch: int | None = None, checkpoint: str | None = None,
           precision: str | None = None, experiment: str | None = None, objectives: str | None = None,
-          device: str | None = None, out: str | None = None, threads: int | None = None) -> None:
+          device: str | None = None, out: str | None = None, threads: int | None = None,
+          limit: int | None = None, repeats: int | None = None, record: bool | None = None) -> None:
     """Run one benchmark.
 
     Args:
@@ -28,8 +29,12 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
         objectives: train only: comma-separated objectives (default plm,dae,mask-plm,mass, or a parallel
             experiment's own objective; the summary lines are the first's).
         device: train and decode: cuda or cpu (default: cuda when available for train, cpu for decode).
-        out: decode only: the markdown report (default experiments/results/bench_decode.md).
+        out: decode only: the markdown report (default: under runs/bench/, or experiments/results/bench_decode.md
+            with --record).
         threads: torch CPU threads (default: one per usable core). Benchmarks want a quiet machine.
+        limit: decode only: test sentences for the speculative table with --checkpoint (default 100, 0 = all).
+        repeats: decode only: timed runs per side, medians of alternating repeats (default 5).
+        record: decode only: also rewrite experiments/results/bench_decode.md (a plain run writes under runs/).
     """
     if what not in BENCHMARKS:
         raise UserError(f"unknown benchmark {what!r}; choose one of {', '.join(BENCHMARKS)}")
@@ -41,8 +46,8 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
     if device not in (None, "cpu", "cuda"):
         raise UserError(f"--device must be cpu or cuda, got {device!r}")
     given = {k: v for k, v in dict(steps=steps, batch=batch, checkpoint=checkpoint, precision=precision,
-                                   experiment=experiment, objectives=objectives, device=device, out=out).items()
-             if v is not None}
+                                   experiment=experiment, objectives=objectives, device=device, out=out,
+                                   limit=limit, repeats=repeats, record=record).items() if v is not None}
     accepted = inspect.signature(run).parameters
     for name in given:
         if name not in accepted:

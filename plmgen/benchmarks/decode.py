@@ -3,18 +3,31 @@
 Random weights (a "small"-shaped XLNet: d_model 256, 6 layers), random sources — speed and exactness only; quality
 needs a trained model (``parallel_rows`` takes a ``quality`` hook for that, e.g. BLEU on a dev slice).
 
-1. cache vs full recompute: the same greedy decode (l2r and confidence), identical tokens asserted
-   -> ``ratio cache_vs_recompute: X``.
+Timings are medians of ``repeats`` (>= 5) runs alternating between the two sides of a comparison, after a warm-up
+in the timed precision.
+
+1. cache vs naive full recompute: the same greedy decode (l2r and confidence), identical tokens asserted
+   -> ``ratio cache_vs_recompute: X`` (l2r) and ``... (confidence order)``.
 2. l2r greedy tokens/s vs ``transformers`` XLNetLMHeadModel on the same weights, generating left to right the way
    its ``prepare_inputs_for_generation`` does (append a dummy token blocked by perm_mask, predict it through
    target_mapping, re-feed the last two tokens and reuse mems) -> ``ratio l2r_greedy_tokens_per_s_vs_hf: X``.
 3. parallel decoding with k = 1, 2, 4 positions per step: steps taken.
+4. with ``--checkpoint C``: speculative decoding (``--speculate 2,4,8``) against sequential greedy for l2r and
+   confidence, at batch 1 and 32, on the first ``limit`` test sentences (predicted lengths): tokens per forward
+   pass and the wall-clock ratio, identical outputs asserted -> ``ratio speculative_tokens_per_pass: X`` (best k,
+   confidence order) and ``ratio speculative_vs_sequential_wall: X`` (that k, batch 1). Also dev BLEU of parallel
+   k = 1, 2, 4.
+
+Reports go to ``runs/bench/decode.md`` (with a checkpoint: its run folder's ``bench/``); only ``--record`` also
+rewrites ``experiments/results/bench_decode.md``. A plain run never changes tracked files.
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -32,6 +45,16 @@ def _timed(fn):
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
+
+
+def alternating(fns: list[Callable], repeats: int) -> tuple[list, list[float]]:
+    """Run fns[0], fns[1], … in turn, ``repeats`` rounds -> (each fn's last output, each fn's median seconds)."""
+    outs, secs = [None] * len(fns), [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            outs[i], t = _timed(fn)
+            secs[i].append(t)
+    return outs, [statistics.median(t) for t in secs]
 
 
 def hf_l2r_greedy(hf, src: torch.Tensor, length: int, bf16: bool = False) -> torch.Tensor:
@@ -61,16 +84,17 @@ def hf_l2r_greedy(hf, src: torch.Tensor, length: int, bf16: bool = False) -> tor
     return seq[:, C:]
 
 
-def l2r_vs_hf(model, twin, fixed: list[list[int]], length: int, bf16: bool) -> dict:
+def l2r_vs_hf(model, twin, fixed: list[list[int]], length: int, bf16: bool, repeats: int = 5) -> dict:
     """Left-to-right greedy tokens/s of plmgen's cache and of transformers' XLNet (``hf_l2r_greedy``) on the same
-    weights and sources, both under the same precision context (``inference``)."""
+    weights and sources, both under the same precision context (``inference``); medians of alternating repeats."""
     batch, lens = len(fixed), [length] * len(fixed)
     ids = torch.tensor([s + [SEP] for s in fixed], device=next(model.parameters()).device)
     hf_l2r_greedy(twin, ids[:2], 2, bf16)  # warm-up
     decode(model, fixed[:2], [2, 2], DecodeConfig(bf16=bf16, max_len=length), sep_id=SEP, pad_id=PAD)
-    hf_out, t_hf = _timed(lambda: hf_l2r_greedy(twin, ids, length, bf16))
-    ours, t_us = _timed(lambda: decode(model, fixed, lens, DecodeConfig(bf16=bf16, max_len=length), sep_id=SEP,
-                                       pad_id=PAD))
+    (hf_out, ours), (t_hf, t_us) = alternating(
+        [lambda: hf_l2r_greedy(twin, ids, length, bf16),
+         lambda: decode(model, fixed, lens, DecodeConfig(bf16=bf16, max_len=length), sep_id=SEP, pad_id=PAD)],
+        repeats)
     # HF's scheme lets the last tokens see each other, so only the first token (context only) must agree.
     first_agree = sum(int(h.tokens[0] == int(hf_out[b, 0])) for b, h in enumerate(ours)) / batch
     tps_hf, tps_us = batch * length / t_hf, batch * length / t_us
@@ -92,8 +116,8 @@ def parallel_rows(model, src, lens, ks=(1, 2, 4), quality: Callable | None = Non
 
 def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256, n_layer: int = 6,
         vocab_size: int = 8000, seed: int = 0, hf: bool = True, precision: str = "bf16",
-        out: str = "experiments/results/bench_decode.md", checkpoint: str | None = None,
-        dev_limit: int = 200, device: str = "cpu") -> dict:
+        out: str | None = None, checkpoint: str | None = None, dev_limit: int = 200, limit: int = 100,
+        repeats: int = 5, record: bool = False, device: str = "cpu") -> dict:
     """Run the decoding benchmark and write a markdown report to ``out``.
 
     Args:
@@ -106,13 +130,18 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
         hf: also time transformers' XLNet on the same weights.
         precision: "bf16" (bfloat16 autocast, the CPU fast path; the default) or "fp32", for both sides of every
             comparison. The l2r-vs-transformers ratio is printed for the other precision too.
-        out: markdown report path.
-        checkpoint: a fine-tuned seq2seq checkpoint: also report BLEU of parallel k=1,2,4 on a dev slice.
+        out: markdown report path (default: runs/bench/decode.md, with a checkpoint its run folder's bench/).
+        checkpoint: a fine-tuned seq2seq checkpoint: the speculative table and BLEU of parallel k=1,2,4.
         dev_limit: dev sentences for that BLEU.
+        limit: test sentences for the speculative table (0 = the whole split).
+        repeats: timed runs per side (medians, alternating sides), at least 5 for the headline numbers.
+        record: also rewrite experiments/results/bench_decode.md.
         device: where the random-weight models run (cpu or cuda; bf16 autocast is the CPU path, use fp32 on cuda).
     """
     if precision not in ("bf16", "fp32"):
         raise UserError(f"--precision must be bf16 or fp32, got {precision!r}")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise UserError(f"--repeats must be an int >= 1, got {repeats!r}")
     bf16 = precision == "bf16"
     tgt_len = steps
     torch.manual_seed(seed)
@@ -129,18 +158,21 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
                            f"{torch.get_num_threads()} threads, {device}"}
     lines = []
 
-    decode(model, src[:2], [4, 4], DecodeConfig(), sep_id=SEP, pad_id=PAD)  # warm-up
+    for b in ("cache", "recompute"):  # warm-up in the timed precision
+        decode(model, src[:2], [4, 4], DecodeConfig(bf16=bf16, backend=b), sep_id=SEP, pad_id=PAD)
     for order in ("l2r", "confidence"):
         cfgs = {b: DecodeConfig(order=order, backend=b, bf16=bf16, max_len=tgt_len) for b in ("cache", "recompute")}
-        hc, tc = _timed(lambda: decode(model, src, lens, cfgs["cache"], sep_id=SEP, pad_id=PAD))
-        hr, tr = _timed(lambda: decode(model, src, lens, cfgs["recompute"], sep_id=SEP, pad_id=PAD))
+        (hc, hr), (tc, tr) = alternating([lambda: decode(model, src, lens, cfgs["cache"], sep_id=SEP, pad_id=PAD),
+                                          lambda: decode(model, src, lens, cfgs["recompute"], sep_id=SEP, pad_id=PAD)],
+                                         repeats)
         if [h.tokens for h in hc] != [h.tokens for h in hr]:
             raise AssertionError(f"{order}: cache and recompute decoded different tokens")
         res[f"cache_s_{order}"], res[f"recompute_s_{order}"] = tc, tr
         lines.append(f"| {order} greedy | {tc:.2f} | {tr:.2f} | {tr / tc:.1f} | identical |")
     res["ratio_cache_vs_recompute"] = res["recompute_s_l2r"] / res["cache_s_l2r"]
-    print(f"ratio cache_vs_recompute: {res['ratio_cache_vs_recompute']:.1f}")
-    print(f"ratio cache_vs_recompute (confidence order): {res['recompute_s_confidence'] / res['cache_s_confidence']:.1f}")
+    print(f"ratio cache_vs_recompute: {res['ratio_cache_vs_recompute']:.1f} (l2r greedy, vs naive full recompute)")
+    print(f"ratio cache_vs_recompute (confidence order): {res['recompute_s_confidence'] / res['cache_s_confidence']:.1f}"
+          " (vs naive full recompute)")
 
     hf_lines = []
     if hf:
@@ -153,7 +185,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
         fixed = [torch.randint(10, vocab_size, (src_len,), generator=gen).tolist() for _ in range(batch)]
         # The headline precision first, then the other one, so both ratios are on record from the same run.
         for p in (precision, *(q for q in ("bf16", "fp32") if q != precision)):
-            r = l2r_vs_hf(model, twin, fixed, tgt_len, p == "bf16")
+            r = l2r_vs_hf(model, twin, fixed, tgt_len, p == "bf16", repeats)
             label = "" if p == precision else f" ({p})"
             print(f"ratio l2r_greedy_tokens_per_s_vs_hf{label}: {r['ratio']:.1f}")
             res[f"l2r_vs_hf_{p}"] = r
@@ -165,11 +197,13 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     for r in prow:
         print(f"parallel k={r['k']}: mean steps {r['mean_steps']:.1f} ({r['seconds']:.2f} s)")
 
+    spec_md = speculative_table(checkpoint, limit, precision, repeats, res) if checkpoint else []
     bleu_md = dev_bleu_rows(checkpoint, dev_limit, [r["k"] for r in prow], precision) if checkpoint else []
     md = ["# Decoding benchmark (`python cli.py bench decode`)", "", res["config"], "",
-          "## Incremental cache vs full recompute (same run, same weights)", "",
+          f"Medians of {repeats} alternating repeats after a warm-up in the timed precision.", "",
+          "## Incremental cache vs naive full recompute (same run, same weights)", "",
           "| decode | cache s | recompute s | ratio | outputs |", "|---|---|---|---|---|", *lines, "",
-          f"ratio cache_vs_recompute: {res['ratio_cache_vs_recompute']:.1f}", ""]
+          f"ratio cache_vs_recompute: {res['ratio_cache_vs_recompute']:.1f} (l2r greedy, vs naive full recompute)", ""]
     if hf_lines:
         md += ["## Left-to-right greedy tokens/s vs transformers (same weights, sources of "
                f"{src_len} tokens)", "", "transformers: XLNetLMHeadModel with mems, fed the way its "
@@ -182,9 +216,72 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     md += ["## Parallel decoding (confidence order, k positions per step)", "",
            "| k | mean steps | seconds |", "|---|---|---|",
            *[f"| {r['k']} | {r['mean_steps']:.1f} | {r['seconds']:.2f} |" for r in prow], "",
-           *(bleu_md or ["BLEU per k needs a trained model: `python cli.py bench decode --checkpoint C`."]), ""]
-    atomic_write_text(out, "\n".join(md))
+           *(bleu_md or ["BLEU per k needs a trained model: `python cli.py bench decode --checkpoint C`."]), "",
+           *spec_md]
+    run_dir = Path(checkpoint).resolve().parent.parent if checkpoint else Path("runs")
+    path = Path(out) if out else run_dir / "bench" / "decode.md"
+    atomic_write_text(path, "\n".join(md))
+    print(f"wrote {path}")
+    if record:
+        atomic_write_text(RESULTS, "\n".join(md))
+        print(f"wrote {RESULTS}")
     return res
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "experiments" / "results" / "bench_decode.md"
+
+
+def speculative_rows(tr, sources: list[list[int]], order: str, ks=(2, 4, 8), batch: int = 1, bf16: bool = False,
+                     repeats: int = 5) -> list[dict]:
+    """Sequential greedy (k = 0) and ``speculate`` k for one order and batch size on token-id sources (predicted
+    lengths): tokens per forward pass, median seconds (sequential and speculative alternating), identical outputs
+    asserted."""
+    from ..config import TranslateConfig
+    from ..decoding.translate import translate
+
+    cfg = lambda k: TranslateConfig(decode=DecodeConfig(order=order, speculate=k, bf16=bf16), batch_size=batch)  # noqa: E731
+    translate(tr, sources[:2], cfg(ks[0]))  # warm-up in the timed precision
+    rows = []
+    for k in ks:
+        (seq, spec), (t_seq, t_spec) = alternating([lambda: translate(tr, sources, cfg(0)),
+                                                    lambda: translate(tr, sources, cfg(k))], repeats)
+        if [h.tokens for h in seq.hypotheses] != [h.tokens for h in spec.hypotheses]:
+            raise AssertionError(f"{order} speculate {k} (batch {batch}): output differs from sequential greedy")
+        passes = sum(h.passes for h in spec.hypotheses)
+        rows.append({"order": order, "batch": batch, "k": k, "tokens": spec.tokens, "passes": passes,
+                     "tokens_per_pass": spec.tokens / max(passes, 1), "seq_s": t_seq, "spec_s": t_spec,
+                     "wall_ratio": t_seq / t_spec})
+    return rows
+
+
+def speculative_table(checkpoint: str, limit: int, precision: str, repeats: int, res: dict) -> list[str]:
+    """The speculative table (l2r and confidence, k = 2, 4, 8, batch 1 and 32) on the checkpoint's test split;
+    prints the two tracked ratios, returns markdown lines."""
+    from ..decoding.generate import read_inputs
+    from ..decoding.translate import load_translator
+
+    tr = load_translator(checkpoint)
+    texts, _, what = read_inputs(None, "test", None, None, tr, limit)
+    sources = tr.tokenizer.encode_batch(texts)
+    rows = [r for order in ("l2r", "confidence") for batch in (1, 32)
+            for r in speculative_rows(tr, sources, order, batch=batch, bf16=precision == "bf16", repeats=repeats)]
+    for r in rows:
+        print(f"speculative {r['order']} batch {r['batch']} k={r['k']}: {r['tokens_per_pass']:.2f} tokens/pass, "
+              f"wall x{r['wall_ratio']:.2f} vs sequential (identical)")
+    conf1 = [r for r in rows if r["order"] == "confidence" and r["batch"] == 1]
+    best = max(conf1, key=lambda r: r["tokens_per_pass"])
+    res["speculative"], res["ratio_speculative_tokens_per_pass"] = rows, best["tokens_per_pass"]
+    res["ratio_speculative_vs_sequential_wall"] = best["wall_ratio"]
+    print(f"ratio speculative_tokens_per_pass: {best['tokens_per_pass']:.2f} (confidence, k={best['k']})")
+    print(f"ratio speculative_vs_sequential_wall: {best['wall_ratio']:.2f} (confidence, k={best['k']}, batch 1)")
+    return ["## Speculative vs sequential greedy (identical outputs asserted)", "",
+            f"`{checkpoint}`, {what}, {len(sources)} sentences, predicted lengths, {precision}; sequential tokens per "
+            "pass = 1. Wall ratio = sequential seconds / speculative seconds (medians of alternating repeats).", "",
+            "| order | batch | k | tokens/pass | sequential s | speculative s | wall ratio |", "|---|---|---|---|---|---|---|",
+            *[f"| {r['order']} | {r['batch']} | {r['k']} | {r['tokens_per_pass']:.2f} | {r['seq_s']:.2f} | "
+              f"{r['spec_s']:.2f} | {r['wall_ratio']:.2f} |" for r in rows], "",
+            f"ratio speculative_tokens_per_pass: {best['tokens_per_pass']:.2f} (confidence, k={best['k']})",
+            f"ratio speculative_vs_sequential_wall: {best['wall_ratio']:.2f} (confidence, k={best['k']}, batch 1)", ""]
 
 
 def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int], precision: str = "fp32") -> list[str]:
