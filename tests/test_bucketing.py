@@ -60,3 +60,17 @@ def test_label_smoothing_matches_the_closed_form():
     assert not torch.allclose(loss, masked_ce(logits, labels, valid)[0])
     torch.testing.assert_close(masked_ce(logits, labels, valid)[0],
                                F.cross_entropy(logits[valid], labels[valid]))
+
+
+def test_locating_a_batch_does_not_rebucket_earlier_epochs(monkeypatch):
+    import plmgen.data.parallel as par
+
+    ds, collate = PairDataset(pairs(120)), PairCollate(sep_id=4, pad_id=5)
+    a = PairBatches(ds, collate, 4, seed=3, batch_tokens=200)
+    calls = []
+    real = par.bucket_batches
+    monkeypatch.setattr(par, "bucket_batches", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    n = len(a.epoch_batches(0))
+    for k in range(3 * n, 3 * n + 5):  # five batches of epoch 3
+        a.batch(k)
+    assert len(calls) <= 4  # epochs 0..3 once each (epoch 0 may be cached already), not once per batch

@@ -91,7 +91,8 @@ class PairBatches(IterableDataset):
         self.ds, self.collate, self.bs = ds, collate, batch_size
         self.seed, self.rank, self.world, self.start = seed, rank, world, start
         self.batch_tokens, self.drop_last = batch_tokens, drop_last
-        self._epochs: dict[int, list[Tensor]] = {}  # bucketed mode: epoch -> its batches (index tensors)
+        self._epoch, self._batches = -1, []  # bucketed mode: the latest epoch's batches (index tensors)
+        self._sizes: list[int] = []  # bucketed mode: batches per epoch, epochs 0.. (for locating batch k)
         n, per = len(ds), batch_size * world
         self.per_epoch = n // per if (drop_last or world > 1) else -(-n // per)
         if self.per_epoch == 0:
@@ -107,21 +108,25 @@ class PairBatches(IterableDataset):
         return torch.randperm(len(self.ds), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
 
     def epoch_batches(self, epoch: int) -> list[Tensor]:
-        """Bucketed mode: epoch's batches of this rank (pair indices), built once and kept for the next calls."""
-        if epoch not in self._epochs:
+        """Bucketed mode: epoch's batches of this rank (pair indices); the latest epoch is kept for the next calls."""
+        if self._epoch != epoch:
             batches = bucket_batches(self.lengths, self._perm(epoch), self.batch_tokens, self.seed * 1_000_003 + epoch)
             keep = len(batches) // self.world * self.world if self.world > 1 else len(batches)
-            self._epochs = {epoch: batches[self.rank: keep: self.world]}  # one epoch kept: memory stays flat
-        return self._epochs[epoch]
+            self._epoch, self._batches = epoch, batches[self.rank: keep: self.world]
+        return self._batches
 
     def locate(self, k: int) -> tuple[int, int]:
-        """Batch k -> (epoch, index within the epoch). Bucketed epochs differ in length, so walk them."""
+        """Batch k -> (epoch, index within the epoch). Bucketed epochs differ in length: each epoch's length is
+        computed once and kept, so a step costs no re-bucketing of earlier epochs."""
         if not self.batch_tokens:
             return divmod(k, self.per_epoch)
         epoch = 0
-        while k >= (n := len(self.epoch_batches(epoch))):
-            k, epoch = k - n, epoch + 1
-        return epoch, k
+        while True:
+            while len(self._sizes) <= epoch:
+                self._sizes.append(len(self.epoch_batches(len(self._sizes))))
+            if k < self._sizes[epoch]:
+                return epoch, k
+            k, epoch = k - self._sizes[epoch], epoch + 1
 
     def batch(self, k: int) -> dict:
         epoch, i = self.locate(k)
