@@ -90,7 +90,7 @@ class PairBatches(IterableDataset):
                  world: int = 1, start: int = 0, drop_last: bool = False, batch_tokens: int = 0):
         self.ds, self.collate, self.bs = ds, collate, batch_size
         self.seed, self.rank, self.world, self.start = seed, rank, world, start
-        self.batch_tokens, self.drop_last = batch_tokens, drop_last
+        self.batch_tokens = batch_tokens
         self._epoch, self._batches = -1, []  # bucketed mode: the latest epoch's batches (index tensors)
         self._sizes: list[int] = []  # bucketed mode: batches per epoch, epochs 0.. (for locating batch k)
         n, per = len(ds), batch_size * world
