@@ -13,6 +13,7 @@ from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, ObjectiveCo
 from plmgen.decoding.generate import generate
 from plmgen.decoding.translate import best_per_source
 from plmgen.errors import UserError
+from plmgen.evaluation import repetition_rate, unk_rate
 from train_helpers import make_dataset, make_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,15 +74,19 @@ def test_generate_orders_grid_writes_table_and_plots(ckpt, tmp_path):
     assert [(r.order, r.length) for r in runs] == [("l2r", "predict"), ("l2r", "oracle"), ("parallel@2", "predict"),
                                                    ("parallel@2", "oracle")]
     table = (folder / "orders.md").read_text(encoding="utf-8")
-    assert table.startswith("| order | length | BLEU | chrF | steps | tokens/s |") and "BLEU signature" in table
+    assert table.startswith("| order | length | BLEU | chrF | rep % | ⁇ % | steps | tokens/s |") and "BLEU signature" in table
     assert "chrF signature: `nrefs:1|" in table  # every metric in the table names its signature
     assert len([l for l in table.splitlines() if l.startswith("| ")]) == 5
     assert (folder / "order_heatmap.png").stat().st_size > 0 and (folder / "bleu_vs_steps.png").stat().st_size > 0
     # filling 2 positions per step needs about half the steps of left-to-right
     l2r, par = runs[1], runs[3]
     assert par.steps < l2r.steps
-    for r in runs:
+    rows = [l.split("|") for l in table.splitlines()[2:] if l.startswith("| ")]
+    for r, row in zip(runs, rows):
         assert len((folder / f"{r.order}.{r.length}.txt").read_text(encoding="utf-8").splitlines()) == 4
+        # every order row prints its repetition and ⁇ rates beside BLEU/chrF, computed from its own hypotheses
+        assert float(row[5]) == pytest.approx(repetition_rate(r.hyps), abs=0.01)
+        assert float(row[6]) == pytest.approx(unk_rate(r.hyps), abs=0.01)
 
 
 def test_length_beam_keeps_the_best_scoring_candidate():

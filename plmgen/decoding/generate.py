@@ -246,11 +246,11 @@ def _write_outputs(runs: list[RunResult], refs, out, trace, evaluate: bool, grid
         tag = f"{run.order}.{run.length}".replace("/", "_")
         atomic_write_text(folder / f"{tag}.txt", "".join(h + "\n" for h in run.hyps))
         atomic_write_text(folder / f"{tag}.trace.jsonl", trace_lines(run))
-        row = {"order": run.order, "length": run.length, "BLEU": math.nan, "chrF": math.nan, "steps": run.steps,
-               "tokens/s": run.tokens / max(run.seconds, 1e-9)}
+        row = {"order": run.order, "length": run.length, "BLEU": math.nan, "chrF": math.nan, "rep %": math.nan,
+               "⁇ %": math.nan, "steps": run.steps, "tokens/s": run.tokens / max(run.seconds, 1e-9)}
         if refs is not None:
             s = score(run.hyps, refs)
-            row.update(BLEU=s.bleu, chrF=s.chrf)
+            row.update({"BLEU": s.bleu, "chrF": s.chrf, "rep %": s.repetition, "⁇ %": s.unk})
             row["scores"] = s
         rows.append(row)
     write_grid_report(rows, runs, folder)
@@ -260,11 +260,12 @@ def _write_outputs(runs: list[RunResult], refs, out, trace, evaluate: bool, grid
 
 
 def write_grid_report(rows: list[dict], runs: list[RunResult], folder: Path) -> None:
-    """orders.md (order × length: BLEU, chrF, steps, tokens/s + both sacrebleu signatures) and the two PNG plots."""
+    """orders.md (order × length: BLEU, chrF, % of hypotheses with an immediately repeated word, % with ` ⁇ `,
+    steps, tokens/s + both sacrebleu signatures) and the two PNG plots."""
     from plmgen.evaluation import markdown_table
     from plmgen.plots import bleu_vs_steps, order_heatmap
 
-    cols = ["order", "length", "BLEU", "chrF", "steps", "tokens/s"]
+    cols = ["order", "length", "BLEU", "chrF", "rep %", "⁇ %", "steps", "tokens/s"]
     scored = next((r["scores"] for r in rows if "scores" in r), None)
     text = markdown_table(rows, cols) + ("".join(f"\n{line}" for line in scored.signature_lines()) + "\n"
                                          if scored else "")
