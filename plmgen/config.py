@@ -220,6 +220,9 @@ class Seq2SeqConfig(YamlConfig):
     mass_weight: float = 0.0  # > 0: add the `mass` span objective on each side of the pairs (MASS-style joint)
     label_smoothing: float = 0.0  # of the target-token cross-entropy (0 = plain cross-entropy)
     length_offset: bool = False  # length head scores target length − source length (plmgen.length.LengthHead)
+    # a </s> after the last target slot, seen by the target only: the query stream knows where the target ends
+    # (without it nothing tells a slot how many follow, and left-to-right decoding stops mid-sentence)
+    end_marker: bool = False
 
     def __post_init__(self) -> None:
         n = "Seq2SeqConfig"

@@ -10,9 +10,9 @@ from plmgen.config import ModelConfig, Seq2SeqConfig
 from plmgen.data.parallel import layout
 from plmgen.model import XLNet
 from plmgen.objectives.seq2seq import (ORDER_IDS, batch_masks, mono_batch, predicted_ranks, sample_orders,
-                                      target_ranks)
+                                      target_ranks, with_end_marker)
 
-SEP, PAD = 4, 5
+SEP, PAD, EOS = 4, 5, 2
 
 
 def _batch(g: torch.Generator, B: int = 5, vocab: int = 1000):
@@ -30,14 +30,28 @@ def test_layout_positions_segments_and_flags():
     assert b["src_len"].tolist() == [2, 1] and b["tgt_len"].tolist() == [3, 1]
 
 
-@pytest.mark.parametrize("order,fraction", [("uniform", 1.0), ("l2r", 1.0), ("r2l", 1.0), ("uniform", 0.4),
-                                            ("l2r:0.5,r2l:0.5", 0.7)])
-def test_masks_brute_force_no_leak(order, fraction):
+def test_end_marker_layout():
+    b = with_end_marker(layout([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD), EOS, PAD)
+    assert b["input_ids"].tolist() == [[11, 12, SEP, 21, 22, 23, EOS], [13, SEP, 24, EOS, PAD, PAD, PAD]]
+    assert b["seg_ids"].tolist() == [[0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0, 0]]
+    assert b["valid"].tolist() == [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
+    assert b["target"].tolist() == [[0, 0, 0, 1, 1, 1, 0], [0, 0, 1, 0, 0, 0, 0]]
+    assert b["functional"].tolist() == [[0, 0, 1, 0, 0, 0, 1], [0, 1, 0, 1, 1, 1, 1]]
+    assert b["end"].tolist() == [[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 1, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("order,fraction,marker", [("uniform", 1.0, False), ("l2r", 1.0, False), ("r2l", 1.0, False),
+                                                   ("uniform", 0.4, False), ("l2r:0.5,r2l:0.5", 0.7, False),
+                                                   ("uniform", 1.0, True), ("l2r", 0.7, True)])
+def test_masks_brute_force_no_leak(order, fraction, marker):
     g = torch.Generator().manual_seed(1)
     batch, srcs, tgts = _batch(g, B=6)
+    if marker:
+        batch = with_end_marker(batch, EOS, PAD)
     rank, m = batch_masks(batch, Seq2SeqConfig(order=order, predict_fraction=fraction), g)
     B, T = rank.shape
     tgt, valid = batch["target"], batch["valid"]
+    end = batch["end"] if marker else torch.zeros_like(tgt)
     for b in range(B):
         L = len(tgts[b])
         r = rank[b][tgt[b]]
@@ -56,13 +70,15 @@ def test_masks_brute_force_no_leak(order, fraction):
                 continue
             if not valid[b, j]:
                 want = False
-            elif not tgt[b, i]:  # source / <sep>: sees the source side only
+            elif end[b, j]:  # the end marker: seen by the target tokens and itself only
+                want = bool(tgt[b, i]) or i == j
+            elif not tgt[b, i]:  # source / <sep> / end marker: sees the source side only
                 want = not tgt[b, j]
             else:  # target: the source side, itself, and lower-ranked target tokens
                 want = (not tgt[b, j]) or int(rank[b, j]) <= int(rank[b, i])
             assert bool(m.content[b, i, j]) == want, (b, i, j)
         for p, i in enumerate(preds):
-            for j in range(T):
+            for j in range(T):  # (the end marker is context: every prediction sees it)
                 want = bool(valid[b, j]) and ((not tgt[b, j]) or int(rank[b, j]) < int(rank[b, i]))
                 assert bool(m.query[b, p, j]) == want, (b, i, j)
                 assert bool(m.target_mapping[b, p, j]) == (j == i)
@@ -132,6 +148,26 @@ def test_model_perturbation_respects_order():
                     torch.testing.assert_close(out.g[other], base.g[other])
 
 
+def test_end_marker_tells_the_target_its_length_but_not_the_source():
+    """With the marker the source states (what the length head reads) do not depend on the target length; every
+    query does (a live check: without the marker the first l2r query cannot tell the lengths apart)."""
+    torch.manual_seed(0)
+    model = XLNet(ModelConfig.named("tiny", mem_len=0)).eval()
+    g = torch.Generator().manual_seed(0)
+
+    def run(tgt, marker):
+        batch = layout([[11, 12, 13]], [tgt], SEP, PAD)
+        batch = with_end_marker(batch, EOS, PAD) if marker else batch
+        _, m = batch_masks(batch, Seq2SeqConfig(order="l2r"), g)
+        with torch.no_grad():
+            return model(batch["input_ids"], batch["seg_ids"], m.content, m.query, m.target_pos)
+
+    for marker in (False, True):
+        short, long = run([21, 22], marker), run([21, 22, 23, 24], marker)
+        torch.testing.assert_close(short.h[0, :4], long.h[0, :4])  # source + <sep>
+        assert torch.allclose(short.g[0, 0], long.g[0, 0], atol=1e-6) != marker  # first query: sees 1 vs 3 slots
+
+
 def test_mono_batch_splits_each_pair_into_two_rows():
     b = layout([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD)
     mb = mono_batch(b, SEP, PAD)
@@ -162,10 +198,11 @@ def test_objective_terms_and_weights():
     assert obj.length_head.proj.weight.grad is not None and model.mask_emb.grad is not None
 
 
-def test_objective_fits_a_fixed_batch():
+@pytest.mark.parametrize("marker", [False, True])
+def test_objective_fits_a_fixed_batch(marker):
     """Over-fitting 8 fixed pairs: the seq2seq loss (over random orders) must fall well below its start."""
     torch.manual_seed(0)
-    obj, model = _objective(order="l2r:0.5,uniform:0.5", length_weight=0.1, max_len=8)
+    obj, model = _objective(order="l2r:0.5,uniform:0.5", length_weight=0.1, max_len=8, end_marker=marker)
     g = torch.Generator().manual_seed(0)
     batch, _, _ = _batch(g, B=8, vocab=60)
     opt = torch.optim.Adam(list(model.parameters()) + list(obj.parameters()), lr=1e-2)

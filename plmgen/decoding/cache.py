@@ -56,6 +56,7 @@ class DecodeLayout:
     mems: list[Tensor] | None  # per layer [B, M, d] memory states (right-padded), None when no row needs memory
     mem_len: Tensor  # [B] long, valid memory states per row (0 without memory)
     pad_id: int
+    end_id: int | None = None  # the end marker after the last target slot (``Seq2SeqConfig.end_marker``), or None
 
     @property
     def batch(self) -> int:
@@ -88,8 +89,9 @@ def forward_table(model: XLNet):
 
 
 def build_layout(model: XLNet, src: list[list[int]], tgt_lengths: list[int], sep_id: int, pad_id: int,
-                 max_segment: int) -> DecodeLayout:
-    """Sources + target lengths -> ``DecodeLayout``; long sources are pushed through Transformer-XL memory."""
+                 max_segment: int, end_id: int | None = None) -> DecodeLayout:
+    """Sources + target lengths -> ``DecodeLayout``; long sources are pushed through Transformer-XL memory.
+    end_id: the end marker the model was fine-tuned with (None: none)."""
     check_decodable(model)
     dev = model_device(model)
     ctxs, mems_rows = [], []
@@ -112,7 +114,8 @@ def build_layout(model: XLNet, src: list[list[int]], tgt_lengths: list[int], sep
             for i in range(model.cfg.n_layer if m is not None else 0):
                 mems[i][b, : m[i].shape[1]] = m[i][0]
     return DecodeLayout(ctx=ctx, ctx_len=torch.tensor([len(c) for c in ctxs], device=dev),
-                        tgt_len=torch.tensor(tgt_lengths, device=dev), mems=mems, mem_len=mem_len, pad_id=pad_id)
+                        tgt_len=torch.tensor(tgt_lengths, device=dev), mems=mems, mem_len=mem_len, pad_id=pad_id,
+                        end_id=end_id)
 
 
 def encode_memory(model: XLNet, ids: list[int], max_segment: int) -> list[Tensor]:
@@ -189,11 +192,25 @@ class IncrementalCache:
         L = int(layout.tgt_len.max())
         self.M, self.C, self.L = M, C, L
         dev = layout.ctx.device
-        # Targets right after each row's context; the dummy slot (last) sits at position 0 and is never valid.
+        # Targets right after each row's context, then the end marker (if any) right after the row's last target;
+        # the dummy slot (last) sits at position 0 and is never valid.
         self.t_pos = (layout.mem_len + layout.ctx_len)[:, None] + torch.arange(L, device=dev)[None]  # [B, L]
-        new_pos = torch.cat([self.t_pos, torch.zeros_like(self.t_pos[:, :1])], dim=1)
+        end_pos = (layout.mem_len + layout.ctx_len + layout.tgt_len)[:, None]  # [B, 1]
+        extra = [end_pos] if layout.end_id is not None else []
+        new_pos = torch.cat([self.t_pos, *extra, torch.zeros_like(self.t_pos[:, :1])], dim=1)
         self.kv = enc.cache.extend(new_pos, torch.ones_like(new_pos))  # segment 1: target keys
-        self.k_ok = torch.cat([enc.ok, enc.ok.new_zeros(B, L + 1)], dim=1)  # [B, J]
+        self.k_ok = torch.cat([enc.ok, enc.ok.new_zeros(B, new_pos.shape[1])], dim=1)  # [B, J]
+        if layout.end_id is not None:
+            self._encode_end(layout.end_id, end_pos)
+
+    def _encode_end(self, end_id: int, end_pos: Tensor) -> None:
+        """The end marker's keys/values: it sees the context and itself (never a target slot), like in training."""
+        B, slot = end_pos.shape[0], self.M + self.C + self.L
+        slots = torch.full_like(end_pos, slot)
+        self.k_ok = self.k_ok.scatter(1, slots, True)
+        mask = self.k_ok.clone()
+        rows = Rows(torch.full_like(end_pos, end_id), end_pos, torch.ones_like(end_pos), mask[:, None, :])
+        self.model.run(rows, cache=self.kv, slots=slots, bi_data=False, need_h=False)
 
     def reorder(self, rows: Tensor) -> None:
         """Keep/duplicate batch rows (beam search): rows [B'] indexes the current rows."""
@@ -284,21 +301,24 @@ def full_forward(model: XLNet, layout: DecodeLayout, tokens: Tensor, rank: Tenso
     B, L = tokens.shape
     dev = tokens.device
     c_len, t_len = layout.ctx_len, layout.tgt_len
-    T = int((c_len + t_len).max()) + 1  # + one junk column that absorbs padded target slots
+    n_end = int(layout.end_id is not None)
+    T = int((c_len + t_len).max()) + n_end + 1  # (+ the end marker) + one junk column that absorbs padded slots
     tcol = c_len[:, None] + torch.arange(L, device=dev)[None]  # [B, L] column of each target slot
     tcol = torch.where(torch.arange(L, device=dev)[None] < t_len[:, None], tcol, torch.full_like(tcol, T - 1))
     ids = torch.full((B, T), layout.pad_id, dtype=torch.long, device=dev)
     ids[:, : layout.ctx.shape[1]] = layout.ctx
     ids.scatter_(1, tcol, tokens)
     col = torch.arange(T, device=dev)[None]
-    valid = col < (c_len + t_len)[:, None]
-    is_tgt = (col >= c_len[:, None]) & valid
+    end = (col == (c_len + t_len)[:, None]) & bool(n_end)  # [B, T] the end marker's column
+    ids = torch.where(end, layout.end_id if n_end else layout.pad_id, ids)
+    is_tgt = (col >= c_len[:, None]) & (col < (c_len + t_len)[:, None])
+    valid = (col < c_len[:, None]) | is_tgt | end
     r = torch.full((B, T), -1, dtype=torch.long, device=dev)
     r.scatter_(1, tcol, rank)
     r = torch.where(is_tgt, r, torch.full_like(r, -1))
-    seg = is_tgt.long()
+    seg = (is_tgt | end).long()
     tpos = tcol.gather(1, q_pos)  # [B, Q]
-    cmask = content_mask(r, valid)
+    cmask = content_mask(r, valid) & ~(end[:, None, :] & ~(is_tgt | end)[:, :, None])  # the context never sees it
     if q_limit is None:
         qmask = perm_attention(r, valid).gather(1, tpos[:, :, None].expand(-1, -1, T)) & q_ok[:, :, None]
     else:

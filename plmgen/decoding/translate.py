@@ -44,6 +44,11 @@ class Translator:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def end_id(self) -> int | None:
+        """The end marker the checkpoint was fine-tuned with (``Seq2SeqConfig.end_marker``), else None."""
+        return self.tokenizer.eos_id if self.config.objective.seq2seq.end_marker else None
+
 
 @dataclass
 class RunResult:
@@ -155,7 +160,8 @@ def translate_batch(tr: Translator, sources: list[list[int]], cfg: TranslateConf
     tok, dcfg = tr.tokenizer, cfg.decode
     mode = parse_length_mode(cfg.length)
     with inference(dcfg.bf16, tr.device):
-        layout = build_layout(tr.model, sources, [1] * len(sources), tok.sep_id, tok.pad_id, dcfg.max_segment)
+        layout = build_layout(tr.model, sources, [1] * len(sources), tok.sep_id, tok.pad_id, dcfg.max_segment,
+                              tr.end_id)
         enc = encode_context(tr.model, layout)
         cands = candidate_lengths(mode, cfg.length_beam, len(sources), refs,
                                   lambda: _length_head_logits(tr, layout, enc))

@@ -9,6 +9,13 @@ content stream sees exactly what the incremental decoder will see (a filled slot
 filled before it); with ``predict_fraction < 1`` only the last-ranked share is predicted, the earlier-ranked rest
 acts as already-decoded context; ``predict_sampling uniform`` draws that share per example (Mask-Predict style). Masks come from the pure function ``seq2seq_masks`` (brute-force leak tested).
 
+``end_marker``: a ``</s>`` right after the last target token (``[source <sep> target </s>]``, segment 1, rank −1)
+that the target tokens and the query stream see and the source and <sep> do not. Positions are relative, so
+without it a target slot cannot tell how many slots follow: the decoder fills the length the length head chose,
+but the model writes as if the sentence went on (left to right, most outputs stopped mid-sentence). The source
+never sees the marker, so the length head (on source states) cannot read the length from it, and the decoder can
+predict the length before it places the marker.
+
 Extra terms, each with its weight: ``length`` (target-length head on the mean-pooled source content states) and
 ``mass`` (the registry's MASS span objective on each side of the pairs as monolingual text).
 """
@@ -74,16 +81,20 @@ def predicted_ranks(rank: Tensor, fraction: float, sampling: str = "fixed",
     return torch.where(keep & (rank >= 0), rank, torch.full_like(rank, -1))
 
 
-def seq2seq_masks(rank: Tensor, valid: Tensor, predict: Tensor, num_predict: int | None = None) -> StreamMasks:
+def seq2seq_masks(rank: Tensor, valid: Tensor, predict: Tensor, num_predict: int | None = None,
+                  end: Tensor | None = None) -> StreamMasks:
     """Masks of one seq2seq batch.
 
     rank [B, T] (−1 = source/<sep>/padding, 0.. = target order), valid [B, T] bool, predict [B, T] bool (target
     tokens whose loss is computed; a subset of rank >= 0). Context (rank −1) never sees a ranked token, so the
     source never sees the target; a target token sees the source and lower-ranked target tokens. num_predict:
-    P, at least the most predictions of a row (None: read from the device).
+    P, at least the most predictions of a row (None: read from the device). end [B, T] bool (optional): the
+    end-marker column (rank −1): seen by the target tokens and itself, never by the rest of the context.
     """
     B, T = rank.shape
     perm = perm_attention(rank, valid)  # [B, T, T]
+    if end is not None:  # other context rows do not see the marker
+        perm = perm & ~(end[:, None, :] & (rank < 0)[:, :, None] & ~end[:, :, None])
     eye = torch.eye(T, dtype=torch.bool, device=rank.device)[None]
     pred_rank = torch.where(predict, rank, torch.full_like(rank, -1))
     tpos, tvalid = target_positions(pred_rank, num_predict)  # [B, P], sorted by rank
@@ -94,12 +105,33 @@ def seq2seq_masks(rank: Tensor, valid: Tensor, predict: Tensor, num_predict: int
 
 
 def batch_masks(batch: dict, cfg: Seq2SeqConfig, generator: torch.Generator | None = None) -> tuple[Tensor, StreamMasks]:
-    """Sample orders for a collated seq2seq batch -> (rank [B, T], masks)."""
+    """Sample orders for a collated seq2seq batch (``with_end_marker``'s when cfg.end_marker) -> (rank [B, T], masks)."""
     target = batch["target"] & batch["valid"]
     orders = sample_orders(cfg.order, target.shape[0], generator, target.device)
     rank = target_ranks(target, orders, generator)
     predict = predicted_ranks(rank, cfg.predict_fraction, cfg.predict_sampling, generator) >= 0
-    return rank, seq2seq_masks(rank, batch["valid"], predict, batch.get("tgt_len_max"))
+    return rank, seq2seq_masks(rank, batch["valid"], predict, batch.get("tgt_len_max"), batch.get("end"))
+
+
+def with_end_marker(batch: dict, end_id: int, pad_id: int) -> dict:
+    """The batch with ``end_id`` right after each row's target (one more column; ``end`` [B, T+1] marks it).
+    The marker is valid, segment 1, functional (never predicted) and not a target token."""
+    ids = batch["input_ids"]
+    B, T = ids.shape
+    col = (batch["src_len"] + 1 + batch["tgt_len"]).to(ids.device)[:, None]  # [B, 1]
+    end = torch.arange(T + 1, device=ids.device)[None] == col  # [B, T+1]
+
+    def grow(x: Tensor, fill) -> Tensor:
+        return torch.cat([x, torch.full_like(x[:, :1], fill)], dim=1)
+
+    out = dict(batch)
+    out["input_ids"] = torch.where(end, end_id, grow(ids, pad_id))
+    out["seg_ids"] = torch.where(end, 1, grow(batch["seg_ids"], 0))
+    out["valid"] = grow(batch["valid"], False) | end
+    out["functional"] = grow(batch["functional"], True)  # the marker too: never predicted, not a source token
+    out["target"] = grow(batch["target"], False)
+    out["end"] = end
+    return out
 
 
 def mono_batch(batch: dict, sep_id: int, pad_id: int) -> dict:
@@ -140,11 +172,18 @@ class Seq2SeqObjective(Objective):
             self.mass = MassObjective(dataclasses.replace(cfg, name="mass", nsp_weight=0.0), model_cfg, self.special)
 
     def sample(self, batch: dict, generator: torch.Generator | None = None) -> StreamMasks:
-        """The seq2seq term's masks (the optional ``mass`` term samples its own)."""
+        """The seq2seq term's masks (the optional ``mass`` term samples its own) of ``self.prepare(batch)``."""
         return batch_masks(batch, self.s2s, generator)[1]
+
+    def prepare(self, batch: dict) -> dict:
+        """The batch the seq2seq term reads: the collated one, with the end marker when configured."""
+        if not self.s2s.end_marker:
+            return batch
+        return with_end_marker(batch, self.special.eos_id, self.special.pad_id)
 
     def forward(self, model, batch: dict, mems: list[Tensor] | None = None,
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
+        collated, batch = batch, self.prepare(batch)
         sm = self.sample(batch, generator)
         out, loss, n = two_stream_loss(model, batch, sm, None, self.s2s.label_smoothing)
         terms, weights, n_tokens = {self.name: loss}, {self.name: 1.0}, {self.name: n}
@@ -153,7 +192,7 @@ class Seq2SeqObjective(Objective):
             terms["length"] = self.length_head.loss(self.length_head(out.h, src), batch["tgt_len"].to(out.h.device))
             weights["length"], n_tokens["length"] = self.s2s.length_weight, batch["tgt_len"].shape[0]
         if self.mass is not None:
-            mono = mono_batch(batch, self.special.sep_id, self.special.pad_id)
+            mono = mono_batch(collated, self.special.sep_id, self.special.pad_id)
             m = self.mass(model, mono, None, generator)
             terms["mass"], weights["mass"], n_tokens["mass"] = m.terms["mass"], self.s2s.mass_weight, m.n_tokens["mass"]
         return combine(terms, weights, n_tokens, None)

@@ -14,10 +14,13 @@ from .helpers import LENS, PAD, SEP, SRC, model
 MODES = [{}, {"k_per_step": 2}, {"beam": 3}]
 
 
-def run(m, cfg_kw, src=SRC, lens=LENS, backend="cache"):
+EOS = 2
+
+
+def run(m, cfg_kw, src=SRC, lens=LENS, backend="cache", end_id=None):
     steps = []
     cfg = DecodeConfig(backend=backend, **cfg_kw)
-    hyps = decode(m, src, lens, cfg, sep_id=SEP, pad_id=PAD,
+    hyps = decode(m, src, lens, cfg, sep_id=SEP, pad_id=PAD, end_id=end_id,
                   on_step=lambda lp, q, ok: steps.append((lp.clone(), q.clone(), ok.clone())))
     return hyps, steps
 
@@ -49,6 +52,38 @@ def test_cache_equals_recompute(m, order, mode_id):
     assert_same(run(m, {"order": order, **mode}), run(m, {"order": order, **mode}, backend="recompute"))
 
 
+MARKER_CASES = [(o, "single") for o in ORDERS] + [("confidence", "k2"), ("l2r", "beam3"), ("random", "beam3")]
+
+
+@pytest.mark.parametrize("order, mode_id", MARKER_CASES)
+def test_cache_equals_recompute_with_end_marker(m, order, mode_id):
+    mode = dict(zip(("single", "k2", "beam3"), MODES))[mode_id]
+    kw = {"order": order, **mode}
+    a = run(m, kw, end_id=EOS)
+    assert_same(a, run(m, kw, backend="recompute", end_id=EOS))
+    # the marker is live: the first step's log-probs differ from decoding without it
+    assert not torch.allclose(a[1][0][0], run(m, kw)[1][0][0])
+
+
+def test_end_marker_scores_like_the_training_layout(m):
+    """Teacher-forced l2r scoring with the end marker = one model(...) pass over the seq2seq objective's own
+    marked batch and masks (an independent construction: ``with_end_marker`` + ``batch_masks``)."""
+    from plmgen.config import Seq2SeqConfig
+    from plmgen.data.parallel import layout
+    from plmgen.objectives.seq2seq import batch_masks, with_end_marker
+
+    tgt = [[21, 22, 23, 24], [25, 26, 27, 28, 29, 30], [31, 32, 33]]
+    hyps = score(m, SRC, tgt, "l2r", sep_id=SEP, pad_id=PAD, end_id=EOS)
+    batch = with_end_marker(layout(SRC, tgt, SEP, PAD), EOS, PAD)
+    _, sm = batch_masks(batch, Seq2SeqConfig(order="l2r"))
+    with torch.no_grad():
+        g = m(batch["input_ids"], batch["seg_ids"], sm.content, sm.query, sm.target_pos).g
+        lp = torch.log_softmax(m.logits(g), -1)
+    labels = batch["input_ids"].gather(1, sm.target_pos)
+    ref = (lp.gather(2, labels[:, :, None])[..., 0] * sm.target_valid).sum(1)
+    torch.testing.assert_close(torch.tensor([h.logprob for h in hyps]), ref, atol=1e-4, rtol=0)
+
+
 def test_cache_equals_recompute_threshold_parallel(m):
     kw = {"order": "confidence", "threshold": 0.05}  # low threshold: several positions per step
     a = run(m, kw)
@@ -61,6 +96,7 @@ def test_long_source_through_memory():
     src = [[7, 8, 9], [20 + i for i in range(11)], [30 + i for i in range(6)]]
     kw = {"order": "confidence", "max_segment": 4, "k_per_step": 2}
     assert_same(run(m, kw, src=src), run(m, kw, src=src, backend="recompute"))
+    assert_same(run(m, kw, src=src, end_id=EOS), run(m, kw, src=src, backend="recompute", end_id=EOS))
     # The memory really is attended to: changing the head of the long source moves the target's log-probs.
     other = [src[0], [40] + src[1][1:], src[2]]
     la, lb = run(m, kw, src=src)[1][0][0], run(m, kw, src=other)[1][0][0]
