@@ -130,6 +130,14 @@ def test_killed_training_resumes_from_last_checkpoint(micro, tmp_path):
     assert sorted(done["checkpoints"]) == ["budget-2.ckpt", "budget-4.ckpt", "last.ckpt"]
     with pytest.raises(UserError, match="another config"):  # a changed spec does not reuse a finished cell
         runner.train(short, None, [2])
+    # a cell finished before a config field existed (stored without it) is reused while the field is at its default
+    import json
+
+    marker = cfg.run_dir / "done.json"
+    stored = json.loads(marker.read_text())
+    del stored["config"]["objective"]["seq2seq"]["end_marker"]
+    marker.write_text(json.dumps(stored))
+    assert runner.train(cfg, None, [2, 4])["steps"] == 4
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "experiments" / "studies").glob("*.yaml")), ids=lambda p: p.name)

@@ -140,7 +140,9 @@ class StudyRunner:
         run_dir = cfg.run_dir
         marker = run_dir / "done.json"
         if (done := _read(marker)) is not None:
-            if done["config"] != json.loads(json.dumps(cfg.to_dict(), default=str)):
+            # read back through today's dataclasses: a field added since (at its default) is not a change
+            stored = type(cfg).from_dict(done["config"]).to_dict()
+            if json.loads(json.dumps(stored, default=str)) != json.loads(json.dumps(cfg.to_dict(), default=str)):
                 raise UserError(f"{run_dir} was trained with another config than the spec resolves to now; "
                                 "use a new --out for a changed spec")
             return done
