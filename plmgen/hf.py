@@ -3,8 +3,8 @@
 - ``load_hf_xlnet(path)``: an HF XLNet checkpoint directory (config.json + model.safetensors or pytorch_model.bin)
   -> plmgen ``XLNet`` (weights loaded safely: safetensors, or ``torch.load(weights_only=True)``).
 - ``save_hf_xlnet(model, path)``: the reverse; ``transformers.XLNetLMHeadModel.from_pretrained`` loads it.
-- ``forward_hf(model, ...)``: a forward taking HF's conventions (perm_mask 1 = blocked, one-hot float
-  target_mapping, mems as per-layer [mlen, B, d]), for people porting HF code and for parity tests.
+- ``forward_hf(model, ...)``: a forward taking HF's conventions, defined in ``plmgen.hf_conventions`` (which does
+  not import the model, so ``XLNet.forward_hf`` can call it) and re-exported here.
 
 HF stores projections as [d_model, n_head, d_head] tensors used with einsum; plmgen uses nn.Linear weights
 [out, in] with fused key/value. Neither library is imported here except torch/safetensors.
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .config import ModelConfig, atomic_write_text, fsync_file
 from .errors import UserError
+from .hf_conventions import forward_hf  # noqa: F401  (re-exported: plmgen.hf.forward_hf)
 from .model import XLNet, check_model_limits, check_state_dict
 
 _CFG_KEYS = ("vocab_size", "d_model", "n_layer", "n_head", "d_inner", "ff_activation", "attn_type",
@@ -151,28 +152,3 @@ def save_hf_xlnet(model: XLNet, path: str | os.PathLike) -> None:
     fsync_file(tmp)
     os.replace(tmp, path / "model.safetensors")
     atomic_write_text(path / "config.json", json.dumps(config_to_hf(model.cfg), indent=2))
-
-
-def forward_hf(model: XLNet, input_ids: Tensor, token_type_ids: Tensor | None = None,
-               perm_mask: Tensor | None = None, target_mapping: Tensor | None = None,
-               mems: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor] | None]:
-    """HF-convention forward -> (logits [B, P or T, V], new_mems as per-layer [mlen, B, d] or None)."""
-    B, T = input_ids.shape
-    content = query = target_pos = None
-    if perm_mask is not None:
-        allowed = perm_mask <= 0.5  # HF: 1 = i may NOT attend to j
-        content = allowed | torch.eye(T, dtype=torch.bool, device=allowed.device)[None]
-        query = allowed
-    if target_mapping is not None:
-        tm = target_mapping.float()
-        if not bool(((tm == 0) | (tm == 1)).all()) or not bool((tm.sum(-1) == 1).all()):
-            raise ValueError("target_mapping must be one-hot: exactly one 1 per prediction row")
-        target_pos = tm.argmax(-1)
-        if query is not None:
-            query = torch.gather(query, 1, target_pos[:, :, None].expand(-1, -1, T))
-    our_mems = [m.transpose(0, 1) for m in mems] if mems is not None else None
-    out = model(input_ids, seg_ids=token_type_ids, content_mask=content, query_mask=query,
-                target_pos=target_pos, mems=our_mems)
-    logits = model.logits(out.g if out.g is not None else out.h)
-    new_mems = [m.transpose(0, 1) for m in out.mems] if out.mems is not None else None
-    return logits, new_mems

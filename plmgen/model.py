@@ -348,7 +348,7 @@ class XLNet(nn.Module):
 
     def forward_hf(self, input_ids: Tensor, token_type_ids: Tensor | None = None, perm_mask: Tensor | None = None,
                    target_mapping: Tensor | None = None, mems: list[Tensor] | None = None):
-        """Forward in Hugging Face's conventions -> (logits, new_mems); see ``plmgen.hf.forward_hf``."""
-        from .hf import forward_hf
+        """Forward in Hugging Face's conventions -> (logits, new_mems); see ``plmgen.hf_conventions.forward_hf``."""
+        from .hf_conventions import forward_hf
 
         return forward_hf(self, input_ids, token_type_ids, perm_mask, target_mapping, mems)

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from plmgen.data import bible, libreoffice, userdata
+from plmgen.data.bible import prepare_bible
+from plmgen.data.libreoffice import prepare_libreoffice
 from plmgen.data.splits import Pair, clean_pairs, default_holdout_size, split_by_group, split_random, verify_dataset
 from plmgen.data.splits import MANIFEST, sha256_file, write_dataset
+from plmgen.data.userdata import parallel_pairs, tsv_pairs
 from plmgen.errors import UserError
 
 RECIPES = ("lo-de-en", "bible-kjv-bbe", "tsv", "parallel")
@@ -111,10 +113,10 @@ def prepare(
     started = time.perf_counter()
     group_unit = None
     if name == "lo-de-en":
-        raw, dropped, sources = libreoffice.prepare_libreoffice(src, tgt, cache_dir("debs", cache), console)
+        raw, dropped, sources = prepare_libreoffice(src, tgt, cache_dir("debs", cache), console)
         group_unit = "help file"
     elif name == "bible-kjv-bbe":
-        raw, dropped, sources = bible.prepare_bible(src, tgt, cache_dir("wheels", cache), console)
+        raw, dropped, sources = prepare_bible(src, tgt, cache_dir("wheels", cache), console)
         group_unit = "book"
     if group_unit is not None:
         pairs, more = clean_pairs(raw, max_words)
@@ -138,10 +140,10 @@ def _user_pairs(
     if name == "tsv":
         if not path:
             raise UserError("recipe tsv needs --path FILE.tsv (source<TAB>target per line)")
-        return userdata.tsv_pairs(path, max_words), [_input_source(path)]
+        return tsv_pairs(path, max_words), [_input_source(path)]
     if not src_file or not tgt_file:
         raise UserError("recipe parallel needs --src_file A and --tgt_file B (one segment per line, same count)")
-    pairs = userdata.parallel_pairs(src_file, tgt_file, max_words)
+    pairs = parallel_pairs(src_file, tgt_file, max_words)
     return pairs, [_input_source(src_file), _input_source(tgt_file)]
 
 

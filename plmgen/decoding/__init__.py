@@ -4,6 +4,7 @@
 """
 
 from .orders import ORDERS, get_order
-from .search import Hypothesis, decode, score
+from .search import decode, score
+from .state import Hypothesis
 
 __all__ = ["ORDERS", "Hypothesis", "decode", "get_order", "score"]

@@ -12,7 +12,6 @@ log-probability of the output under the order that was followed (``score`` recom
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -23,22 +22,9 @@ from ..errors import UserError
 from ..model import XLNet
 from .cache import BACKENDS, DecodeLayout, EncodedContext, build_layout
 from .orders import Order, example_generator, get_order
+from .refine import refine
 from .speculative import speculative
-
-
-@dataclass
-class Hypothesis:
-    tokens: list[int]  # target ids in position order
-    logprob: float  # sum of the chosen tokens' log-probabilities (chain-rule score for one position per step)
-    token_logprobs: list[float]  # per position, log-probability when it was (last) filled
-    trace: list[list[int]] = field(default_factory=list)  # target indices filled at each step, in fill order
-    steps: int = 0  # decoding steps (+ refinement iterations)
-    passes: int = 0  # forward passes of the decoder this example took part in (speculative: < steps)
-
-    @property
-    def avg_logprob(self) -> float:
-        """Length-normalised score (for choosing among target lengths, as in Mask-Predict's length beam)."""
-        return self.logprob / max(1, len(self.tokens))
+from .state import Hypothesis, RowState, ban, sampling_probs
 
 
 StepHook = Callable[[Tensor, Tensor, Tensor], None]  # (logp [R, Q, V], q_pos [R, Q], q_ok [R, Q])
@@ -83,8 +69,6 @@ def decode_layout(model: XLNet, layout: DecodeLayout, cfg: DecodeConfig, *, bann
     run = _beam if cfg.beam > 1 else speculative if cfg.speculate else _single
     hyps = run(model, layout, order, cfg, list(banned), forced, on_step, examples, encoded)
     if cfg.refine_iters:
-        from .refine import refine
-
         hyps = refine(model, layout, hyps, cfg.refine_iters, banned=list(banned))
     return hyps
 
@@ -135,78 +119,6 @@ def _validate(model, src, tgt_lengths, cfg, force) -> None:
         raise UserError(f"source token ids must be in [0, {V})")
 
 
-@dataclass
-class _State:
-    """Per-row decoding state (rows = examples × beams)."""
-
-    tokens: Tensor  # [R, L] long
-    tok_lp: Tensor  # [R, L] float
-    open: Tensor  # [R, L] bool
-    n_filled: Tensor  # [R] long
-    steps: Tensor  # [R] long
-    passes: Tensor  # [R] long
-    score: Tensor  # [R] float
-    trace: list[list[list[int]]]  # per row, per step
-
-    @staticmethod
-    def new(lengths: Tensor, pad_id: int) -> "_State":
-        R, L = lengths.shape[0], int(lengths.max())
-        dev = lengths.device
-        return _State(tokens=torch.full((R, L), pad_id, dtype=torch.long, device=dev),
-                      tok_lp=torch.zeros(R, L, device=dev), open=torch.arange(L, device=dev)[None] < lengths[:, None],
-                      n_filled=torch.zeros(R, dtype=torch.long, device=dev),
-                      steps=torch.zeros(R, dtype=torch.long, device=dev),
-                      passes=torch.zeros(R, dtype=torch.long, device=dev), score=torch.zeros(R, device=dev),
-                      trace=[[] for _ in range(R)])
-
-    def reorder(self, rows: Tensor) -> None:
-        for f in ("tokens", "tok_lp", "open", "n_filled", "steps", "passes", "score"):
-            setattr(self, f, getattr(self, f)[rows])
-        self.trace = [list(self.trace[r]) for r in rows.tolist()]
-
-    def fill(self, pos: Tensor, tok: Tensor, lp: Tensor, ok: Tensor) -> None:
-        """Record tokens tok [R, F] with log-probs lp at target indices pos where ok."""
-        r, c = ok.nonzero(as_tuple=True)
-        if not bool(self.open[r, pos[r, c]].all()):
-            raise RuntimeError("decoding bug: a position was filled twice")  # also guarantees termination
-        self.tokens[r, pos[r, c]] = tok[r, c]
-        self.tok_lp[r, pos[r, c]] = lp[r, c]
-        self.open[r, pos[r, c]] = False
-        self.n_filled += ok.sum(1)
-        self.steps += ok.any(1)
-        self.score += torch.where(ok, lp, torch.zeros_like(lp)).sum(1)
-        for row, (p, o) in enumerate(zip(pos.tolist(), ok.tolist())):
-            if any(o):
-                self.trace[row].append([x for x, keep in zip(p, o) if keep])
-
-    def hypothesis(self, row: int, length: int) -> Hypothesis:
-        return Hypothesis(tokens=self.tokens[row, :length].tolist(), logprob=float(self.score[row]),
-                          token_logprobs=self.tok_lp[row, :length].tolist(), trace=self.trace[row],
-                          steps=int(self.steps[row]), passes=int(self.passes[row]))
-
-
-def _ban(logp: Tensor, banned: list[int]) -> Tensor:
-    if not banned:
-        return logp
-    logp = logp.clone()
-    logp[..., banned] = float("-inf")
-    return logp
-
-
-def sampling_probs(lp: Tensor, cfg: DecodeConfig) -> Tensor:
-    """Banned log-probs [.., V] -> the sampling distribution [.., V] (fp32) after temperature, top-k and top-p."""
-    x = lp / cfg.temperature
-    if cfg.top_k:
-        kth = x.topk(min(cfg.top_k, x.shape[-1]), dim=-1).values[..., -1:]
-        x = x.masked_fill(x < kth, float("-inf"))
-    if cfg.top_p < 1.0:
-        sx, si = x.sort(dim=-1, descending=True)
-        p = sx.softmax(-1)
-        drop = p.cumsum(-1) - p >= cfg.top_p  # keep the smallest prefix whose mass reaches top_p
-        x = x.masked_fill(drop.scatter(-1, si, drop), float("-inf"))
-    return x.float().softmax(-1)
-
-
 def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok: Tensor) -> Tensor:
     """lp [R, F, V] (banned already −inf) -> tokens [R, F]: argmax, or a sample. Row r draws one uniform number per
     filled slot (``ok`` [R, F]) from its own stream ``gens[r]``, so its tokens depend on nothing but its own row."""
@@ -221,7 +133,7 @@ def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok:
     return (cdf <= u).sum(-1).clamp(max=lp.shape[-1] - 1)
 
 
-def _query(order: Order, st: "_State", plan, backend, fill, on_step, banned):
+def _query(order: Order, st: "RowState", plan, backend, fill, on_step, banned):
     """One backend pass: fill last step's choices, query the order's next positions; None when all are filled."""
     q_pos, q_ok = order.queries(st.open, st.n_filled, plan)
     if not q_ok.any():
@@ -230,14 +142,14 @@ def _query(order: Order, st: "_State", plan, backend, fill, on_step, banned):
     st.passes += q_ok.any(1)
     if on_step is not None:
         on_step(logp, q_pos, q_ok)
-    return q_pos, q_ok, logp, _ban(logp, banned)
+    return q_pos, q_ok, logp, ban(logp, banned)
 
 
 def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step, examples,
             encoded=None):
     """Greedy / sampling / forced scoring: each row follows its own order; k or a threshold give parallel fills."""
     backend = BACKENDS[cfg.backend](model, layout, encoded)
-    st = _State.new(layout.tgt_len, layout.pad_id)
+    st = RowState.new(layout.tgt_len, layout.pad_id)
     plan = order.init(layout.tgt_len.tolist(), st.tokens.shape[1], st.tokens.device, examples)
     # Sampling's streams are seeded apart from the random order's (an order and its tokens must not correlate).
     gens = [example_generator(cfg.seed + 1, ex) for ex in examples] if cfg.sample else []
@@ -269,7 +181,7 @@ def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, 
     plan = None if plan is None else plan[rows]
     layout = layout.index(rows)
     backend = BACKENDS[cfg.backend](model, layout, None if encoded is None else encoded.index(rows))
-    st = _State.new(layout.tgt_len, layout.pad_id)
+    st = RowState.new(layout.tgt_len, layout.pad_id)
     st.score[:] = float("-inf")
     st.score[::K] = 0.0  # one live hypothesis per example at the start
     own = torch.arange(B * K, device=rows.device)

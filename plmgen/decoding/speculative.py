@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from .cache import BACKENDS
-from .orders import FixedOrder, Order
+from .orders import FixedOrder, Order, example_generator
+from .state import RowState, ban, sampling_probs
 
 
 def _levels(order: Order, plan: Tensor | None, open0: Tensor, n_filled: Tensor, d_pos: Tensor, d_ok: Tensor,
@@ -61,14 +62,11 @@ def _sample(p: Tensor, u: Tensor) -> Tensor:
 def speculative(model, layout, order: Order, cfg, banned, forced, on_step, examples, encoded=None):
     """Greedy or sampling decode with ``cfg.speculate`` drafts per pass; hypotheses equal (greedy) / are
     distributed as (sampling) the sequential decoder's. Arguments as ``search._single`` (no forced targets)."""
-    from .search import _State, _ban, sampling_probs
-    from .orders import example_generator
-
     if forced is not None:
         raise ValueError("speculative decoding does not teacher-force; score with speculate 0")
     k, sampling = cfg.speculate, cfg.sample and cfg.temperature > 0
     backend = BACKENDS[cfg.backend](model, layout, encoded)
-    st = _State.new(layout.tgt_len, layout.pad_id)
+    st = RowState.new(layout.tgt_len, layout.pad_id)
     R, L = st.tokens.shape
     dev = st.tokens.device
     plan = order.init(layout.tgt_len.tolist(), L, dev, examples)
@@ -93,7 +91,7 @@ def speculative(model, layout, order: Order, cfg, banned, forced, on_step, examp
         logp = backend.step(torch.cat([c_pos, d_pos], 1), torch.cat([c_tok, d_tok], 1), torch.cat([c_ok, d_ok], 1),
                             q_pos.reshape(R, -1), q_ok.reshape(R, -1), sees.reshape(R, -1))
         logp = logp.view(R, n_lv, W, -1)
-        blp = _ban(logp, banned)
+        blp = ban(logp, banned)
         st.passes += open0.any(1)
         if on_step is not None:
             on_step(logp[:, 0], q_pos[:, 0], q_ok[:, 0])

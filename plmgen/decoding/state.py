@@ -1,0 +1,106 @@
+"""What a decode keeps per row, and the token rules every search shares.
+
+Legend: R rows (examples × beams), L target slots, F filled rows per step, V vocab.
+
+``Hypothesis`` is what a decode returns per example; ``RowState`` the per-row tensors a search updates as it fills
+positions; ``ban`` and ``sampling_probs`` turn the model's log-probs into what greedy, beam, sampling, speculative
+decoding and refinement choose from. The searches (``search``, ``speculative``, ``refine``) import this module and
+not each other's internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..config import DecodeConfig
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # target ids in position order
+    logprob: float  # sum of the chosen tokens' log-probabilities (chain-rule score for one position per step)
+    token_logprobs: list[float]  # per position, log-probability when it was (last) filled
+    trace: list[list[int]] = field(default_factory=list)  # target indices filled at each step, in fill order
+    steps: int = 0  # decoding steps (+ refinement iterations)
+    passes: int = 0  # forward passes of the decoder this example took part in (speculative: < steps)
+
+    @property
+    def avg_logprob(self) -> float:
+        """Length-normalised score (for choosing among target lengths, as in Mask-Predict's length beam)."""
+        return self.logprob / max(1, len(self.tokens))
+
+
+@dataclass
+class RowState:
+    """Per-row decoding state (rows = examples × beams)."""
+
+    tokens: Tensor  # [R, L] long
+    tok_lp: Tensor  # [R, L] float
+    open: Tensor  # [R, L] bool
+    n_filled: Tensor  # [R] long
+    steps: Tensor  # [R] long
+    passes: Tensor  # [R] long
+    score: Tensor  # [R] float
+    trace: list[list[list[int]]]  # per row, per step
+
+    @staticmethod
+    def new(lengths: Tensor, pad_id: int) -> "RowState":
+        R, L = lengths.shape[0], int(lengths.max())
+        dev = lengths.device
+        return RowState(tokens=torch.full((R, L), pad_id, dtype=torch.long, device=dev),
+                        tok_lp=torch.zeros(R, L, device=dev), open=torch.arange(L, device=dev)[None] < lengths[:, None],
+                        n_filled=torch.zeros(R, dtype=torch.long, device=dev),
+                        steps=torch.zeros(R, dtype=torch.long, device=dev),
+                        passes=torch.zeros(R, dtype=torch.long, device=dev), score=torch.zeros(R, device=dev),
+                        trace=[[] for _ in range(R)])
+
+    def reorder(self, rows: Tensor) -> None:
+        for f in ("tokens", "tok_lp", "open", "n_filled", "steps", "passes", "score"):
+            setattr(self, f, getattr(self, f)[rows])
+        self.trace = [list(self.trace[r]) for r in rows.tolist()]
+
+    def fill(self, pos: Tensor, tok: Tensor, lp: Tensor, ok: Tensor) -> None:
+        """Record tokens tok [R, F] with log-probs lp at target indices pos where ok."""
+        r, c = ok.nonzero(as_tuple=True)
+        if not bool(self.open[r, pos[r, c]].all()):
+            raise RuntimeError("decoding bug: a position was filled twice")  # also guarantees termination
+        self.tokens[r, pos[r, c]] = tok[r, c]
+        self.tok_lp[r, pos[r, c]] = lp[r, c]
+        self.open[r, pos[r, c]] = False
+        self.n_filled += ok.sum(1)
+        self.steps += ok.any(1)
+        self.score += torch.where(ok, lp, torch.zeros_like(lp)).sum(1)
+        for row, (p, o) in enumerate(zip(pos.tolist(), ok.tolist())):
+            if any(o):
+                self.trace[row].append([x for x, keep in zip(p, o) if keep])
+
+    def hypothesis(self, row: int, length: int) -> Hypothesis:
+        return Hypothesis(tokens=self.tokens[row, :length].tolist(), logprob=float(self.score[row]),
+                          token_logprobs=self.tok_lp[row, :length].tolist(), trace=self.trace[row],
+                          steps=int(self.steps[row]), passes=int(self.passes[row]))
+
+
+def ban(logp: Tensor, banned: list[int]) -> Tensor:
+    """logp [.., V] with the ``banned`` ids at −inf (a copy; ``logp`` itself is untouched)."""
+    if not banned:
+        return logp
+    logp = logp.clone()
+    logp[..., banned] = float("-inf")
+    return logp
+
+
+def sampling_probs(lp: Tensor, cfg: DecodeConfig) -> Tensor:
+    """Banned log-probs [.., V] -> the sampling distribution [.., V] (fp32) after temperature, top-k and top-p."""
+    x = lp / cfg.temperature
+    if cfg.top_k:
+        kth = x.topk(min(cfg.top_k, x.shape[-1]), dim=-1).values[..., -1:]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sx, si = x.sort(dim=-1, descending=True)
+        p = sx.softmax(-1)
+        drop = p.cumsum(-1) - p >= cfg.top_p  # keep the smallest prefix whose mass reaches top_p
+        x = x.masked_fill(drop.scatter(-1, si, drop), float("-inf"))
+    return x.float().softmax(-1)
