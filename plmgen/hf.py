@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import ModelConfig, atomic_write_text, fsync_file
+from .config import ModelConfig
 from .errors import UserError
+from .files import atomic_write_text, fsync_file
 from .hf_conventions import forward_hf  # noqa: F401  (re-exported: plmgen.hf.forward_hf)
 from .model import XLNet, check_model_limits, check_state_dict
 

@@ -16,8 +16,6 @@ which it runs. Mems are not saved in checkpoints; a resumed run starts its first
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -25,8 +23,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 
-from plmgen.config import temp_beside
 from plmgen.errors import UserError
+from plmgen.files import atomic_open
 
 
 class NonFiniteLoss(UserError, FloatingPointError):
@@ -211,18 +209,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temp_beside(path)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)
 
 
 class StopOnSignal(L.Callback):

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from plmgen.config import fsync_file, temp_beside
+from plmgen.files import fsync_file, temp_beside
 
 
 def _save(fig, path: str | os.PathLike) -> None:

@@ -17,7 +17,7 @@ MARKER = "complete.json"
 
 
 def mark_complete(run_dir: Path, step: int, max_steps: int) -> None:
-    from .config import atomic_write_text
+    from .files import atomic_write_text
 
     atomic_write_text(Path(run_dir) / MARKER, json.dumps({"step": step, "max_steps": max_steps}) + "\n")
 

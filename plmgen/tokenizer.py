@@ -19,11 +19,20 @@ from typing import Iterable, Sequence
 
 import sentencepiece as spm
 
-from plmgen.config import fsync_file
+from plmgen.files import fsync_file
 from plmgen.errors import UserError
 
 SPECIALS = ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>")
 CONTROL = SPECIALS[3:]  # sentencepiece places these right after unk/bos/eos, in order: ids 3..8
+
+
+def _write_corpus(texts: Iterable[str], path: Path) -> str:
+    """One whitespace-normalised line per non-blank text (sentencepiece's input format) -> the file's path."""
+    with open(path, "w", encoding="utf-8") as f:
+        for t in texts:
+            if t.strip():
+                f.write(" ".join(t.split()) + "\n")
+    return str(path)
 
 
 class Tokenizer:
@@ -87,12 +96,7 @@ class Tokenizer:
         try:
             inputs = [str(f) for f in files]
             if texts is not None:
-                corpus = tmp_dir / "corpus.txt"
-                with open(corpus, "w", encoding="utf-8") as f:
-                    for t in texts:
-                        if t.strip():
-                            f.write(" ".join(t.split()) + "\n")
-                inputs.append(str(corpus))
+                inputs.append(_write_corpus(texts, tmp_dir / "corpus.txt"))
             if not inputs:
                 raise UserError("tokenizer training needs texts or files")
             spm.set_random_generator_seed(seed)  # sentence sampling/shuffling is random; fix it for reruns

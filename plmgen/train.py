@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from plmgen.config import (DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, TrainConfig, fsync_file,
-                           temp_beside)
+from plmgen.config import DataConfig, ExperimentConfig, ModelConfig, ObjectiveConfig, TrainConfig
 from plmgen.errors import Stopped, UserError
+from plmgen.files import fsync_file, temp_beside
 from plmgen.stages import mark_complete
 
 # Fields that fix the backbone's parameter shapes: --init_from takes them from the checkpoint.

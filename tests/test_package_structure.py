@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PKG = Path(__file__).resolve().parents[1] / "plmgen"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
@@ -107,14 +105,12 @@ def test_no_import_cycles():
     assert not found, "import cycles (dependencies must point one way):\n" + "\n".join(" <-> ".join(c) for c in found)
 
 
-@pytest.mark.xfail(strict=True, reason="config.py is being split (issue 12)")
 def test_no_module_over_400_lines():
     long = {name: n for name, path in package_modules().items()
             if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
 
 
-@pytest.mark.xfail(strict=True, reason="six long functions are being split (issue 12)")
 def test_no_function_over_60_lines():
     long = {}
     for name, path in package_modules().items():

@@ -212,6 +212,32 @@ def run(steps: int = 5, warmup: int = 2, batch: int = 8, seq_len: int = 256, mem
         threads: torch intra-op threads for the timed steps (0 = torch's default). On a loaded machine, 1 thread
             gives steadier ratios: a parallel op there waits for its second thread to be scheduled.
     """
+    _check_flags(steps, warmup, batch, seq_len, mem_len, num_predict, d_model, n_head, memory_steps, threads)
+    s = Spec(batch=batch, seq_len=seq_len, mem_len=mem_len, num_predict=num_predict, d_model=d_model,
+             n_layer=n_layer, n_head=n_head, d_inner=d_inner, vocab_size=vocab_size, seed=seed)
+    models = build_models(s)
+    inputs = make_inputs(s)
+    check_same_loss(models, inputs)
+    runs = {bf16: time_steps(models, inputs, steps, warmup, bf16) for bf16 in (False, True)}
+    secs = {bf16: {k: statistics.median(v) for k, v in r.items()} for bf16, r in runs.items()}
+    flops = {side: step_flops(side, m, inputs) for side, m in models.items()}
+    del models
+    mem = measure_memory(s, memory_steps)
+    _print_table(s, steps, warmup, runs, secs, flops, mem)
+    if min(mem.values()) <= 0:
+        raise RuntimeError(f"peak memory deltas not measurable at this size (MB: {mem}); use a larger config")
+    ratios = {
+        "fp32_train_tokens_per_s_vs_hf": secs[False]["hf"] / secs[False]["plm"],
+        "bf16_train_tokens_per_s_vs_hf": secs[True]["hf"] / secs[True]["plm"],
+        "peak_memory_vs_hf": max(mem["plm", b] / mem["hf", b] for b in (False, True)),
+    }
+    for k, v in ratios.items():
+        print(f"ratio {k}: {v:.3f}")
+    return ratios
+
+
+def _check_flags(steps, warmup, batch, seq_len, mem_len, num_predict, d_model, n_head, memory_steps, threads) -> None:
+    """Refuse bad flags (one ``error:`` line each) and set the torch threads, in the order ``run`` always has."""
     for name, val in dict(steps=steps, batch=batch, seq_len=seq_len, num_predict=num_predict,
                           memory_steps=memory_steps).items():
         if val < 1:
@@ -226,17 +252,12 @@ def run(steps: int = 5, warmup: int = 2, batch: int = 8, seq_len: int = 256, mem
         raise UserError(f"--num_predict ({num_predict}) must be <= --seq_len ({seq_len})")
     if d_model % n_head or (d_model // n_head) % 2:
         raise UserError(f"--d_model ({d_model}) must split into --n_head ({n_head}) heads of even size")
-    s = Spec(batch=batch, seq_len=seq_len, mem_len=mem_len, num_predict=num_predict, d_model=d_model,
-             n_layer=n_layer, n_head=n_head, d_inner=d_inner, vocab_size=vocab_size, seed=seed)
-    models = build_models(s)
-    inputs = make_inputs(s)
-    check_same_loss(models, inputs)
-    runs = {bf16: time_steps(models, inputs, steps, warmup, bf16) for bf16 in (False, True)}
-    secs = {bf16: {k: statistics.median(v) for k, v in r.items()} for bf16, r in runs.items()}
-    flops = {side: step_flops(side, m, inputs) for side, m in models.items()}
-    del models
-    mem = measure_memory(s, memory_steps)
 
+
+def _print_table(s: Spec, steps: int, warmup: int, runs: dict, secs: dict, flops: dict, mem: dict) -> None:
+    """The per-side, per-dtype table: tokens/s, median and range of ms/step, executed GFLOP/step, peak MB."""
+    batch, seq_len, mem_len, num_predict = s.batch, s.seq_len, s.mem_len, s.num_predict
+    d_model, n_layer, n_head, d_inner, vocab_size = s.d_model, s.n_layer, s.n_head, s.d_inner, s.vocab_size
     tokens = s.batch * s.seq_len
     print(f"backbone training step (forward+backward, CE on the query stream): d_model {d_model}, {n_layer} layers, "
           f"{n_head} heads, d_inner {d_inner}, vocab {vocab_size}; B={batch} T={seq_len} M={mem_len} "
@@ -252,13 +273,3 @@ def run(steps: int = 5, warmup: int = 2, batch: int = 8, seq_len: int = 256, mem
           f"it runs the query stream's attention at all T={seq_len} positions and picks the P={num_predict} targets "
           f"with target_mapping, where plmgen attends from the P query rows only; part of the speed ratio is that "
           f"work, not faster kernels.")
-    if min(mem.values()) <= 0:
-        raise RuntimeError(f"peak memory deltas not measurable at this size (MB: {mem}); use a larger config")
-    ratios = {
-        "fp32_train_tokens_per_s_vs_hf": secs[False]["hf"] / secs[False]["plm"],
-        "bf16_train_tokens_per_s_vs_hf": secs[True]["hf"] / secs[True]["plm"],
-        "peak_memory_vs_hf": max(mem["plm", b] / mem["hf", b] for b in (False, True)),
-    }
-    for k, v in ratios.items():
-        print(f"ratio {k}: {v:.3f}")
-    return ratios

@@ -32,8 +32,9 @@ from typing import Callable
 
 import torch
 
-from ..config import DecodeConfig, ModelConfig, atomic_write_text
+from ..config import DecodeConfig, ModelConfig
 from ..errors import UserError
+from ..files import atomic_write_text
 from ..decoding import decode
 from ..decoding.search import inference
 from ..model import XLNet
@@ -144,6 +145,38 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
         raise UserError(f"--repeats must be an int >= 1, got {repeats!r}")
     bf16 = precision == "bf16"
     tgt_len = steps
+    model, src, gen = _random_model_and_sources(batch, src_len, d_model, n_layer, vocab_size, seed, device)
+    lens = [tgt_len] * batch
+    res: dict = {"config": f"d_model {d_model}, {n_layer} layers, vocab {vocab_size}, random weights; batch {batch}, "
+                           f"source {src_len // 2}-{src_len} tokens, target {tgt_len}, "
+                           f"{'bf16 autocast' if bf16 else 'fp32'}, torch {torch.__version__}, "
+                           f"{torch.get_num_threads()} threads, {device}"}
+    lines = _cache_vs_recompute(model, src, lens, tgt_len, bf16, repeats, res)
+    # Sources of exactly src_len tokens for the transformers comparison, drawn after the others (same stream).
+    fixed = [torch.randint(10, vocab_size, (src_len,), generator=gen).tolist() for _ in range(batch)] if hf else []
+    hf_lines = _vs_transformers(model, fixed, tgt_len, precision, repeats, device, res) if hf else []
+    prow = parallel_rows(model, src, lens, ks=[k for k in (1, 2, 4) if k <= tgt_len], bf16=bf16)
+    res["parallel"] = prow
+    for r in prow:
+        print(f"parallel k={r['k']}: mean steps {r['mean_steps']:.1f} ({r['seconds']:.2f} s)")
+
+    spec_md = speculative_table(checkpoint, limit, precision, repeats, res) if checkpoint else []
+    bleu_md = dev_bleu_rows(checkpoint, dev_limit, [r["k"] for r in prow], precision) if checkpoint else []
+    md = _report(res, repeats, lines, hf_lines, prow, bleu_md, spec_md, src_len, precision)
+    run_dir = Path(checkpoint).resolve().parent.parent if checkpoint else Path("runs")
+    path = Path(out) if out else run_dir / "bench" / "decode.md"
+    atomic_write_text(path, "\n".join(md))
+    print(f"wrote {path}")
+    if record:
+        atomic_write_text(RESULTS, "\n".join(md))
+        print(f"wrote {RESULTS}")
+    return res
+
+
+def _random_model_and_sources(batch: int, src_len: int, d_model: int, n_layer: int, vocab_size: int, seed: int,
+                              device) -> tuple[XLNet, list[list[int]], torch.Generator]:
+    """A random-weight model (seeded), ``batch`` sources of src_len/2..src_len tokens, and the generator that drew
+    them (the transformers comparison draws its sources from it next)."""
     torch.manual_seed(seed)
     mcfg = ModelConfig.named("small", d_model=d_model, n_layer=n_layer, vocab_size=vocab_size, dropout=0.0,
                              dropatt=0.0, mem_len=0)
@@ -151,13 +184,13 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(src_len // 2, src_len + 1, (batch,), generator=gen).tolist()
     src = [torch.randint(10, vocab_size, (n,), generator=gen).tolist() for n in lengths]
-    lens = [tgt_len] * batch
-    res: dict = {"config": f"d_model {d_model}, {n_layer} layers, vocab {vocab_size}, random weights; batch {batch}, "
-                           f"source {src_len // 2}-{src_len} tokens, target {tgt_len}, "
-                           f"{'bf16 autocast' if bf16 else 'fp32'}, torch {torch.__version__}, "
-                           f"{torch.get_num_threads()} threads, {device}"}
-    lines = []
+    return model, src, gen
 
+
+def _cache_vs_recompute(model, src, lens, tgt_len: int, bf16: bool, repeats: int, res: dict) -> list[str]:
+    """Time the incremental cache against naive full recompute (l2r and confidence greedy, outputs must be
+    identical); records the seconds and the l2r ratio in ``res``, returns the report's table rows."""
+    lines = []
     for b in ("cache", "recompute"):  # warm-up in the timed precision
         decode(model, src[:2], [4, 4], DecodeConfig(bf16=bf16, backend=b), sep_id=SEP, pad_id=PAD)
     for order in ("l2r", "confidence"):
@@ -173,32 +206,33 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     print(f"ratio cache_vs_recompute: {res['ratio_cache_vs_recompute']:.1f} (l2r greedy, vs naive full recompute)")
     print(f"ratio cache_vs_recompute (confidence order): {res['recompute_s_confidence'] / res['cache_s_confidence']:.1f}"
           " (vs naive full recompute)")
+    return lines
 
+
+def _vs_transformers(model, fixed, tgt_len: int, precision: str, repeats: int, device, res: dict) -> list[str]:
+    """l2r greedy tokens/s against transformers' XLNet on the same weights, in both precisions (the headline one
+    first); records them in ``res``, returns the report's table rows."""
+    from ..hf import save_hf_xlnet
+    from transformers import XLNetLMHeadModel
+
+    with tempfile.TemporaryDirectory() as d:
+        save_hf_xlnet(model, d)
+        twin = XLNetLMHeadModel.from_pretrained(d).to(device).eval()
     hf_lines = []
-    if hf:
-        from ..hf import save_hf_xlnet
-        from transformers import XLNetLMHeadModel
+    # The headline precision first, then the other one, so both ratios are on record from the same run.
+    for p in (precision, *(q for q in ("bf16", "fp32") if q != precision)):
+        r = l2r_vs_hf(model, twin, fixed, tgt_len, p == "bf16", repeats)
+        label = "" if p == precision else f" ({p})"
+        print(f"ratio l2r_greedy_tokens_per_s_vs_hf{label}: {r['ratio']:.1f}")
+        res[f"l2r_vs_hf_{p}"] = r
+        hf_lines += [f"| {p} | {r['ours']:.0f} | {r['hf']:.0f} | {r['ratio']:.1f} | {r['first_agree']:.0%} |"]
+    res["ratio_l2r_vs_hf"] = res[f"l2r_vs_hf_{precision}"]["ratio"]
+    return hf_lines
 
-        with tempfile.TemporaryDirectory() as d:
-            save_hf_xlnet(model, d)
-            twin = XLNetLMHeadModel.from_pretrained(d).to(device).eval()
-        fixed = [torch.randint(10, vocab_size, (src_len,), generator=gen).tolist() for _ in range(batch)]
-        # The headline precision first, then the other one, so both ratios are on record from the same run.
-        for p in (precision, *(q for q in ("bf16", "fp32") if q != precision)):
-            r = l2r_vs_hf(model, twin, fixed, tgt_len, p == "bf16", repeats)
-            label = "" if p == precision else f" ({p})"
-            print(f"ratio l2r_greedy_tokens_per_s_vs_hf{label}: {r['ratio']:.1f}")
-            res[f"l2r_vs_hf_{p}"] = r
-            hf_lines += [f"| {p} | {r['ours']:.0f} | {r['hf']:.0f} | {r['ratio']:.1f} | {r['first_agree']:.0%} |"]
-        res["ratio_l2r_vs_hf"] = res[f"l2r_vs_hf_{precision}"]["ratio"]
 
-    prow = parallel_rows(model, src, lens, ks=[k for k in (1, 2, 4) if k <= tgt_len], bf16=bf16)
-    res["parallel"] = prow
-    for r in prow:
-        print(f"parallel k={r['k']}: mean steps {r['mean_steps']:.1f} ({r['seconds']:.2f} s)")
-
-    spec_md = speculative_table(checkpoint, limit, precision, repeats, res) if checkpoint else []
-    bleu_md = dev_bleu_rows(checkpoint, dev_limit, [r["k"] for r in prow], precision) if checkpoint else []
+def _report(res: dict, repeats: int, lines, hf_lines, prow, bleu_md, spec_md, src_len: int,
+            precision: str) -> list[str]:
+    """The markdown report's lines."""
     md = ["# Decoding benchmark (`python cli.py bench decode`)", "", res["config"], "",
           f"Medians of {repeats} alternating repeats after a warm-up in the timed precision.", "",
           "## Incremental cache vs naive full recompute (same run, same weights)", "",
@@ -218,14 +252,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
            *[f"| {r['k']} | {r['mean_steps']:.1f} | {r['seconds']:.2f} |" for r in prow], "",
            *(bleu_md or ["BLEU per k needs a trained model: `python cli.py bench decode --checkpoint C`."]), "",
            *spec_md]
-    run_dir = Path(checkpoint).resolve().parent.parent if checkpoint else Path("runs")
-    path = Path(out) if out else run_dir / "bench" / "decode.md"
-    atomic_write_text(path, "\n".join(md))
-    print(f"wrote {path}")
-    if record:
-        atomic_write_text(RESULTS, "\n".join(md))
-        print(f"wrote {RESULTS}")
-    return res
+    return md
 
 
 RESULTS = Path(__file__).resolve().parents[2] / "experiments" / "results" / "bench_decode.md"

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -73,6 +74,29 @@ def prepare(
         force: rebuild even if out already holds a complete prepared folder.
         quiet: no progress output.
     """
+    src, tgt, out_dir = _languages_and_folder(name, out, src, tgt, max_words)
+    console = Console(stderr=True, quiet=quiet)
+    plan = _plan(name, dev_size, test_size, seed, max_words, path, src_file, tgt_file)
+    if out_dir.exists() and not _may_replace(out_dir, name, src, tgt, plan.settings, plan.inputs, force):
+        manifest = verify_dataset(out_dir)
+        console.print(f"reusing {out_dir} ({manifest['pairs']}); pass --force to rebuild")
+        return out_dir
+
+    started = time.perf_counter()
+    splits, dropped, sources, group_unit = _split(name, src, tgt, plan, seed, max_words, cache, console)
+    if not splits["train"]:
+        raise UserError(f"recipe {name}: no training pairs left after filtering (see --max_words)")
+
+    manifest = {"recipe": name, "sources": sources, "settings": plan.settings}
+    write_dataset(out_dir, splits, src, tgt, manifest, dropped, group_unit)
+    counts = ", ".join(f"{s} {len(v)}" for s, v in splits.items())
+    console.print(f"wrote {out_dir}: {counts} pairs in {time.perf_counter() - started:.1f}s")
+    return out_dir
+
+
+def _languages_and_folder(name: str, out: str | None, src: str | None, tgt: str | None,
+                          max_words: int) -> tuple[str, str, Path]:
+    """Check the recipe, --max_words and the two language codes; resolve and check the output folder."""
     if name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     if max_words < 1:
@@ -86,52 +110,57 @@ def prepare(
         out = f"data/lo-{src}-{tgt}" if renamed else f"data/{name}"
     out_dir = check_out_dir(out)
     _refuse_foreign(out_dir)  # before any input is read: the folder's safety comes first
-    console = Console(stderr=True, quiet=quiet)
+    return src, tgt, out_dir
+
+
+@dataclass
+class _Plan:
+    """What a run will build, known before any download: the manifest's settings, the holdout sizes and, for user
+    data, its hashes, sources and cleaned pairs (benchmarks: None until downloaded)."""
+
+    settings: dict
+    dev_n: int
+    test_n: int
+    inputs: list[str] | None = None
+    sources: list[dict[str, str]] | None = None
+    pairs: list[Pair] | None = None
+    dropped: Counter | None = None
+
+
+def _plan(name: str, dev_size: int | None, test_size: int | None, seed: int, max_words: int, path: str | None,
+          src_file: str | None, tgt_file: str | None) -> _Plan:
     for flag, size in (("--dev_size", dev_size), ("--test_size", test_size)):
         if size is not None and size < 0:
             raise UserError(f"{flag} must be >= 0, got {size}")
-
     settings: dict = {"max_words": max_words}
     if name in ("lo-de-en", "bible-kjv-bbe"):
         dev_n, test_n = dev_size or BENCHMARK_HOLDOUT, test_size or BENCHMARK_HOLDOUT
         unit = "help file" if name == "lo-de-en" else "book"
         settings.update(dev_size=dev_n, test_size=test_n, split="by " + unit + " (sha1 order)")
-        inputs = None  # the recipe's own download; its versions are recorded in the manifest's sources
-    else:
-        raw, sources = _user_pairs(name, path, src_file, tgt_file, max_words)
-        # Over-long/empty lines already raised; cleaning here only removes duplicate sources (no train/test leak).
-        pairs, more = clean_pairs(raw, max_words, drop_identical=False)
-        dev_n = default_holdout_size(len(pairs)) if dev_size is None else dev_size
-        test_n = default_holdout_size(len(pairs)) if test_size is None else test_size
-        settings.update(dev_size=dev_n, test_size=test_n, seed=seed, split="random (seeded)")
-        inputs = [s["sha256"] for s in sources]
-    if out_dir.exists() and not _may_replace(out_dir, name, src, tgt, settings, inputs, force):
-        manifest = verify_dataset(out_dir)
-        console.print(f"reusing {out_dir} ({manifest['pairs']}); pass --force to rebuild")
-        return out_dir
+        return _Plan(settings, dev_n, test_n)  # inputs: the recipe's own download, versioned in the manifest
+    raw, sources = _user_pairs(name, path, src_file, tgt_file, max_words)
+    # Over-long/empty lines already raised; cleaning here only removes duplicate sources (no train/test leak).
+    pairs, more = clean_pairs(raw, max_words, drop_identical=False)
+    dev_n = default_holdout_size(len(pairs)) if dev_size is None else dev_size
+    test_n = default_holdout_size(len(pairs)) if test_size is None else test_size
+    settings.update(dev_size=dev_n, test_size=test_n, seed=seed, split="random (seeded)")
+    return _Plan(settings, dev_n, test_n, [s["sha256"] for s in sources], sources, pairs, more)
 
-    started = time.perf_counter()
-    group_unit = None
+
+def _split(name: str, src: str, tgt: str, plan: _Plan, seed: int, max_words: int, cache: str | None,
+           console: Console) -> tuple[dict, Counter, list[dict[str, str]], str | None]:
+    """Download and clean a benchmark and split it by group, or split user data at random
+    -> (splits, dropped pairs per reason, sources, group unit or None)."""
     if name == "lo-de-en":
         raw, dropped, sources = prepare_libreoffice(src, tgt, cache_dir("debs", cache), console)
         group_unit = "help file"
     elif name == "bible-kjv-bbe":
         raw, dropped, sources = prepare_bible(src, tgt, cache_dir("wheels", cache), console)
         group_unit = "book"
-    if group_unit is not None:
-        pairs, more = clean_pairs(raw, max_words)
-        splits = split_by_group(pairs, dev_n, test_n)
     else:
-        dropped = Counter()
-        splits = split_random(pairs, dev_n, test_n, seed)
-    if not splits["train"]:
-        raise UserError(f"recipe {name}: no training pairs left after filtering (see --max_words)")
-
-    manifest = {"recipe": name, "sources": sources, "settings": settings}
-    write_dataset(out_dir, splits, src, tgt, manifest, dropped + more, group_unit)
-    counts = ", ".join(f"{s} {len(v)}" for s, v in splits.items())
-    console.print(f"wrote {out_dir}: {counts} pairs in {time.perf_counter() - started:.1f}s")
-    return out_dir
+        return split_random(plan.pairs, plan.dev_n, plan.test_n, seed), Counter() + plan.dropped, plan.sources, None
+    pairs, more = clean_pairs(raw, max_words)
+    return split_by_group(pairs, plan.dev_n, plan.test_n), dropped + more, sources, group_unit
 
 
 def _user_pairs(

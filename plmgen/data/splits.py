@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from plmgen.config import atomic_write_text, user_mode
+from plmgen.files import atomic_write_text, user_mode
 from plmgen.errors import UserError
 
 SPLITS = ("train", "dev", "test")

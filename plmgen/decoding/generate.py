@@ -17,10 +17,12 @@ import json
 import math
 from pathlib import Path
 
-from plmgen.config import DecodeConfig, TranslateConfig, atomic_write_text
+from plmgen.config import DecodeConfig, TranslateConfig
 from plmgen.decoding.translate import RunResult, Translator, load_translator, resolve_device, translate
 from plmgen.errors import UserError
+from plmgen.files import atomic_write_text
 from plmgen.length import parse_length_mode
+from plmgen.threads import setup_threads
 
 PRECISION = {"32": False, "fp32": False, "bf16": True, "bf16-mixed": True}
 # Bounds on the search: each beam / length candidate multiplies time and cache memory, and targets far past the
@@ -95,37 +97,13 @@ def read_inputs(input: str | None, split: str | None, data: str | None, ref: str
     return sources, refs, what
 
 
-def generate(
-    *,
-    checkpoint: str,
-    input: str | None = None,
-    text: list[str] | None = None,
-    split: str | None = None,
-    data: str | None = None,
-    ref: str | None = None,
-    order: str = "l2r",
-    length: str = "predict",
-    length_beam: int = 1,
-    beam: int = 1,
-    refine_iters: int = 0,
-    sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    out: str | None = None,
-    trace: str | None = None,
-    evaluate: bool = False,
-    orders: str | None = None,
-    lengths: str | None = None,
-    limit: int = 0,
-    batch_size: int = 32,
-    precision: str = "32",
-    seed: int = 0,
-    speculate: int = 0,
-    device: str | None = None,
-    quiet: bool = False,
-    threads: int | None = None,
-) -> list[RunResult]:
+def generate(*, checkpoint: str, input: str | None = None, text: list[str] | None = None, split: str | None = None,
+             data: str | None = None, ref: str | None = None, order: str = "l2r", length: str = "predict",
+             length_beam: int = 1, beam: int = 1, refine_iters: int = 0, sample: bool = False,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, out: str | None = None,
+             trace: str | None = None, evaluate: bool = False, orders: str | None = None, lengths: str | None = None,
+             limit: int = 0, batch_size: int = 32, precision: str = "32", seed: int = 0, speculate: int = 0,
+             device: str | None = None, quiet: bool = False, threads: int | None = None) -> list[RunResult]:
     """Generate translations with a fine-tuned seq2seq checkpoint (any decoding order).
 
     Args:
@@ -163,14 +141,33 @@ def generate(
         threads: torch CPU threads (default: one per usable core; try 1 when other jobs keep the cores busy).
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
-    from plmgen.progress import make_progress
 
     # Flags first: a typo must not cost a checkpoint load.
+    specs, labels, modes = _grid_flags(order, orders, length, lengths)
+    _check_flags(length_beam, beam, batch_size, limit, refine_iters, temperature, top_p, precision, orders, out)
+    setup_threads(threads)
+    tr = load_translator(checkpoint, resolve_device(device))
+    sources, refs, ref_ids, max_len = _encoded_inputs(tr, modes, input, text, split, data, ref, limit, evaluate)
+    decode_kw = dict(beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=PRECISION[str(precision)],
+                     sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, speculate=speculate)
+    translate_kw = dict(length_beam=length_beam, batch_size=batch_size)
+    console = Console(stderr=True, quiet=quiet)
+    runs = _run_grid(tr, sources, ref_ids, zip(specs, labels), modes, decode_kw, translate_kw, console, quiet)
+    _write_outputs(runs, refs, out, trace, evaluate, bool(orders), console)
+    return runs
+
+
+def _grid_flags(order: str, orders: str | None, length: str, lengths: str | None) -> tuple[list[dict], list[str], list]:
+    """--order/--orders and --length/--lengths -> (DecodeConfig fields per order, order labels, length modes)."""
     specs = [parse_order_spec(s, "--orders") for s in orders.split(",")] if orders else [parse_order_spec(order)]
     labels = [s.strip() for s in orders.split(",")] if orders else [order]
     modes = [parse_length_mode(m, "--lengths") for m in lengths.split(",")] if lengths else [parse_length_mode(length)]
+    return specs, labels, modes
+
+
+def _check_flags(length_beam, beam, batch_size, limit, refine_iters, temperature, top_p, precision, orders,
+                 out) -> None:
+    """The number, precision and --orders flags, in the order the command has always checked them."""
     for name, v, lo, hi in (("--length_beam", length_beam, 1, MAX_LENGTH_BEAM), ("--beam", beam, 1, MAX_BEAM),
                             ("--batch_size", batch_size, 1, MAX_BATCH), ("--limit", limit, 0, None),
                             ("--refine_iters", refine_iters, 0, 100)):
@@ -183,13 +180,11 @@ def generate(
         raise UserError(f"--precision must be 32 or bf16, got {precision!r}")
     if orders and out is None:
         raise UserError("--orders needs --out FOLDER for its hypotheses, table and plots")
-    bf16 = PRECISION[str(precision)]
-    from plmgen.threads import say_threads, setup_threads
 
-    setup_threads(threads)
-    dev = resolve_device(device)
 
-    tr = load_translator(checkpoint, dev)
+def _encoded_inputs(tr: Translator, modes: list, input, text, split, data, ref, limit: int, evaluate: bool):
+    """Read and tokenize the sources (and references) -> (sources, refs, reference ids for --length oracle or None,
+    the longest target any length mode can ask for)."""
     longest = MAX_LENGTH_FACTOR * tr.config.data.seq_len
     for m in modes:
         if m.kind == "fixed" and m.n > longest:
@@ -206,20 +201,26 @@ def generate(
     ref_ids = tr.tokenizer.encode_batch(refs) if refs is not None and any(m.kind == "oracle" for m in modes) else None
     head = tr.length_head
     max_len = max([head.max_len if head is not None else 1] + [m.n for m in modes] + [len(r) for r in ref_ids or []])
+    return sources, refs, ref_ids, max_len
 
-    console = Console(stderr=True, quiet=quiet)
+
+def _run_grid(tr: Translator, sources, ref_ids, orders, modes: list, decode_kw: dict, translate_kw: dict, console,
+              quiet: bool) -> list[RunResult]:
+    """One ``translate`` run per (order spec, label) in ``orders`` × length mode, under one progress display."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from plmgen.progress import make_progress
+    from plmgen.threads import say_threads
+
     if not quiet:
         say_threads()
     runs: list[RunResult] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with make_progress(console, quiet, columns) as progress:  # plain lines when stderr is not a terminal
-        for spec, label in zip(specs, labels):
+        for spec, label in orders:
             for mode in modes:
-                dcfg = DecodeConfig(**spec, beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=bf16,
-                                    sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, speculate=speculate)
-                cfg = TranslateConfig(decode=dcfg, length=mode.label, length_beam=length_beam, batch_size=batch_size)
+                cfg = TranslateConfig(decode=DecodeConfig(**spec, **decode_kw), length=mode.label, **translate_kw)
                 runs.append(translate(tr, sources, cfg, ref_ids, progress, label=label, desc=f"{label} ({mode.label})"))
-    _write_outputs(runs, refs, out, trace, evaluate, bool(orders), console)
     return runs
 
 

@@ -74,95 +74,128 @@ def speculative(model, layout, order: Order, cfg, banned, forced, on_step, examp
     # Each example draws a fixed number of uniforms per pass from its own stream (as the sequential sampler's
     # streams, seeded apart from random orders), so its sample never depends on the other rows of the batch.
     gens = [example_generator(cfg.seed + 1, ex) for ex in examples] if sampling else []
-    rows = torch.arange(R, device=dev)
     c_pos = c_tok = torch.zeros(R, 1, dtype=torch.long, device=dev)
     c_ok = torch.zeros(R, 1, dtype=torch.bool, device=dev)
     d_pos = d_tok = torch.zeros(R, k, dtype=torch.long, device=dev)
     d_ok = torch.zeros(R, k, dtype=torch.bool, device=dev)
     d_q = None  # [R, k, V] draft distributions (sampling)
+    uni = None  # [R, 3k+2] uniforms of a pass (sampling): accept and resample per level, one per draft
     while bool(st.open.any()):
         open0 = st.open.clone()  # c already recorded; drafts not
         n0 = st.n_filled.clone()
         W = k + 1 if fixed else int(open0.sum(1).max())
-        n_lv = 1 + int(d_ok.sum(1).max())  # levels needed: one per draft + the bonus level
-        q_pos, q_ok = _levels(order, plan, open0, n0, d_pos, d_ok, W)  # [R, k+1, W]
-        q_pos, q_ok = q_pos[:, :n_lv].contiguous(), q_ok[:, :n_lv].contiguous()
-        sees = (1 + torch.arange(n_lv, device=dev))[None, :, None].expand(R, n_lv, W)
-        logp = backend.step(torch.cat([c_pos, d_pos], 1), torch.cat([c_tok, d_tok], 1), torch.cat([c_ok, d_ok], 1),
-                            q_pos.reshape(R, -1), q_ok.reshape(R, -1), sees.reshape(R, -1))
-        logp = logp.view(R, n_lv, W, -1)
+        fills = (c_pos, c_tok, c_ok), (d_pos, d_tok, d_ok)
+        q_pos, q_ok, logp = _verify_pass(order, plan, backend, open0, n0, *fills, W)  # [R, n_lv, W(, V)]
         blp = ban(logp, banned)
         st.passes += open0.any(1)
         if on_step is not None:
             on_step(logp[:, 0], q_pos[:, 0], q_ok[:, 0])
-
-        if sampling:  # [R, 3k+2]: accept and resample per level, one per draft
+        if sampling:
             uni = torch.stack([torch.rand(3 * k + 2, generator=g) for g in gens]).to(dev)
-        alive = open0.any(1)  # rows still walking the levels
-        n_acc = torch.zeros(R, dtype=torch.long, device=dev)
-        new_c_pos, new_c_tok = torch.zeros_like(c_pos), torch.zeros_like(c_tok)
-        new_c_ok = torch.zeros_like(c_ok)
-        for i in range(n_lv):
-            lvl_ok = q_ok[:, i]  # [R, W]
-            live = alive & lvl_ok.any(1)
-            if not bool(live.any()):
-                break
-            sel, _ = order.choose(blp[:, i], lvl_ok)  # [R, 1] (k_per_step is 1)
-            s = sel[:, 0]
-            pos = q_pos[rows, i, s]  # [R] the position sequential decoding fills next
-            lp_row = blp[rows, i, s]  # [R, V]
-            has_draft = d_ok[:, i] if i < k else torch.zeros_like(live)
-            same_pos = has_draft & (pos == d_pos[:, min(i, k - 1)])
-            if sampling:
-                p = sampling_probs(lp_row, cfg)  # [R, V]
-                dq = d_q[:, min(i, k - 1)] if d_q is not None else p
-                x = d_tok[:, min(i, k - 1)]
-                ratio = p.gather(1, x[:, None])[:, 0] / dq.gather(1, x[:, None])[:, 0].clamp_min(1e-30)
-                u = uni[:, i]
-                accept = live & same_pos & (u < ratio.clamp(max=1.0))
-                resid = torch.where(same_pos[:, None], (p - dq).clamp_min(0), p)
-                resid = torch.where(resid.sum(1, keepdim=True) > 0, resid, p)
-                tok = _sample(resid, uni[:, k + 1 + i])
-            else:
-                tok = lp_row.argmax(-1)
-                accept = live & same_pos & (tok == d_tok[:, min(i, k - 1)])
-            stop = live & ~accept
-            tok = torch.where(accept, d_tok[:, min(i, k - 1)], tok)
-            tok_lp = logp[rows, i, s].gather(1, tok[:, None])[:, 0]
-            # Record the token (accepted draft or the stopping choice) as its own sequential step.
-            st.fill(pos[:, None], tok[:, None], tok_lp[:, None], live[:, None])
-            n_acc += accept
-            new_c_pos[:, 0] = torch.where(stop, pos, new_c_pos[:, 0])
-            new_c_tok[:, 0] = torch.where(stop, tok, new_c_tok[:, 0])
-            new_c_ok[:, 0] |= stop
-            alive = alive & accept
-
+        n_acc, (c_pos, c_tok, c_ok) = _walk_levels(order, st, logp, blp, q_pos, q_ok, open0.any(1),
+                                                   (d_pos, d_tok, d_ok, d_q), cfg, uni)
         # Rejected drafts leave the cache; accepted ones keep the keys/values this pass wrote.
         rejected = d_ok & (torch.arange(k, device=dev)[None] >= n_acc[:, None])
         if bool(rejected.any()):
             backend.reject(d_pos, rejected)
-        c_pos, c_tok, c_ok = new_c_pos, new_c_tok, new_c_ok
-
-        # Next drafts from the distributions of the level each row stopped at (c excluded).
-        j = n_acc.clamp(max=n_lv - 1)
-        lvl_pos, lvl_ok = q_pos[rows, j], q_ok[rows, j]  # [R, W]
-        lvl_ok = lvl_ok & ~((lvl_pos == c_pos) & c_ok) & st.open.gather(1, lvl_pos)
-        lvl_lp = blp[rows, j]  # [R, W, V]
-        if fixed:
-            dsel = torch.arange(1, k + 1, device=dev).expand(R, k)  # the window after c
-            d_ok = lvl_ok.gather(1, dsel)
-        else:
-            dsel, d_ok = order.rank_positions(lvl_lp, lvl_ok, k)
-            if dsel.shape[1] < k:  # fewer open positions than k
-                pad = k - dsel.shape[1]
-                dsel = torch.cat([dsel, dsel.new_zeros(R, pad)], 1)
-                d_ok = torch.cat([d_ok, d_ok.new_zeros(R, pad)], 1)
-        d_pos = lvl_pos.gather(1, dsel) * d_ok
-        d_lp = lvl_lp.gather(1, dsel[:, :, None].expand(-1, -1, lvl_lp.shape[-1]))  # [R, k, V]
-        if sampling:
-            d_q = sampling_probs(d_lp, cfg)
-            d_tok = _sample(d_q, uni[:, 2 * k + 2:])
-        else:
-            d_tok = d_lp.argmax(-1)
-        d_tok = d_tok * d_ok
+        d_pos, d_tok, d_ok, d_q = _next_drafts(order, st, q_pos, q_ok, blp, n_acc, c_pos, c_ok, k, fixed, cfg, uni)
     return [st.hypothesis(b, int(layout.tgt_len[b])) for b in range(R)]
+
+
+def _verify_pass(order: Order, plan, backend, open0: Tensor, n0: Tensor, c: tuple, d: tuple, W: int):
+    """One backend call: fill rows [c; d_1 .. d_k], query rows of one level per draft + the bonus level
+    -> (q_pos, q_ok) [R, levels, W] and model log-probs [R, levels, W, V]."""
+    (c_pos, c_tok, c_ok), (d_pos, d_tok, d_ok) = c, d
+    R, dev = open0.shape[0], open0.device
+    n_lv = 1 + int(d_ok.sum(1).max())  # levels needed: one per draft + the bonus level
+    q_pos, q_ok = _levels(order, plan, open0, n0, d_pos, d_ok, W)  # [R, k+1, W]
+    q_pos, q_ok = q_pos[:, :n_lv].contiguous(), q_ok[:, :n_lv].contiguous()
+    sees = (1 + torch.arange(n_lv, device=dev))[None, :, None].expand(R, n_lv, W)
+    logp = backend.step(torch.cat([c_pos, d_pos], 1), torch.cat([c_tok, d_tok], 1), torch.cat([c_ok, d_ok], 1),
+                        q_pos.reshape(R, -1), q_ok.reshape(R, -1), sees.reshape(R, -1))
+    return q_pos, q_ok, logp.view(R, n_lv, W, -1)
+
+
+def _walk_levels(order: Order, st: RowState, logp: Tensor, blp: Tensor, q_pos: Tensor, q_ok: Tensor, alive: Tensor,
+                 drafts: tuple, cfg, uni: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """Walk the levels while rows accept their drafts, recording each accepted draft and the stopping choice in
+    ``st`` as sequential steps -> (accepted drafts per row [R], the next c as (pos, tok, ok) [R, 1])."""
+    d_pos, d_tok, d_ok, d_q = drafts
+    R, n_lv, k = q_pos.shape[0], q_pos.shape[1], d_pos.shape[1]
+    dev = q_pos.device
+    rows = torch.arange(R, device=dev)
+    n_acc = torch.zeros(R, dtype=torch.long, device=dev)
+    new_c_pos = torch.zeros(R, 1, dtype=torch.long, device=dev)
+    new_c_tok, new_c_ok = torch.zeros_like(new_c_pos), torch.zeros(R, 1, dtype=torch.bool, device=dev)
+    for i in range(n_lv):
+        lvl_ok = q_ok[:, i]  # [R, W]
+        live = alive & lvl_ok.any(1)
+        if not bool(live.any()):
+            break
+        sel, _ = order.choose(blp[:, i], lvl_ok)  # [R, 1] (k_per_step is 1)
+        s, j = sel[:, 0], min(i, k - 1)
+        pos = q_pos[rows, i, s]  # [R] the position sequential decoding fills next
+        has_draft = d_ok[:, i] if i < k else torch.zeros_like(live)
+        same_pos = has_draft & (pos == d_pos[:, j])
+        dq = None if d_q is None else d_q[:, j]
+        tok, accept = _level_token(blp[rows, i, s], live, same_pos, d_tok[:, j], dq, cfg, uni, i, k)
+        stop = live & ~accept
+        tok = torch.where(accept, d_tok[:, j], tok)
+        tok_lp = logp[rows, i, s].gather(1, tok[:, None])[:, 0]
+        # Record the token (accepted draft or the stopping choice) as its own sequential step.
+        st.fill(pos[:, None], tok[:, None], tok_lp[:, None], live[:, None])
+        n_acc += accept
+        new_c_pos[:, 0] = torch.where(stop, pos, new_c_pos[:, 0])
+        new_c_tok[:, 0] = torch.where(stop, tok, new_c_tok[:, 0])
+        new_c_ok[:, 0] |= stop
+        alive = alive & accept
+    return n_acc, (new_c_pos, new_c_tok, new_c_ok)
+
+
+def _level_token(lp_row: Tensor, live: Tensor, same_pos: Tensor, x: Tensor, dq: Tensor | None, cfg,
+                 uni: Tensor | None, i: int, k: int) -> tuple[Tensor, Tensor]:
+    """Sequential decoding's token at level i from banned log-probs lp_row [R, V], and whether it accepts the draft
+    token x [R] there -> (token [R], accept [R]). Greedy: the argmax, accepted when equal. Sampling: x (drawn from
+    dq) is accepted with probability min(1, p(x)/q(x)); else the token is drawn from normalise(max(0, p − q)), or
+    from p where the order picked another position than the draft's."""
+    if uni is None:
+        tok = lp_row.argmax(-1)
+        return tok, live & same_pos & (tok == x)
+    p = sampling_probs(lp_row, cfg)  # [R, V]
+    dq = dq if dq is not None else p
+    ratio = p.gather(1, x[:, None])[:, 0] / dq.gather(1, x[:, None])[:, 0].clamp_min(1e-30)
+    accept = live & same_pos & (uni[:, i] < ratio.clamp(max=1.0))
+    resid = torch.where(same_pos[:, None], (p - dq).clamp_min(0), p)
+    resid = torch.where(resid.sum(1, keepdim=True) > 0, resid, p)
+    return _sample(resid, uni[:, k + 1 + i]), accept
+
+
+def _next_drafts(order: Order, st: RowState, q_pos: Tensor, q_ok: Tensor, blp: Tensor, n_acc: Tensor, c_pos: Tensor,
+                 c_ok: Tensor, k: int, fixed: bool, cfg, uni: Tensor | None):
+    """The next k drafts from the distributions of the level each row stopped at (c excluded)
+    -> (d_pos, d_tok, d_ok [R, k], d_q [R, k, V] when sampling else None)."""
+    R, n_lv = q_pos.shape[:2]
+    dev = q_pos.device
+    rows = torch.arange(R, device=dev)
+    j = n_acc.clamp(max=n_lv - 1)
+    lvl_pos, lvl_ok = q_pos[rows, j], q_ok[rows, j]  # [R, W]
+    lvl_ok = lvl_ok & ~((lvl_pos == c_pos) & c_ok) & st.open.gather(1, lvl_pos)
+    lvl_lp = blp[rows, j]  # [R, W, V]
+    if fixed:
+        dsel = torch.arange(1, k + 1, device=dev).expand(R, k)  # the window after c
+        d_ok = lvl_ok.gather(1, dsel)
+    else:
+        dsel, d_ok = order.rank_positions(lvl_lp, lvl_ok, k)
+        if dsel.shape[1] < k:  # fewer open positions than k
+            pad = k - dsel.shape[1]
+            dsel = torch.cat([dsel, dsel.new_zeros(R, pad)], 1)
+            d_ok = torch.cat([d_ok, d_ok.new_zeros(R, pad)], 1)
+    d_pos = lvl_pos.gather(1, dsel) * d_ok
+    d_lp = lvl_lp.gather(1, dsel[:, :, None].expand(-1, -1, lvl_lp.shape[-1]))  # [R, k, V]
+    d_q = None
+    if uni is not None:
+        d_q = sampling_probs(d_lp, cfg)
+        d_tok = _sample(d_q, uni[:, 2 * k + 2:])
+    else:
+        d_tok = d_lp.argmax(-1)
+    return d_pos, d_tok * d_ok, d_ok, d_q

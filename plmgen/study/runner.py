@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plmgen.config import ExperimentConfig, atomic_write_text
+from plmgen.config import ExperimentConfig
 from plmgen.errors import UserError
+from plmgen.files import atomic_write_text
 from plmgen.study.measure import SaveAtSteps, measure_step, sha256
 from plmgen.study.spec import StudySpec, Variant, resolve
 

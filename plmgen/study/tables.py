@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from plmgen.config import atomic_write_text
+from plmgen.files import atomic_write_text
 from plmgen.study.measure import environment, sha256
 from plmgen.study.spec import StudySpec
 from plmgen.study.stats import fmt_p, mean_std, paired_tests, pm

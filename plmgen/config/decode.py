@@ -1,0 +1,84 @@
+"""Decoding and translation runs: ``DecodeConfig`` (``plmgen.decoding.decode``) and ``TranslateConfig``
+(``plmgen.decoding.translate``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from .base import YamlConfig, check
+
+
+@dataclasses.dataclass
+class DecodeConfig(YamlConfig):
+    """Any-order query-stream decoding (``plmgen.decoding.decode``).
+
+    order: a name from ``plmgen.decoding.orders.ORDERS`` (l2r, r2l, random, middle-out, balanced-tree, confidence,
+    entropy, margin, parallel, threshold). beam > 1: beam search over (position, token) pairs. sample: ancestral
+    sampling with temperature / top_k (0 = off) / top_p (1 = off); temperature 0 = greedy. k_per_step: positions
+    filled per step; threshold: fill every open position with max-probability above it (adaptive orders).
+    refine_iters: mask-predict refinement iterations after the fill. max_len: longest target allowed.
+    max_segment: context tokens (source + <sep>) in the final segment; earlier ones go through memory.
+    bf16: bfloat16 autocast. backend: "cache" (incremental, exact) or "recompute" (naive reference).
+    speculate: k > 0 drafts k (position, token) pairs per pass and verifies them in the next pass
+    (``decoding.speculative``): greedy output identical to speculate 0, sampling distributed identically.
+    """
+
+    order: str = "l2r"
+    beam: int = 1
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    k_per_step: int = 1
+    threshold: float | None = None
+    refine_iters: int = 0
+    seed: int = 0
+    max_len: int = 256
+    max_segment: int = 512
+    bf16: bool = False
+    backend: Literal["cache", "recompute"] = "cache"
+    speculate: int = 0
+
+    def __post_init__(self) -> None:
+        from plmgen.decoding.orders import ORDERS
+
+        n = "DecodeConfig"
+        check(self.order in ORDERS, n, f"order {self.order!r} is unknown; choose one of {', '.join(ORDERS)}")
+        for f in ("beam", "k_per_step", "max_len", "max_segment"):
+            check(isinstance(getattr(self, f), int) and getattr(self, f) >= 1, n, f"{f} must be an int >= 1, got {getattr(self, f)!r}")
+        for f in ("top_k", "refine_iters", "seed"):
+            check(isinstance(getattr(self, f), int) and getattr(self, f) >= 0, n, f"{f} must be an int >= 0, got {getattr(self, f)!r}")
+        check(self.temperature >= 0, n, f"temperature must be >= 0, got {self.temperature!r}")
+        check(0.0 < self.top_p <= 1.0, n, f"top_p must be in (0, 1], got {self.top_p!r}")
+        check(self.threshold is None or 0.0 < self.threshold < 1.0, n, f"threshold must be in (0, 1), got {self.threshold!r}")
+        check(self.threshold is None or ORDERS[self.order].adaptive, n,
+                    f"threshold needs an adaptive order (confidence, entropy, margin, threshold), not {self.order!r}")
+        check(self.beam == 1 or not self.sample, n, "beam > 1 cannot be combined with sample")
+        check(self.beam == 1 or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
+                    "beam > 1 fills one position per step: use k_per_step 1 and no threshold")
+        check(self.backend in ("cache", "recompute"), n, f"backend must be 'cache' or 'recompute', got {self.backend!r}")
+        check(isinstance(self.speculate, int) and self.speculate >= 0, n, f"speculate must be an int >= 0, got {self.speculate!r}")
+        check(not self.speculate or self.beam == 1, n, "speculate drafts for greedy and sampling decoding; beam search stays sequential (use speculate 0 with beam > 1)")
+        check(not self.speculate or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
+                    "speculate verifies one-position-per-step decoding: use k_per_step 1 and no threshold")
+
+
+@dataclasses.dataclass
+class TranslateConfig(YamlConfig):
+    """A translation run (``plmgen.decoding.translate``): how to decode, how to choose each target length, how many
+    sources per batch. length: ``predict`` (length head), ``oracle`` (reference length) or a fixed N; length_beam:
+    with ``predict``, decode the top-K lengths and keep the best length-normalised log-probability."""
+
+    decode: DecodeConfig = dataclasses.field(default_factory=DecodeConfig)
+    length: str = "predict"
+    length_beam: int = 1
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        from plmgen.length import parse_length_mode
+
+        n = "TranslateConfig"
+        parse_length_mode(self.length)
+        for f in ("length_beam", "batch_size"):
+            check(isinstance(getattr(self, f), int) and getattr(self, f) >= 1, n, f"{f} must be an int >= 1, got {getattr(self, f)!r}")

@@ -1,0 +1,140 @@
+"""The training objective's knobs: ``ObjectiveConfig`` (plmgen/objectives/) with the nested ``Seq2SeqConfig``, and
+the parsers of their ``name:weight`` mixtures."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from ..errors import UserError
+from .base import YamlConfig, check
+
+# --- seq2seq fine-tuning ---------------------------------------------------------------------------------------------
+
+SEQ2SEQ_ORDERS = ("uniform", "l2r", "r2l")
+
+
+def parse_order_mix(spec: str) -> list[tuple[str, float]]:
+    """``"uniform"`` or ``"l2r:0.5,uniform:0.5"`` -> [(order, probability)] (weights normalised to sum 1)."""
+    items: list[tuple[str, float]] = []
+    for part in str(spec).split(","):
+        name, _, w = part.strip().partition(":")
+        check(name in SEQ2SEQ_ORDERS, "Seq2SeqConfig", f"order {name!r} in {spec!r} is not one of {', '.join(SEQ2SEQ_ORDERS)}")
+        try:
+            weight = float(w) if w else 1.0
+        except ValueError:
+            raise UserError(f"Seq2SeqConfig: weight {w!r} of order {name!r} in {spec!r} is not a number") from None
+        check(weight > 0, "Seq2SeqConfig", f"weight of order {name!r} in {spec!r} must be > 0")
+        items.append((name, weight))
+    total = sum(w for _, w in items)
+    return [(n, w / total) for n, w in items]
+
+
+@dataclasses.dataclass
+class Seq2SeqConfig(YamlConfig):
+    """Knobs of the seq2seq objective (layout ``[source <sep> target]``, see plmgen/objectives/seq2seq.py)."""
+
+    order: str = "uniform"  # factorization orders of the target: uniform | l2r | r2l | a mix "l2r:0.5,uniform:0.5"
+    predict_fraction: float = 1.0  # share of target tokens predicted per example (the earliest-ranked rest = context)
+    # fixed: every example predicts ceil(predict_fraction·L) tokens; uniform: each example draws how many, uniformly
+    # from 1..ceil(predict_fraction·L) (Mask-Predict's masking, so refinement sees every amount of context)
+    predict_sampling: str = "fixed"
+    length_weight: float = 0.1  # weight of the joint target-length loss (0 = no length head training)
+    max_len: int = 128  # length classes 1..max_len of the length head (and the longest target kept in training)
+    mass_weight: float = 0.0  # > 0: add the `mass` span objective on each side of the pairs (MASS-style joint)
+    label_smoothing: float = 0.0  # of the target-token cross-entropy (0 = plain cross-entropy)
+    length_offset: bool = False  # length head scores target length − source length (plmgen.length.LengthHead)
+    # a </s> after the last target slot, seen by the target only: the query stream knows where the target ends
+    # (without it nothing tells a slot how many follow, and left-to-right decoding stops mid-sentence)
+    end_marker: bool = False
+
+    def __post_init__(self) -> None:
+        n = "Seq2SeqConfig"
+        parse_order_mix(self.order)
+        check(0.0 < self.predict_fraction <= 1.0, n, f"predict_fraction must be in (0, 1], got {self.predict_fraction!r}")
+        check(self.predict_sampling in ("fixed", "uniform"), n,
+                    f"predict_sampling must be fixed or uniform, got {self.predict_sampling!r}")
+        check(self.length_weight >= 0, n, f"length_weight must be >= 0, got {self.length_weight!r}")
+        check(isinstance(self.max_len, int) and self.max_len >= 1, n, f"max_len must be an int >= 1, got {self.max_len!r}")
+        check(self.mass_weight >= 0, n, f"mass_weight must be >= 0, got {self.mass_weight!r}")
+        check(0.0 <= self.label_smoothing < 1.0, n,
+                    f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+
+
+# --- pre-training objectives -----------------------------------------------------------------------------------------
+
+OBJECTIVE_NAMES = ("plm", "dae", "mask-plm", "mass", "joint", "seq2seq", "prefix-lm")
+
+
+def parse_mixture(spec: str) -> list[tuple[str, float]]:
+    """``"plm:1,mass:0.5"`` -> [("plm", 1.0), ("mass", 0.5)]: the sub-objectives of ``joint`` and their loss weights.
+
+    A bare name means weight 1. Raises UserError naming ``objective.mixture`` and the bad part.
+    """
+    choices = ", ".join(n for n in OBJECTIVE_NAMES if n != "joint")
+    items: list[tuple[str, float]] = []
+    for part in str(spec).split(","):
+        name, colon, w = (s.strip() for s in part.partition(":"))
+        bad = f"objective.mixture: bad part {part.strip()!r} in {spec!r}"
+        if name not in OBJECTIVE_NAMES or name == "joint":
+            raise UserError(f"{bad}: objective must be one of {choices}")
+        try:
+            weight = float(w) if colon else 1.0
+        except ValueError:
+            raise UserError(f"{bad}: weight {w!r} is not a number (expected NAME:WEIGHT)") from None
+        if not weight > 0 or weight == float("inf"):
+            raise UserError(f"{bad}: weight must be a finite number > 0")
+        if name in (n for n, _ in items):
+            raise UserError(f"{bad}: {name!r} is listed twice")
+        items.append((name, weight))
+    return items
+
+
+@dataclasses.dataclass
+class ObjectiveConfig(YamlConfig):
+    """Which pre-training objective and its knobs (plmgen/objectives/; names follow the XLNet reference)."""
+
+    name: str = "plm"  # plm | dae | mask-plm | mass | joint | seq2seq | prefix-lm
+    # plm / mask-plm: which tokens are predicted and in which order
+    K: float = 6.0  # predict ~1/K of the (non-functional) tokens: the last 1/K of the factorization order
+    num_predict: int | None = None  # fixed count of predicted tokens per sequence instead of 1/K
+    perm_size: int = 0  # local permutation in blocks of this many positions (0 or >= seq_len = the whole part)
+    span: bool = True  # span-based prediction (n-grams); False = independent single tokens
+    max_gram: int = 5  # longest predicted n-gram, p(n) ∝ 1/n
+    mask_alpha: int = 6  # ~mask_beta predicted tokens per mask_alpha context tokens
+    mask_beta: int = 1
+    # dae (BERT-style masked LM)
+    dae_prob: float = 0.15  # share of tokens predicted
+    dae_mask_frac: float = 0.8  # of those: replaced by <mask> ...
+    dae_random_frac: float = 0.1  # ... by a random token (the rest keep their token)
+    # mass
+    mass_ratio: float = 0.5  # length of the one predicted span, as a share of the non-functional tokens
+    mass_order: Literal["l2r", "random"] = "l2r"  # order the query stream predicts the span in
+    # joint
+    mixture: str = "plm:1,mass:1"  # sub-objectives and loss weights
+    # next-sentence prediction head on <cls> (0 = off)
+    nsp_weight: float = 0.0
+    # seq2seq fine-tuning knobs (plmgen/objectives/seq2seq.py; prefix-lm reads max_len only)
+    seq2seq: Seq2SeqConfig = dataclasses.field(default_factory=Seq2SeqConfig)
+
+    def __post_init__(self) -> None:
+        n = "ObjectiveConfig"
+        check(self.name in OBJECTIVE_NAMES, n,
+                    f"unknown objective name {self.name!r}; choose one of {', '.join(OBJECTIVE_NAMES)}")
+        check(isinstance(self.K, (int, float)) and self.K >= 1, n, f"K must be a number >= 1, got {self.K!r}")
+        check(self.num_predict is None or (isinstance(self.num_predict, int) and self.num_predict > 0), n,
+                    f"num_predict must be a positive int or null, got {self.num_predict!r}")
+        for f in ("perm_size",):
+            check(isinstance(getattr(self, f), int) and getattr(self, f) >= 0, n, f"{f} must be an int >= 0, got {getattr(self, f)!r}")
+        for f in ("max_gram", "mask_alpha", "mask_beta"):
+            check(isinstance(getattr(self, f), int) and getattr(self, f) > 0, n, f"{f} must be a positive int, got {getattr(self, f)!r}")
+        check(isinstance(self.span, bool), n, f"span must be true or false, got {self.span!r}")
+        check(0.0 < self.dae_prob <= 1.0, n, f"dae_prob must be in (0, 1], got {self.dae_prob!r}")
+        check(self.dae_mask_frac >= 0 and self.dae_random_frac >= 0 and self.dae_mask_frac + self.dae_random_frac <= 1.0,
+                    n, f"dae_mask_frac and dae_random_frac must be >= 0 with a sum <= 1, got {self.dae_mask_frac!r}, {self.dae_random_frac!r}")
+        check(0.0 < self.mass_ratio <= 1.0, n, f"mass_ratio must be in (0, 1], got {self.mass_ratio!r}")
+        check(self.mass_order in ("l2r", "random"), n, f"mass_order must be 'l2r' or 'random', got {self.mass_order!r}")
+        check(self.nsp_weight >= 0, n, f"nsp_weight must be >= 0, got {self.nsp_weight!r}")
+        parse_mixture(self.mixture)
+        if isinstance(self.seq2seq, dict):  # YAML / jsonargparse may hand the nested config over as a mapping
+            self.seq2seq = Seq2SeqConfig.from_dict(self.seq2seq)
