@@ -245,3 +245,44 @@ def test_objective_rejects_bi_data_models():
 
     with pytest.raises(UserError, match="bi_data"):
         Seq2SeqObjective(ObjectiveConfig(name="seq2seq"), ModelConfig.named("tiny", bi_data=True))
+
+
+def test_neighbour_unlikelihood_brute_force():
+    """The unlikelihood term = a loop over predictions and their two neighbours: a neighbour counts when it is a
+    target token, the prediction's query sees it and it differs from the label."""
+    from plmgen.objectives.seq2seq import neighbour_unlikelihood
+
+    g = torch.Generator().manual_seed(4)
+    batch, _, _ = _batch(g, B=5, vocab=12)  # a small vocabulary: neighbours often repeat the label
+    rank, sm = batch_masks(batch, Seq2SeqConfig(order="uniform"), g)
+    ids, target = batch["input_ids"], batch["target"]
+    labels = ids.gather(1, sm.target_pos)
+    logits = torch.randn(*labels.shape, 1000, generator=g)
+    loss, count = neighbour_unlikelihood(logits, labels, ids, target, sm)
+    logp = torch.log_softmax(logits, -1)
+    want, n, skipped_equal = 0.0, 0, 0
+    B, P = labels.shape
+    for b in range(B):
+        for p in range(P):
+            if not sm.target_valid[b, p]:
+                continue
+            i = int(sm.target_pos[b, p])
+            for j in (i - 1, i + 1):
+                if 0 <= j < ids.shape[1] and target[b, j] and sm.query[b, p, j]:
+                    if ids[b, j] == labels[b, p]:
+                        skipped_equal += 1
+                        continue
+                    want -= math.log(1 - math.exp(float(logp[b, p, ids[b, j]])))
+                    n += 1
+    assert n > 0 and int(count) == n
+    torch.testing.assert_close(loss, torch.tensor(want / int(sm.target_valid.sum()), dtype=loss.dtype))
+
+
+def test_unlikelihood_term_is_weighted_and_trains():
+    obj, model = _objective(unlikelihood=0.5, max_len=8)
+    batch, _, _ = _batch(torch.Generator().manual_seed(0), B=4)
+    out = obj(model, batch, generator=torch.Generator().manual_seed(0))
+    assert out.weights["unlikelihood"] == 0.5 and float(out.terms["unlikelihood"]) > 0
+    torch.testing.assert_close(out.loss, sum(out.weights[k] * out.terms[k] for k in out.terms))
+    out.loss.backward()
+    assert model.mask_emb.grad is not None

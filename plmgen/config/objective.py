@@ -47,6 +47,10 @@ class Seq2SeqConfig(YamlConfig):
     # a </s> after the last target slot, seen by the target only: the query stream knows where the target ends
     # (without it nothing tells a slot how many follow, and left-to-right decoding stops mid-sentence)
     end_marker: bool = False
+    # > 0: weight of an unlikelihood term (Welleck et al. 2019) on the target tokens next to each prediction that its
+    # query already sees and that differ from the label: -log(1 - p(neighbour)) (the loop "Click Click" is exactly a
+    # high probability for a visible neighbour's token)
+    unlikelihood: float = 0.0
 
     def __post_init__(self) -> None:
         n = "Seq2SeqConfig"
@@ -59,6 +63,7 @@ class Seq2SeqConfig(YamlConfig):
         check(self.mass_weight >= 0, n, f"mass_weight must be >= 0, got {self.mass_weight!r}")
         check(0.0 <= self.label_smoothing < 1.0, n,
                     f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        check(self.unlikelihood >= 0, n, f"unlikelihood must be >= 0, got {self.unlikelihood!r}")
 
 
 # --- pre-training objectives -----------------------------------------------------------------------------------------

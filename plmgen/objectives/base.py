@@ -167,13 +167,18 @@ def order_masks(rank: Tensor, valid: Tensor, num_predict: int, reuse_len: int = 
                    target_mapping=sm.target_mapping & tvalid[:, :, None])
 
 
-def two_stream_loss(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | None, smoothing: float = 0.0):
-    """Run the two-stream model with masks sm and score the query stream at sm.target_pos -> (out, loss, n)."""
+def two_stream_logits(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | None):
+    """Run the two-stream model with masks sm -> (out, query-stream logits [B, P, V], labels [B, P])."""
     ids = batch["input_ids"]
     out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=sm.content, query_mask=sm.query,
                 target_pos=sm.target_pos, mems=mems)
-    labels = torch.gather(ids, 1, sm.target_pos)  # [B, P]
-    loss, n = masked_ce(model.logits(out.g), labels, sm.target_valid, smoothing)
+    return out, model.logits(out.g), torch.gather(ids, 1, sm.target_pos)
+
+
+def two_stream_loss(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | None, smoothing: float = 0.0):
+    """Run the two-stream model with masks sm and score the query stream at sm.target_pos -> (out, loss, n)."""
+    out, logits, labels = two_stream_logits(model, batch, sm, mems)
+    loss, n = masked_ce(logits, labels, sm.target_valid, smoothing)
     return out, loss, n
 
 

@@ -32,7 +32,8 @@ from plmgen.errors import UserError
 from plmgen.length import LengthHead
 from plmgen.masks import StreamMasks, perm_attention, target_positions
 
-from .base import Objective, ObjectiveOutput, SpecialIds, combine, rank_of, two_stream_loss, uniform
+from .base import (Objective, ObjectiveOutput, SpecialIds, combine, masked_ce, rank_of, two_stream_logits,
+                   uniform)
 from .mass import MassObjective
 
 
@@ -134,6 +135,29 @@ def with_end_marker(batch: dict, end_id: int, pad_id: int) -> dict:
     return out
 
 
+def neighbour_unlikelihood(logits: Tensor, labels: Tensor, ids: Tensor, target: Tensor, sm: StreamMasks) -> tuple[Tensor, Tensor]:
+    """Unlikelihood of the visible neighbours' tokens -> (loss summed over candidates / predictions, candidates).
+
+    logits [B, P, V] at sm.target_pos, labels [B, P], ids/target [B, T]. A candidate is the token at target
+    position p − 1 or p + 1 of prediction p when it is a target token, its query sees it (already decoded) and it is
+    not the label; each adds −log(1 − p(token)).
+    """
+    B, T = ids.shape
+    logp = torch.log_softmax(logits.float(), dim=-1)  # [B, P, V]
+    total, count = logp.new_zeros(()), torch.zeros((), dtype=torch.long, device=ids.device)
+    for d in (-1, 1):
+        col = sm.target_pos + d  # [B, P]
+        inside = (col >= 0) & (col < T)
+        col = col.clamp(0, T - 1)
+        cand = ids.gather(1, col)
+        ok = sm.target_valid & inside & target.gather(1, col) & sm.query.gather(2, col[:, :, None])[..., 0]
+        ok = ok & (cand != labels)
+        p = logp.gather(2, cand[:, :, None])[..., 0].exp()
+        total = total + (-torch.log1p(-p.clamp(max=1 - 1e-6)) * ok).sum()
+        count = count + ok.sum()
+    return total / sm.target_valid.sum().clamp_min(1), count
+
+
 def mono_batch(batch: dict, sep_id: int, pad_id: int) -> dict:
     """Each side of each pair as its own monolingual row ([2B, W]: sources, then targets), for the MASS term.
 
@@ -185,8 +209,13 @@ class Seq2SeqObjective(Objective):
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
         collated, batch = batch, self.prepare(batch)
         sm = self.sample(batch, generator)
-        out, loss, n = two_stream_loss(model, batch, sm, None, self.s2s.label_smoothing)
+        out, logits, labels = two_stream_logits(model, batch, sm, None)
+        loss, n = masked_ce(logits, labels, sm.target_valid, self.s2s.label_smoothing)
         terms, weights, n_tokens = {self.name: loss}, {self.name: 1.0}, {self.name: n}
+        if self.s2s.unlikelihood > 0:
+            terms["unlikelihood"], n_tokens["unlikelihood"] = neighbour_unlikelihood(
+                logits, labels, batch["input_ids"], batch["target"] & batch["valid"], sm)
+            weights["unlikelihood"] = self.s2s.unlikelihood
         if self.s2s.length_weight > 0:
             src = batch["valid"] & ~batch["target"] & ~batch["functional"]
             terms["length"] = self.length_head.loss(self.length_head(out.h, src), batch["tgt_len"].to(out.h.device))
