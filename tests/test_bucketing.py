@@ -60,6 +60,7 @@ def test_label_smoothing_matches_the_closed_form():
     assert not torch.allclose(loss, masked_ce(logits, labels, valid)[0])
     torch.testing.assert_close(masked_ce(logits, labels, valid)[0],
                                F.cross_entropy(logits[valid], labels[valid]))
+    torch.testing.assert_close(loss, F.cross_entropy(logits[valid], labels[valid], label_smoothing=0.1))
 
 
 def test_locating_a_batch_does_not_rebucket_earlier_epochs(monkeypatch):

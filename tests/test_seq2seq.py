@@ -258,8 +258,8 @@ def test_neighbour_unlikelihood_brute_force():
     ids, target = batch["input_ids"], batch["target"]
     labels = ids.gather(1, sm.target_pos)
     logits = torch.randn(*labels.shape, 1000, generator=g)
-    loss, count = neighbour_unlikelihood(logits, labels, ids, target, sm)
     logp = torch.log_softmax(logits, -1)
+    loss, count = neighbour_unlikelihood(logp, labels, ids, target, sm)
     want, n, skipped_equal = 0.0, 0, 0
     B, P = labels.shape
     for b in range(B):

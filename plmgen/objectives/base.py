@@ -110,9 +110,16 @@ def masked_ce(logits: Tensor, labels: Tensor, valid: Tensor, smoothing: float = 
     a zero that still carries a graph, so a step never breaks on an empty batch. The count is a 0-dim tensor on the
     device (reading it would make the host wait for the step).
     """
-    nll = F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), reduction="none",
-                          label_smoothing=smoothing)
-    w = valid.flatten().to(nll.dtype)
+    return masked_nll(F.log_softmax(logits.float(), dim=-1), labels, valid, smoothing)
+
+
+def masked_nll(logp: Tensor, labels: Tensor, valid: Tensor, smoothing: float = 0.0) -> tuple[Tensor, int]:
+    """``masked_ce`` from log-probabilities [.., V] already computed (a caller that needs them for another term
+    too skips a second log-softmax over the vocabulary, the largest cost of a small model's step)."""
+    nll = -logp.gather(-1, labels[..., None])[..., 0]
+    if smoothing > 0:  # torch's label_smoothing: (1 − ε)·nll + ε·mean over the vocabulary of −log p
+        nll = (1 - smoothing) * nll - smoothing * logp.mean(-1)
+    w = valid.to(nll.dtype)
     n = valid.sum()
     return (nll * w).sum() / n.clamp_min(1), n
 

@@ -32,7 +32,7 @@ from plmgen.errors import UserError
 from plmgen.length import LengthHead
 from plmgen.masks import StreamMasks, perm_attention, target_positions
 
-from .base import (Objective, ObjectiveOutput, SpecialIds, combine, masked_ce, rank_of, two_stream_logits,
+from .base import (Objective, ObjectiveOutput, SpecialIds, combine, masked_nll, rank_of, two_stream_logits,
                    uniform)
 from .mass import MassObjective
 
@@ -135,15 +135,14 @@ def with_end_marker(batch: dict, end_id: int, pad_id: int) -> dict:
     return out
 
 
-def neighbour_unlikelihood(logits: Tensor, labels: Tensor, ids: Tensor, target: Tensor, sm: StreamMasks) -> tuple[Tensor, Tensor]:
+def neighbour_unlikelihood(logp: Tensor, labels: Tensor, ids: Tensor, target: Tensor, sm: StreamMasks) -> tuple[Tensor, Tensor]:
     """Unlikelihood of the visible neighbours' tokens -> (loss summed over candidates / predictions, candidates).
 
-    logits [B, P, V] at sm.target_pos, labels [B, P], ids/target [B, T]. A candidate is the token at target
+    logp [B, P, V] fp32 log-probabilities at sm.target_pos, labels [B, P], ids/target [B, T]. A candidate is the token at target
     position p − 1 or p + 1 of prediction p when it is a target token, its query sees it (already decoded) and it is
     not the label; each adds −log(1 − p(token)).
     """
     B, T = ids.shape
-    logp = torch.log_softmax(logits.float(), dim=-1)  # [B, P, V]
     total, count = logp.new_zeros(()), torch.zeros((), dtype=torch.long, device=ids.device)
     for d in (-1, 1):
         col = sm.target_pos + d  # [B, P]
@@ -210,11 +209,12 @@ class Seq2SeqObjective(Objective):
         collated, batch = batch, self.prepare(batch)
         sm = self.sample(batch, generator)
         out, logits, labels = two_stream_logits(model, batch, sm, None)
-        loss, n = masked_ce(logits, labels, sm.target_valid, self.s2s.label_smoothing)
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [B, P, V] once, for both terms
+        loss, n = masked_nll(logp, labels, sm.target_valid, self.s2s.label_smoothing)
         terms, weights, n_tokens = {self.name: loss}, {self.name: 1.0}, {self.name: n}
         if self.s2s.unlikelihood > 0:
             terms["unlikelihood"], n_tokens["unlikelihood"] = neighbour_unlikelihood(
-                logits, labels, batch["input_ids"], batch["target"] & batch["valid"], sm)
+                logp, labels, batch["input_ids"], batch["target"] & batch["valid"], sm)
             weights["unlikelihood"] = self.s2s.unlikelihood
         if self.s2s.length_weight > 0:
             src = batch["valid"] & ~batch["target"] & ~batch["functional"]
