@@ -66,6 +66,19 @@ class Seq2SeqConfig(YamlConfig):
         check(self.unlikelihood >= 0, n, f"unlikelihood must be >= 0, got {self.unlikelihood!r}")
 
 
+def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
+    """prefix-lm reads only ``seq2seq.max_len``: its query-stream knobs must keep their defaults (a switch that
+    switches nothing is an error, raised when the config is built, before a study or a training starts)."""
+    default = Seq2SeqConfig()
+    unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight", "end_marker",
+                          "unlikelihood") if getattr(s2s, f) != getattr(default, f)]
+    if s2s.order not in (default.order, "l2r"):
+        unused.insert(0, "order")
+    if unused:
+        raise UserError(f"objective prefix-lm is left to right with no query stream and no length head: "
+                        f"objective.seq2seq.{', objective.seq2seq.'.join(unused)} do not apply (leave the defaults)")
+
+
 # --- pre-training objectives -----------------------------------------------------------------------------------------
 
 OBJECTIVE_NAMES = ("plm", "dae", "mask-plm", "mass", "joint", "seq2seq", "prefix-lm")
@@ -140,6 +153,11 @@ class ObjectiveConfig(YamlConfig):
         check(0.0 < self.mass_ratio <= 1.0, n, f"mass_ratio must be in (0, 1], got {self.mass_ratio!r}")
         check(self.mass_order in ("l2r", "random"), n, f"mass_order must be 'l2r' or 'random', got {self.mass_order!r}")
         check(self.nsp_weight >= 0, n, f"nsp_weight must be >= 0, got {self.nsp_weight!r}")
+        check(self.nsp_weight == 0 or self.name not in ("seq2seq", "prefix-lm"), n,
+              f"nsp_weight applies to pre-training on sentence pairs; objective {self.name} has no <cls> pair to "
+              "classify (its head would never be trained): leave nsp_weight 0")
         parse_mixture(self.mixture)
         if isinstance(self.seq2seq, dict):  # YAML / jsonargparse may hand the nested config over as a mapping
             self.seq2seq = Seq2SeqConfig.from_dict(self.seq2seq)
+        if self.name == "prefix-lm":
+            check_prefix_lm_knobs(self.seq2seq)

@@ -48,18 +48,6 @@ def prefix_lm_masks(input_ids: Tensor, target: Tensor, valid: Tensor, eos_id: in
     return PrefixLMMasks(content=content_mask(rank, valid), predicts=tgt | next_is_tgt, labels=labels)
 
 
-def check_prefix_lm_config(s2s: Seq2SeqConfig) -> None:
-    """The query-stream knobs of ``objective.seq2seq`` must keep their defaults (a switch that switches nothing)."""
-    default = Seq2SeqConfig()
-    unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight")
-              if getattr(s2s, f) != getattr(default, f)]
-    if s2s.order not in (default.order, "l2r"):
-        unused.insert(0, "order")
-    if unused:
-        raise UserError(f"objective prefix-lm is left to right with no query stream and no length head: "
-                        f"objective.seq2seq.{', objective.seq2seq.'.join(unused)} do not apply (leave the defaults)")
-
-
 class PrefixLMObjective(Objective):
     """``prefix-lm``: next-token prediction on the target from the content stream under the prefix-LM mask."""
 
@@ -71,7 +59,6 @@ class PrefixLMObjective(Objective):
         if model_cfg.bi_data or model_cfg.attn_type != "bi":
             raise UserError("objective prefix-lm needs model.bi_data false and model.attn_type bi (the source is "
                             "bidirectional; the mask makes the target causal)")
-        check_prefix_lm_config(cfg.seq2seq)
         self.s2s = cfg.seq2seq
 
     def sample(self, batch: dict, generator: torch.Generator | None = None) -> PrefixLMMasks:
@@ -91,4 +78,4 @@ class PrefixLMObjective(Objective):
 
 OBJECTIVE = PrefixLMObjective
 
-__all__ = ["OBJECTIVE", "PrefixLMMasks", "PrefixLMObjective", "check_prefix_lm_config", "prefix_lm_masks"]
+__all__ = ["OBJECTIVE", "PrefixLMMasks", "PrefixLMObjective", "prefix_lm_masks"]

@@ -88,3 +88,10 @@ def test_nsp_head():
     with pytest.raises(UserError, match="nsp_weight"):
         obj(model, batch, None, torch.Generator().manual_seed(0))
     assert build_objective(ObjectiveConfig(name="plm"), model.cfg).nsp is None
+
+
+@pytest.mark.parametrize("name", ["seq2seq", "prefix-lm"])
+def test_nsp_head_is_refused_where_no_sentence_pair_exists(name):
+    with pytest.raises(UserError, match="nsp_weight applies to pre-training"):
+        ObjectiveConfig(name=name, nsp_weight=0.5)
+    assert ObjectiveConfig(name=name).nsp_weight == 0  # the default builds
