@@ -220,13 +220,6 @@ class XLNet(nn.Module):
         i = layer if self.cfg.untie_r else 0
         return self.r_w_bias[i], self.r_r_bias[i], self.r_s_bias[i]
 
-    def layer_step(self, layer: int, x: Tensor, k: Tensor, v: Tensor, rk: Tensor, rel_index: Tensor,
-                   seg_same: Tensor | None, mask: Tensor | None, skew_rows: int = 0) -> Tensor:
-        """Deprecated (only ``decoding/ar.py`` still calls it, until it moves to :meth:`run` with a KVCache): one
-        block on rows x [B, I, d] over given keys/values k, v [B, H, J, D] -> [B, I, d]."""
-        blk = self.layers[layer]
-        return blk.ff(blk.rel_attn(x, k, v, rk, rel_index, seg_same, mask, *self.biases(layer), skew_rows))
-
     def logits(self, x: Tensor) -> Tensor:
         """Tied LM head: [.., d] -> [.., V]."""
         return torch.nn.functional.linear(x, self.word_embedding.weight, self.lm_bias)

@@ -24,11 +24,10 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..attention import RelPos, mask_bias
 from ..config import DecodeConfig
 from ..errors import UserError
-from ..model import XLNet
-from .cache import DecodeLayout, build_layout, forward_table, log_probs
+from ..model import Rows, XLNet
+from .cache import DecodeLayout, build_layout, encode_context, log_probs, model_device
 from .orders import example_generator
 from .search import Hypothesis, _pick_tokens, inference
 
@@ -36,67 +35,39 @@ LEN_RATIO, LEN_EXTRA = 2, 10  # default longest output: LEN_RATIO · source toke
 
 
 class Cache:
-    """Exact incremental prefix-LM state for rows of a ``DecodeLayout``; ``first`` = log-probs of target token 0."""
+    """Exact incremental prefix-LM state for rows of a ``DecodeLayout``; ``first`` = log-probs of target token 0.
+
+    The context is encoded once into a ``KVCache`` (``cache.encode_context``, memory included), which grows by the L
+    target slots; each step runs the backbone on the one fed token, which writes its keys/values into its slot."""
 
     def __init__(self, model: XLNet, layout: DecodeLayout, L: int):
-        self.model, cfg = model, model.cfg
+        self.model = model
+        enc = encode_context(model, layout)
         R, C = layout.ctx.shape
-        M = 0 if layout.mems is None else layout.mems[0].shape[1]
-        self.base, dev = M + C, layout.ctx.device
-        slot = torch.arange(M + C + L, device=dev)[None]  # [1, J]
-        m_len, c_len = layout.mem_len[:, None], layout.ctx_len[:, None]
-        in_mem, in_ctx = slot < M, (slot >= M) & (slot < M + C)
-        self.k_pos = torch.where(in_mem, slot, torch.where(in_ctx, m_len + slot - M, m_len + c_len + slot - M - C))
-        self.k_ok = (in_mem & (slot < m_len)) | (in_ctx & (slot - M < c_len))  # [R, J]; targets join as fed
-        self.k_tgt = (slot >= M + C).expand(R, -1)  # segment 1 keys
-        self.next_pos = m_len[:, 0] + c_len[:, 0]  # [R] position of the next fed token
-        self.d_max = int(self.k_pos.max())
-        span = torch.arange(self.d_max + 1, device=dev)[None]
-        table = RelPos.build(span, span, cfg.d_model, cfg.clamp_len, bi_data=False).table
-        self.rk = [layer.rel_attn.project_table(table) for layer in model.layers]
-
-        x = model.dropout(model.word_embedding(layout.ctx))  # [R, C, d]
-        rel = self.d_max - (self.k_pos[:, M: M + C, None] - self.k_pos[:, None, :])  # [R, C, J]
-        mask, seg_same = self.k_ok[:, None, :], ~self.k_tgt[:, None, :]
-        self.k, self.v = [], []
-        for i in range(cfg.n_layer):
-            kc, vc = model.layers[i].rel_attn.keys_values(x)  # [R, H, C, D]
-            K = kc.new_zeros(R, cfg.n_head, M + C + L, cfg.d_head)
-            V = torch.zeros_like(K)
-            if M:
-                K[:, :, :M], V[:, :, :M] = model.layers[i].rel_attn.keys_values(layout.mems[i].to(x.dtype))
-            K[:, :, M: M + C], V[:, :, M: M + C] = kc, vc
-            self.k.append(K)
-            self.v.append(V)
-            x = model.layer_step(i, x, K, V, self.rk[i], rel, seg_same, mask)
-        sep = x[torch.arange(R, device=dev), layout.ctx_len - 1]  # [R, d] the <sep> row of each example
-        self.first = log_probs(model, model.dropout(sep))
+        dev = layout.ctx.device
+        t_pos = (layout.mem_len + layout.ctx_len)[:, None] + torch.arange(L, device=dev)[None]  # [R, L]
+        self.base = enc.cache.pos.shape[1]  # M + C: the first target slot
+        self.kv = enc.cache.extend(t_pos, torch.ones_like(t_pos))  # target keys: segment 1
+        self.ok = torch.cat([enc.ok, enc.ok.new_zeros(R, L)], dim=1)  # [R, J]; targets join as fed
+        self.next_pos = t_pos[:, 0]  # [R] position of the next fed token
+        sep = enc.h[torch.arange(R, device=dev), layout.ctx_len - 1]  # [R, d] the <sep> row of each example
+        self.first = log_probs(model, sep)
         self.n = 0  # target tokens fed so far (the same for every row: finished rows are fed padding)
 
     def reorder(self, rows: Tensor) -> None:
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
-        self.k_pos, self.k_ok, self.k_tgt, self.next_pos = (t[rows] for t in (self.k_pos, self.k_ok, self.k_tgt,
-                                                                                self.next_pos))
+        self.kv, self.ok, self.next_pos = self.kv.index(rows), self.ok[rows], self.next_pos[rows]
 
     def step(self, tok: Tensor) -> Tensor:
         """Feed tok [R] as the next target token -> log-probs [R, V] of the token after it."""
-        model, cfg = self.model, self.model.cfg
         slot = self.base + self.n
-        self.k_ok = self.k_ok.clone()
-        self.k_ok[:, slot] = True
-        bias = mask_bias(self.k_ok[:, None, :], self.k[0].dtype)  # [R, 1, J]
-        rel = self.d_max - (self.next_pos[:, None, None] - self.k_pos[:, None, :])  # [R, 1, J]
-        seg_same = self.k_tgt[:, None, :].to(self.k[0].dtype)  # the fed row is a target row
-        x = model.dropout(model.word_embedding(tok[:, None]))  # [R, 1, d]
-        for i in range(cfg.n_layer):
-            kn, vn = model.layers[i].rel_attn.keys_values(x)  # [R, H, 1, D]
-            self.k[i][:, :, slot: slot + 1] = kn.to(self.k[i].dtype)
-            self.v[i][:, :, slot: slot + 1] = vn.to(self.v[i].dtype)
-            x = model.layer_step(i, x, self.k[i], self.v[i], self.rk[i], rel, seg_same, bias)
+        self.ok = self.ok.clone()
+        self.ok[:, slot] = True
+        rows = Rows(tok[:, None], self.next_pos[:, None], torch.ones_like(tok)[:, None], self.ok[:, None, :])
+        slots = torch.full_like(tok, slot)[:, None]  # [R, 1]
+        h = self.model.run(rows, cache=self.kv, slots=slots, bi_data=False).h  # [R, 1, d]
         self.n += 1
         self.next_pos = self.next_pos + 1
-        return log_probs(model, model.dropout(x[:, 0]))
+        return log_probs(self.model, h[:, 0])
 
 
 class Recompute:
@@ -129,13 +100,12 @@ class Recompute:
         target = (col >= lay.ctx_len[:, None]) & valid
         cmask = prefix_lm_masks(ids, target, valid, eos_id=0).content
         seg = target.long()
-        with forward_table(model):
-            if lay.mems is None:
-                h = model(ids, seg, cmask).h
-            else:  # memory differs per row and is always visible in model(...): one row at a time
-                h = torch.cat([model(ids[b: b + 1], seg[b: b + 1], cmask[b: b + 1],
-                                     mems=[m[b: b + 1, : int(lay.mem_len[b])] for m in lay.mems]
-                                     if int(lay.mem_len[b]) else None).h for b in range(R)])
+        if lay.mems is None:
+            h = model(ids, seg, cmask, bi_data=False).h
+        else:  # memory differs per row and is always visible in model(...): one row at a time
+            h = torch.cat([model(ids[b: b + 1], seg[b: b + 1], cmask[b: b + 1],
+                                 mems=[m[b: b + 1, : int(lay.mem_len[b])] for m in lay.mems]
+                                 if int(lay.mem_len[b]) else None, bi_data=False).h for b in range(R)])
         last = lay.ctx_len + n - 1  # <sep> before any token is fed
         return log_probs(model, h[torch.arange(R, device=dev), last])
 
@@ -186,9 +156,9 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits
     if len(examples) != len(src):
         raise UserError(f"got {len(src)} sources but {len(examples)} example indices")
     banned = [b for b in banned if b != eos_id]
-    dev = model.word_embedding.weight.device
+    dev = model_device(model)
     limits = Limits(limits.min_len.to(dev), limits.max_len.to(dev))
-    with inference(cfg.bf16):
+    with inference(cfg.bf16, dev):
         layout = build_layout(model, [list(s) for s in src], [1] * len(src), sep_id, pad_id, cfg.max_segment)
         if cfg.beam > 1:
             rows = torch.arange(len(src), device=dev).repeat_interleave(cfg.beam)

@@ -30,7 +30,6 @@ distance once and is projected per layer once; a step only gathers indices.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 
@@ -73,19 +72,6 @@ class DecodeLayout:
 def check_decodable(model: XLNet) -> None:
     if model.cfg.attn_type != "bi":
         raise UserError("any-order decoding needs a bidirectional model (attn_type 'bi'), got attn_type 'uni'")
-
-
-@contextlib.contextmanager
-def forward_table(model: XLNet):
-    """Deprecated (only ``decoding/ar.py`` still uses it; ``XLNet.run``/``forward`` take ``bi_data=False``): the
-    forward positional table while decoding, by swapping the model's config."""
-    cfg = model.cfg
-    if cfg.bi_data:
-        model.cfg = dataclasses.replace(cfg, bi_data=False)
-    try:
-        yield
-    finally:
-        model.cfg = cfg
 
 
 def build_layout(model: XLNet, src: list[list[int]], tgt_lengths: list[int], sep_id: int, pad_id: int,

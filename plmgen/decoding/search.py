@@ -78,7 +78,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 @contextmanager
-def inference(bf16: bool, device: torch.device | str | None = None):
+def inference(bf16: bool, device: torch.device | str):
     """Gradient-free context for decoding on ``device``: ``inference_mode`` in fp32; ``no_grad`` + bf16 autocast
     of the device's type in bf16, because autocast's cache of bf16 weight copies is off under ``inference_mode``
     (every matmul would re-cast its weight, the 8k-word LM head included, at every step)."""
@@ -86,8 +86,7 @@ def inference(bf16: bool, device: torch.device | str | None = None):
         with torch.inference_mode():
             yield
         return
-    dev = torch.get_default_device() if device is None else torch.device(device)
-    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
         yield
 
 
