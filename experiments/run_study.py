@@ -9,7 +9,9 @@ budget, and each checkpoint decodes the test split with every order. Writes ``<o
 against the spec's baseline row, learning curves, measured FLOPs and predicted tokens per step, wall time, and a
 provenance block) and copies them to ``experiments/results/studies/<name>/`` unless ``--record false``. Re-running
 the same command resumes: finished cells are read from their markers, a killed training continues from its
-``last.ckpt``. Layout and markers: ``plmgen/study/runner.py``.
+``last.ckpt``. Layout and markers: ``plmgen/study/runner.py``. To use several cores, start the same command once
+per core (``taskset -c 0 ... --tables false`` and ``taskset -c 1 ...``, each with ``OMP_NUM_THREADS=1``): the workers
+share the cells through lock files.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_study(spec: str, data: str | None = None, out: str | None = None, variants: str | None = None,
-              record: bool = True) -> Path:
+              record: bool = True, tables: bool = True) -> Path | None:
     """Run (or resume) every cell of a study spec and write its tables; returns results.md.
 
     Args:
@@ -33,6 +35,7 @@ def run_study(spec: str, data: str | None = None, out: str | None = None, varian
         out: folder for the runs, markers and tables (default runs/studies/<spec name>).
         variants: comma-separated subset of the spec's variants (default: all).
         record: also copy results.md/results.json to experiments/results/studies/<spec name>/.
+        tables: write the tables once every cell is finished (false: a helper worker that only runs cells).
     """
     import dataclasses
 
@@ -53,7 +56,11 @@ def run_study(spec: str, data: str | None = None, out: str | None = None, varian
         s = dataclasses.replace(s, variants=[v for v in s.variants if v.name in names], baselines=baselines)
     folder = Path(out or Path("runs") / "studies" / s.name)
     runner = StudyRunner(s, folder, argv=[sys.executable, *sys.argv])
-    table = write_results(s, runner.run(), folder, runner.argv)
+    result = runner.run()
+    if not tables:
+        print(f"every cell of {s.name} is finished (tables left to the worker with --tables true)")
+        return None
+    table = write_results(s, result, folder, runner.argv)
     if record:
         dest = ROOT / "experiments" / "results" / "studies" / s.name
         dest.mkdir(parents=True, exist_ok=True)

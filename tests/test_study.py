@@ -170,3 +170,60 @@ def test_spec_errors_are_one_line(tmp_path):
     bad.write_text(yaml.safe_dump({"finetune": {"config": "demo-finetune.yaml", "budgets": []}, "variants": {"a": {}}}))
     with pytest.raises(UserError, match="finetune.budgets"):
         load_spec(bad)
+
+
+def test_claim_takes_over_only_dead_workers(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from plmgen.study.runner import claim
+
+    marker = tmp_path / "cell" / "done.json"
+    lock = marker.with_name("done.json.lock")
+    with claim(marker) as mine:
+        assert mine and lock.read_text() == f"{os.getpid()} {socket.gethostname()}"
+        with claim(marker) as again:
+            assert not again  # held by a live process (this one)
+    assert not lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{dead.stdout.strip()} {socket.gethostname()}")
+    with claim(marker) as mine:
+        assert mine  # its worker has exited: the lock is stale
+    lock.write_text(f"{os.getpid()} another-host")
+    with claim(marker) as mine:
+        assert not mine  # a worker on another host cannot be checked: left alone
+
+
+def test_workers_share_cells_through_locks(micro, tmp_path):
+    """A cell another worker holds is skipped, the rest of the grid is done first, and the cell is taken over once
+    that worker has died."""
+    import dataclasses
+    import socket
+    import subprocess
+    import sys
+
+    from plmgen.study.runner import StudyRunner
+    from plmgen.study.spec import load_spec
+
+    root, data = micro
+    spec = load_spec(root / "micro.yaml", str(data))
+    runner = StudyRunner(dataclasses.replace(spec, variants=[spec.variant("none")]), tmp_path / "out", poll_s=0)
+    held = runner.out / "finetune" / "none" / "seed0" / "done.json"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    held.parent.mkdir(parents=True)
+    held.with_name("done.json.lock").write_text(f"{other.pid} {socket.gethostname()}")
+    seen = []
+
+    def wait():
+        seen.append({p.relative_to(runner.out).as_posix() for p in runner.out.rglob("*.json") if "compute" not in p.parts})
+        other.kill()
+        other.wait()  # the other worker dies: its lock is stale from now on
+
+    runner.wait = wait
+    result = runner.run()
+    assert len(seen) == 1
+    assert {"finetune/none/seed1/done.json", "eval/none/seed1/budget-4.json"} <= seen[0]
+    assert not any(p.startswith(("finetune/none/seed0", "eval/none/seed0")) for p in seen[0])
+    assert [r["seed"] for r in result["records"]] == [0, 1] and held.is_file() and not list(runner.out.rglob("*.lock"))

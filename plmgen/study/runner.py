@@ -10,13 +10,22 @@ re-run with the same command picks up at the first unfinished cell; a killed tra
     finetune/<variant>/seed<k>/done.json       a fine-tuning run, checkpoints/budget-<steps>.ckpt at every budget
     eval/<variant>/seed<k>/budget-<steps>.json hypotheses and scores of every order at one budget
     results.md, results.json                   the tables and the provenance block
+    <marker>.lock                              a cell another worker is on (its pid and host)
+
+Workers: the same command started N times (one core each, e.g. ``taskset -c i``) shares the grid. Each step of a
+cell (pre-training, fine-tuning, each budget's evaluation) is claimed by an atomically created ``.lock`` beside its
+marker; a worker skips cells another worker holds and comes back to them, and takes over a lock whose process has
+died on this host. Only ``--tables true`` workers write the tables, once every cell is finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +50,46 @@ def _write(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def claim(marker: Path):
+    """Yield True while this process holds ``<marker>.lock`` (created atomically), False when another live worker
+    holds it. A lock left by a dead process on this host is taken over; the lock is removed on exit."""
+    lock = marker.with_name(marker.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                pid, _, host = lock.read_text().partition(" ")
+            except FileNotFoundError:  # released between the two calls
+                continue
+            if host.strip() != socket.gethostname() or _alive(int(pid or 0)):
+                yield False
+                return
+            lock.unlink(missing_ok=True)  # stale: its worker died
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        try:
+            yield True
+        finally:
+            lock.unlink(missing_ok=True)
+        return
+    yield False
+
+
 @dataclass
 class Cell:
     """One (variant, seed): its resolved pre-training (None: none) and fine-tuning configs."""
@@ -52,8 +101,8 @@ class Cell:
 
 
 class StudyRunner:
-    def __init__(self, spec: StudySpec, out: str | Path, argv: list[str] | None = None) -> None:
-        self.spec, self.out, self.argv = spec, Path(out), argv
+    def __init__(self, spec: StudySpec, out: str | Path, argv: list[str] | None = None, poll_s: float = 10.0) -> None:
+        self.spec, self.out, self.argv, self.poll_s = spec, Path(out), argv, poll_s
         data = Path(spec.data)
         if not (data / "manifest.json").is_file():
             raise UserError(f"data {spec.data}: not a prepared folder (no manifest.json); run `python cli.py prepare`")
@@ -65,8 +114,13 @@ class StudyRunner:
         from plmgen.tokenizer import Tokenizer
 
         path = self.out / "tokenizer" / "spiece.model"
-        if not path.is_file():
-            Tokenizer.train(monolingual_text(self.spec.data), out_prefix=path.with_suffix(""), vocab_size=vocab_size, seed=0)
+        while not path.is_file():
+            with claim(path) as mine:
+                if mine:
+                    Tokenizer.train(monolingual_text(self.spec.data), out_prefix=path.with_suffix(""),
+                                    vocab_size=vocab_size, seed=0)
+                    break
+            self.wait()  # another worker is training it
         return Tokenizer.load(path)
 
     # -- resolved configs ---------------------------------------------------------------------------------------------
@@ -165,7 +219,7 @@ class StudyRunner:
         from plmgen.evaluation import score
 
         v, s = cell.variant, self.spec
-        marker = self.out / "eval" / v.name / f"seed{cell.seed}" / f"budget-{budget}.json"
+        marker = self.eval_marker(cell, budget)
         if (done := _read(marker)) is not None:
             return done
         ckpt = SaveAtSteps.path(cell.finetune.run_dir / "checkpoints", budget)
@@ -184,7 +238,29 @@ class StudyRunner:
         _write(marker, result)
         return result
 
+    def wait(self) -> None:
+        time.sleep(self.poll_s)
+
+    def eval_marker(self, cell: Cell, budget: int) -> Path:
+        return self.out / "eval" / cell.variant.name / f"seed{cell.seed}" / f"budget-{budget}.json"
+
     # -- the whole study ------------------------------------------------------------------------------------------------
+    def advance(self, cell: Cell, refs: list[str]) -> bool:
+        """Do every unfinished step of a cell that no other worker holds, in order; True once all are finished."""
+        init = cell.pretrain.run_dir / "checkpoints" / "last.ckpt" if cell.pretrain is not None else None
+        steps = [] if cell.pretrain is None else [(cell.pretrain.run_dir / "done.json",
+                                                   lambda: self.train(cell.pretrain, None))]
+        steps.append((cell.finetune.run_dir / "done.json", lambda: self.train(cell.finetune, init, cell.variant.budgets)))
+        steps += [(self.eval_marker(cell, b), lambda b=b: self.evaluate(cell, b, refs)) for b in cell.variant.budgets]
+        for marker, work in steps:
+            if marker.is_file():
+                continue
+            with claim(marker) as mine:
+                if not mine:
+                    return False  # another worker is on it: come back later
+                work()
+        return True
+
     def run(self) -> dict:
         from plmgen.decoding.generate import read_inputs
 
@@ -194,17 +270,26 @@ class StudyRunner:
         tok = self.tokenizer(vocab)
         cells = self.cells(tok)
         _, refs, _ = read_inputs(None, s.split, s.data, None, None, s.limit)
+        pending = cells
+        while pending:
+            left = []
+            for cell in pending:
+                if self.advance(cell, refs):
+                    print(f"{cell.variant.name} seed {cell.seed}: done", flush=True)
+                else:
+                    left.append(cell)
+            if len(left) == len(pending):
+                self.wait()  # every unfinished cell is held by another worker
+            pending = left
         records = []
-        for cell in cells:
+        for cell in cells:  # every marker exists now: this reads them (and checks their configs)
             pre_done = self.train(cell.pretrain, None) if cell.pretrain is not None else None
-            init = cell.pretrain.run_dir / "checkpoints" / "last.ckpt" if cell.pretrain is not None else None
-            ft_done = self.train(cell.finetune, init, cell.variant.budgets)
+            ft_done = self.train(cell.finetune, None, cell.variant.budgets)
             evals = {b: self.evaluate(cell, b, refs) for b in cell.variant.budgets}
             records.append({"variant": cell.variant.name, "seed": cell.seed, "pretrain": pre_done, "finetune": ft_done,
                             "pretrain_compute": self.compute(cell.pretrain, tok),
                             "finetune_compute": self.compute(cell.finetune, tok), "evals": evals,
                             "pretrain_dir": str(cell.pretrain.run_dir) if cell.pretrain else None})
-            print(f"{cell.variant.name} seed {cell.seed}: done", flush=True)
         return {"records": records, "refs": refs, "tokenizer": tok.path}
 
 
