@@ -29,7 +29,8 @@ from ..errors import UserError
 from ..model import Rows, XLNet
 from .cache import DecodeLayout, build_layout, encode_context, log_probs, model_device
 from .orders import example_generator
-from .search import Hypothesis, _pick_tokens, inference
+from .search import Hypothesis, inference, pick_tokens
+from .state import ban
 
 LEN_RATIO, LEN_EXTRA = 2, 10  # default longest output: LEN_RATIO · source tokens + LEN_EXTRA (and the config's cap)
 
@@ -169,14 +170,6 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits
         return _single(backend, limits, cfg, banned, eos_id, pad_id, on_step, examples)
 
 
-def _ban(logp: Tensor, banned: list[int]) -> Tensor:
-    if not banned:
-        return logp
-    out = logp.clone()
-    out[:, banned] = float("-inf")
-    return out
-
-
 def _single(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: int, on_step,
             examples: list[int]) -> list[Hypothesis]:
     """Greedy or seeded sampling, all rows in lockstep; a finished row is fed padding and ignored."""
@@ -187,7 +180,7 @@ def _single(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: i
     for n in range(int(limits.max_len.max()) + 1):
         if on_step is not None:
             on_step(logp, n)
-        tok = _pick_tokens(limits.apply(_ban(logp, banned), n, eos)[:, None], cfg, gens, ~done[:, None])[:, 0]
+        tok = pick_tokens(limits.apply(ban(logp, banned), n, eos)[:, None], cfg, gens, ~done[:, None])[:, 0]
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         toks.append(tok)
         lps.append(logp.gather(1, tok[:, None])[:, 0])
@@ -214,7 +207,7 @@ def _beam(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: int
     for n in range(int(limits.max_len.max()) + 1):
         if on_step is not None:
             on_step(logp, n)
-        cand = torch.where(done[:, None], finished, limits.apply(_ban(logp, banned), n, eos))  # [R, V]
+        cand = torch.where(done[:, None], finished, limits.apply(ban(logp, banned), n, eos))  # [R, V]
         top_score, top = (score[:, None] + cand).view(B, K * V).topk(K, dim=1)  # [B, K]
         src = (torch.arange(B, device=dev)[:, None] * K + top // V).view(-1)  # [R] source row of each new beam
         tok = (top % V).view(-1)

@@ -118,7 +118,7 @@ def _validate(model, src, tgt_lengths, cfg, force) -> None:
         raise UserError(f"source token ids must be in [0, {V})")
 
 
-def _pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok: Tensor) -> Tensor:
+def pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok: Tensor) -> Tensor:
     """lp [R, F, V] (banned already −inf) -> tokens [R, F]: argmax, or a sample. Row r draws one uniform number per
     filled slot (``ok`` [R, F]) from its own stream ``gens[r]``, so its tokens depend on nothing but its own row."""
     if not cfg.sample or cfg.temperature == 0:
@@ -159,7 +159,7 @@ def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned
         sel, ok = order.choose(blp, q_ok)  # [R, F]
         pos = q_pos.gather(1, sel)
         rows = torch.arange(R, device=sel.device)[:, None]  # row indexing copies whole vocab rows: cheaper than
-        tok = forced.gather(1, pos) if forced is not None else _pick_tokens(blp[rows, sel], cfg, gens, ok)  # a gather
+        tok = forced.gather(1, pos) if forced is not None else pick_tokens(blp[rows, sel], cfg, gens, ok)  # a gather
         tok_lp = logp[rows, sel, tok]  # [R, F] model log-prob of the chosen tokens
         st.fill(pos, tok, tok_lp, ok)
         fill = (pos * ok, tok * ok, ok)
