@@ -11,7 +11,7 @@ Exactness / caching: making kept tokens context changes their content states (th
 so the decoding cache cannot be reused. Each iteration is one exact ``model(...)`` pass (``cache.full_forward``)
 over context + target — T extra passes in all, cheap next to the fill. A position's confidence is its
 log-probability when it was last predicted; ``Hypothesis.logprob`` becomes the sum of these (Mask-Predict's
-score), no longer a chain-rule probability — rescore with ``search.score`` when that matters.
+score), no longer a chain-rule probability — rescore with ``search.sequence_logprob`` when that matters.
 """
 
 from __future__ import annotations

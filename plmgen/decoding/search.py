@@ -90,9 +90,9 @@ def inference(bf16: bool, device: torch.device | str):
         yield
 
 
-def score(model: XLNet, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], order: str = "l2r", *,
-          sep_id: int, pad_id: int, seed: int = 0, max_segment: int = 512, bf16: bool = False,
-          backend: str = "cache", end_id: int | None = None) -> list[Hypothesis]:
+def sequence_logprob(model: XLNet, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]],
+                     order: str = "l2r", *, sep_id: int, pad_id: int, seed: int = 0, max_segment: int = 512,
+                     bf16: bool = False, backend: str = "cache", end_id: int | None = None) -> list[Hypothesis]:
     """Exact chain-rule log-probability of each given target under ``order`` (one position per step; for an
     adaptive order the positions are chosen from the model's predictions, the tokens are the given ones).
     Returns ``Hypothesis`` objects (``logprob``, ``avg_logprob``, ``trace``) with ``tokens`` = the given target."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from plmgen.config import DecodeConfig
-from plmgen.decoding import ORDERS, decode, score
+from plmgen.decoding import ORDERS, decode, sequence_logprob
 from plmgen.masks import stream_masks
 
 from .helpers import LENS, PAD, SEP, SRC, model
@@ -73,7 +73,7 @@ def test_end_marker_scores_like_the_training_layout(m):
     from plmgen.objectives.seq2seq import batch_masks, with_end_marker
 
     tgt = [[21, 22, 23, 24], [25, 26, 27, 28, 29, 30], [31, 32, 33]]
-    hyps = score(m, SRC, tgt, "l2r", sep_id=SEP, pad_id=PAD, end_id=EOS)
+    hyps = sequence_logprob(m, SRC, tgt, "l2r", sep_id=SEP, pad_id=PAD, end_id=EOS)
     batch = with_end_marker(layout(SRC, tgt, SEP, PAD), EOS, PAD)
     _, sm = batch_masks(batch, Seq2SeqConfig(order="l2r"))
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_score_equals_one_pass_teacher_forcing(m):
     """Forced l2r/random decoding through the cache = one model(...) pass with the order's stream masks."""
     tgt = [[21, 22, 23, 24], [25, 26, 27, 28, 29, 30], [31, 32, 33]]
     for order in ("l2r", "random", "balanced-tree"):
-        hyps = score(m, SRC, tgt, order, sep_id=SEP, pad_id=PAD, seed=3)
+        hyps = sequence_logprob(m, SRC, tgt, order, sep_id=SEP, pad_id=PAD, seed=3)
         for s, t, h in zip(SRC, tgt, hyps):
             ids = torch.tensor([s + [SEP] + t])
             C = len(s) + 1
@@ -130,9 +130,9 @@ def test_bf16_cache_matches_recompute(m, order):
     bf16 rounding, and stays within bf16 rounding of the fp32 scores."""
     tgt = [[21, 22, 23, 24], [25, 26, 27, 28, 29, 30], [31, 32, 33]]
     kw = dict(sep_id=SEP, pad_id=PAD, order=order)
-    cache = score(m, SRC, tgt, bf16=True, **kw)
-    recompute = score(m, SRC, tgt, bf16=True, backend="recompute", **kw)
-    fp32 = score(m, SRC, tgt, **kw)
+    cache = sequence_logprob(m, SRC, tgt, bf16=True, **kw)
+    recompute = sequence_logprob(m, SRC, tgt, bf16=True, backend="recompute", **kw)
+    fp32 = sequence_logprob(m, SRC, tgt, **kw)
     assert [h.trace for h in cache] == [h.trace for h in recompute] == [h.trace for h in fp32]
     for c, r, f in zip(cache, recompute, fp32):
         torch.testing.assert_close(torch.tensor(c.token_logprobs), torch.tensor(r.token_logprobs), atol=0.01, rtol=0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from plmgen.config import DecodeConfig
-from plmgen.decoding import ORDERS, decode, get_order, score
+from plmgen.decoding import ORDERS, decode, get_order, sequence_logprob
 from plmgen.decoding.cache import build_layout
 from plmgen.decoding.search import _beam
 from plmgen.errors import UserError
@@ -42,7 +42,7 @@ def test_beam1_equals_greedy(m, order):
 @pytest.mark.parametrize("order", ["l2r", "random", "confidence", "entropy"])
 def test_greedy_logprob_is_the_chain_rule_score(m, order):
     hyps = dec(m, order=order, seed=2)
-    scored = score(m, SRC, [h.tokens for h in hyps], order, sep_id=SEP, pad_id=PAD, seed=2)
+    scored = sequence_logprob(m, SRC, [h.tokens for h in hyps], order, sep_id=SEP, pad_id=PAD, seed=2)
     for h, s in zip(hyps, scored):
         assert abs(h.logprob - s.logprob) < 1e-4 and h.trace == s.trace
 
@@ -54,7 +54,7 @@ def test_beam_finds_brute_force_argmax():
         hyps = decode(m, src, [3, 3], DecodeConfig(order=order, beam=125), sep_id=SEP, pad_id=pad)
         cands = [list(t) for t in itertools.product(range(5), repeat=3)]
         for b, s in enumerate(src):
-            scores = [h.logprob for h in score(m, [s] * len(cands), cands, order, sep_id=SEP, pad_id=pad)]
+            scores = [h.logprob for h in sequence_logprob(m, [s] * len(cands), cands, order, sep_id=SEP, pad_id=pad)]
             best = max(range(len(cands)), key=scores.__getitem__)
             assert hyps[b].tokens == cands[best]
             assert abs(hyps[b].logprob - scores[best]) < 1e-4

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from plmgen.config import DecodeConfig
-from plmgen.decoding import ORDERS, decode, score
+from plmgen.decoding import ORDERS, decode, sequence_logprob
 
 from .helpers import LENS, PAD, SEP, SRC, model
 
@@ -81,7 +81,7 @@ def test_speculate_rejects_beam_and_parallel_fills():
 @pytest.mark.parametrize("order", ["l2r", "confidence"])
 def test_sampling_is_lossless(order):
     """Tiny vocabulary (6 tokens), target length 3: the sequential sampler's exact output distribution is the
-    chain-rule probability under the order (``score``); 6000 speculative samples must fit it (chi-square, fixed
+    chain-rule probability under the order (``sequence_logprob``); 6000 speculative samples must fit it (chi-square, fixed
     seed). A sampler that accepted every draft fails it (statistic 471 against a critical value of 230)."""
     from scipy.stats import chi2
 
@@ -89,7 +89,7 @@ def test_sampling_is_lossless(order):
     mm = model(vocab=V)  # 4.8 nats of output entropy (uniform: 5.4), tokens strongly dependent on each other
     src = [1, 2, 3]
     outcomes = [[a, b, c] for a in range(6) for b in range(6) for c in range(6)]
-    exact = torch.tensor([h.logprob for h in score(mm, [src] * len(outcomes), outcomes, order, sep_id=sep,
+    exact = torch.tensor([h.logprob for h in sequence_logprob(mm, [src] * len(outcomes), outcomes, order, sep_id=sep,
                                                   pad_id=pad)]).exp()
     assert abs(float(exact.sum()) - 1) < 1e-4
     N = 6000
