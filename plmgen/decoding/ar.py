@@ -27,7 +27,7 @@ from torch import Tensor
 from ..config import DecodeConfig
 from ..errors import UserError
 from ..model import Rows, XLNet
-from .cache import DecodeLayout, build_layout, encode_context, log_probs, model_device
+from .cache import DecodeLayout, build_layout, encode_context, log_probs, model_device, target_positions
 from .orders import example_generator
 from .search import Hypothesis, inference, pick_tokens
 from .state import ban
@@ -44,9 +44,8 @@ class Cache:
     def __init__(self, model: XLNet, layout: DecodeLayout, L: int):
         self.model = model
         enc = encode_context(model, layout)
-        R, C = layout.ctx.shape
-        dev = layout.ctx.device
-        t_pos = (layout.mem_len + layout.ctx_len)[:, None] + torch.arange(L, device=dev)[None]  # [R, L]
+        R, dev = layout.batch, layout.ctx.device
+        t_pos = target_positions(layout, L)  # [R, L]
         self.base = enc.cache.pos.shape[1]  # M + C: the first target slot
         self.kv = enc.cache.extend(t_pos, torch.ones_like(t_pos))  # target keys: segment 1
         self.ok = torch.cat([enc.ok, enc.ok.new_zeros(R, L)], dim=1)  # [R, J]; targets join as fed

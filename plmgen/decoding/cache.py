@@ -152,6 +152,11 @@ def context_slots(layout: DecodeLayout) -> tuple[Tensor, Tensor]:
     return pos, ok
 
 
+def target_positions(layout: DecodeLayout, L: int) -> Tensor:
+    """Positions [B, L] of L target slots right after each row's memory + context."""
+    return (layout.mem_len + layout.ctx_len)[:, None] + torch.arange(L, device=layout.ctx.device)[None]
+
+
 def encode_context(model: XLNet, layout: DecodeLayout) -> EncodedContext:
     """Content stream over the context (full visibility among context + memory, never the target), its keys and
     values written into a fresh ``KVCache``."""
@@ -177,10 +182,9 @@ class IncrementalCache:
         M = 0 if layout.mems is None else layout.mems[0].shape[1]
         L = int(layout.tgt_len.max())
         self.M, self.C, self.L = M, C, L
-        dev = layout.ctx.device
         # Targets right after each row's context, then the end marker (if any) right after the row's last target;
         # the dummy slot (last) sits at position 0 and is never valid.
-        self.t_pos = (layout.mem_len + layout.ctx_len)[:, None] + torch.arange(L, device=dev)[None]  # [B, L]
+        self.t_pos = target_positions(layout, L)  # [B, L]
         end_pos = (layout.mem_len + layout.ctx_len + layout.tgt_len)[:, None]  # [B, 1]
         extra = [end_pos] if layout.end_id is not None else []
         new_pos = torch.cat([self.t_pos, *extra, torch.zeros_like(self.t_pos[:, :1])], dim=1)

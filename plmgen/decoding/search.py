@@ -20,7 +20,7 @@ from torch import Tensor
 from ..config import DecodeConfig
 from ..errors import UserError
 from ..model import XLNet
-from .cache import BACKENDS, DecodeLayout, EncodedContext, build_layout
+from .cache import BACKENDS, DecodeLayout, EncodedContext, build_layout, model_device
 from .orders import Order, example_generator, get_order
 from .refine import refine
 from .speculative import speculative
@@ -71,10 +71,6 @@ def decode_layout(model: XLNet, layout: DecodeLayout, cfg: DecodeConfig, *, bann
     if cfg.refine_iters:
         hyps = refine(model, layout, hyps, cfg.refine_iters, banned=list(banned))
     return hyps
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @contextmanager

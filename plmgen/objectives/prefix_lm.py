@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from plmgen.config import ModelConfig, ObjectiveConfig, Seq2SeqConfig
+from plmgen.config import ModelConfig, ObjectiveConfig
 from plmgen.errors import UserError
 from plmgen.masks import content_mask
 

@@ -117,8 +117,9 @@ class StudyRunner:
         while not path.is_file():
             with claim(path) as mine:
                 if mine:
-                    Tokenizer.train(monolingual_text(self.spec.data), out_prefix=path.with_suffix(""),
-                                    vocab_size=vocab_size, seed=0)
+                    if not path.is_file():  # re-checked under the lock: a worker may have just finished it
+                        Tokenizer.train(monolingual_text(self.spec.data), out_prefix=path.with_suffix(""),
+                                        vocab_size=vocab_size, seed=0)
                     break
             self.wait()  # another worker is training it
         return Tokenizer.load(path)
