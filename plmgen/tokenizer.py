@@ -12,6 +12,8 @@ produces them from raw text. A literal "<mask>" typed by a user is ordinary text
 
 from __future__ import annotations
 
+import functools
+
 import os
 import tempfile
 from pathlib import Path
@@ -148,6 +150,14 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Detokenized text, dropping special ids (``<unk>`` is kept, as `` ⁇ ``)."""
         return self.sp.decode([int(i) for i in ids if int(i) not in self.special_ids])
+
+    @functools.cached_property
+    def blank_ids(self) -> tuple[int, ...]:
+        """Pieces that detokenize to whitespace only (the bare ``▁``, space bytes). Sentencepiece strips trailing
+        whitespace, so no encoded text ends in one: decoders never put one in a target's last slot (an output of
+        just ``▁`` would be an empty translation)."""
+        return tuple(i for i in range(self.vocab_size)
+                     if i not in self.special_ids and i != self.unk_id and not self.sp.decode([i]).strip())
 
     def id_to_piece(self, i: int) -> str:
         return self.sp.id_to_piece(int(i))

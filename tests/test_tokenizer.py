@@ -49,6 +49,15 @@ def test_specials_never_produced_from_raw_text(tok):
     assert "mask" in tok.decode(ids) and "opens" in tok.decode(ids)
 
 
+def test_blank_ids_are_the_whitespace_only_pieces(tok):
+    blank = set(tok.blank_ids)
+    assert tok.sp.piece_to_id("▁") in blank  # the bare word-boundary piece this corpus needs for "<", ...
+    assert all(tok.decode([i]).strip() == "" for i in blank) and not blank & tok.special_ids
+    assert all(tok.decode([i]).strip() for i in range(tok.vocab_size) if i not in blank | tok.special_ids)
+    for text in CORPUS[:20]:  # sentencepiece never ends an encoded text with one
+        assert tok.encode(text)[-1] not in blank
+
+
 def test_decode_drops_special_ids(tok):
     ids = tok.encode("The user saves the file.")
     framed = [tok.cls_id, *ids[:2], tok.mask_id, *ids[2:], tok.sep_id, tok.pad_id, tok.pad_id]

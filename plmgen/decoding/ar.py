@@ -30,7 +30,7 @@ from ..model import Rows, XLNet
 from .cache import DecodeLayout, build_layout, encode_context, log_probs, model_device, target_positions
 from .orders import example_generator
 from .search import Hypothesis, inference, pick_tokens
-from .state import ban
+from .state import Bans
 
 LEN_RATIO, LEN_EXTRA = 2, 10  # default longest output: LEN_RATIO · source tokens + LEN_EXTRA (and the config's cap)
 
@@ -124,10 +124,18 @@ class Limits:
     def index(self, rows: Tensor) -> "Limits":
         return Limits(self.min_len[rows], self.max_len[rows])
 
-    def apply(self, logp: Tensor, n: int, eos: int) -> Tensor:
-        """logp [R, V] (banned ids already −inf) at output position n -> the constrained log-probs."""
-        out = logp.clone()
-        out[:, eos] = torch.where(n < self.min_len, float("-inf"), logp[:, eos])
+    def apply(self, logp: Tensor, n: int, eos: int, bans: Bans, prev: Tensor | None) -> Tensor:
+        """logp [R, V] of output position n, prev [R] the tokens at n − 1 (None at n = 0) -> the constrained
+        log-probs: ``bans.always`` never; ``bans.last`` (blank pieces) never right before ``</s>`` — so ``</s>`` is
+        banned right after one, and a blank piece where ``</s>`` will be forced next."""
+        out = bans.apply(logp).clone()
+        eos_ok = n >= self.min_len
+        if bans.last:
+            ids = torch.tensor(bans.last, device=logp.device)
+            if prev is not None:
+                eos_ok = eos_ok & ~torch.isin(prev, ids)
+            out[:, ids] = out[:, ids].masked_fill((n + 1 >= self.max_len)[:, None], float("-inf"))
+        out[:, eos] = torch.where(eos_ok, logp[:, eos], float("-inf"))
         forced = (n >= self.max_len)[:, None]
         only_eos = torch.full_like(logp, float("-inf"))
         only_eos[:, eos] = logp[:, eos]
@@ -144,10 +152,11 @@ def default_limits(src: Sequence[Sequence[int]], cap: int, fixed: Sequence[int] 
 
 
 def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits: Limits, *, sep_id: int,
-           pad_id: int, eos_id: int, banned: Sequence[int] = (), on_step: StepHook | None = None,
-           examples: Sequence[int] | None = None) -> list[Hypothesis]:
+           pad_id: int, eos_id: int, banned: Sequence[int] = (), banned_last: Sequence[int] = (),
+           on_step: StepHook | None = None, examples: Sequence[int] | None = None) -> list[Hypothesis]:
     """Decode each source left to right until ``</s>``: greedy, ``cfg.sample`` or ``cfg.beam`` > 1 (the best beam by
-    length-normalised log-probability, ``</s>`` included). ``banned`` never generated (``</s>`` is allowed).
+    length-normalised log-probability, ``</s>`` included). ``banned`` never generated (``</s>`` is allowed);
+    ``banned_last`` never the last token (``Tokenizer.blank_ids``: no ``</s>`` right after one).
     examples: each source's index in the whole input (default 0..B-1); sampling draws from the stream of
     (``cfg.seed``, that index), as ``search.decode`` does, so a sample does not depend on batching."""
     if not len(src) or any(len(s) == 0 for s in src):
@@ -155,7 +164,7 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits
     examples = list(range(len(src))) if examples is None else list(examples)
     if len(examples) != len(src):
         raise UserError(f"got {len(src)} sources but {len(examples)} example indices")
-    banned = [b for b in banned if b != eos_id]
+    bans = Bans(tuple(b for b in banned if b != eos_id), tuple(banned_last))
     dev = model_device(model)
     limits = Limits(limits.min_len.to(dev), limits.max_len.to(dev))
     with inference(cfg.bf16, dev):
@@ -165,11 +174,11 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits
             layout, limits = layout.index(rows), limits.index(rows)
         backend = BACKENDS[cfg.backend](model, layout, int(limits.max_len.max()) + 1)
         if cfg.beam > 1:
-            return _beam(backend, limits, cfg, banned, eos_id, pad_id, on_step)
-        return _single(backend, limits, cfg, banned, eos_id, pad_id, on_step, examples)
+            return _beam(backend, limits, cfg, bans, eos_id, pad_id, on_step)
+        return _single(backend, limits, cfg, bans, eos_id, pad_id, on_step, examples)
 
 
-def _single(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: int, on_step,
+def _single(backend, limits: Limits, cfg: DecodeConfig, bans: Bans, eos: int, pad: int, on_step,
             examples: list[int]) -> list[Hypothesis]:
     """Greedy or seeded sampling, all rows in lockstep; a finished row is fed padding and ignored."""
     logp, R = backend.first, backend.first.shape[0]
@@ -179,7 +188,8 @@ def _single(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: i
     for n in range(int(limits.max_len.max()) + 1):
         if on_step is not None:
             on_step(logp, n)
-        tok = pick_tokens(limits.apply(ban(logp, banned), n, eos)[:, None], cfg, gens, ~done[:, None])[:, 0]
+        prev = toks[-1] if toks else None
+        tok = pick_tokens(limits.apply(logp, n, eos, bans, prev)[:, None], cfg, gens, ~done[:, None])[:, 0]
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         toks.append(tok)
         lps.append(logp.gather(1, tok[:, None])[:, 0])
@@ -190,7 +200,7 @@ def _single(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: i
     return _hypotheses(torch.stack(toks, 1), torch.stack(lps, 1), eos, range(R))
 
 
-def _beam(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: int, on_step) -> list[Hypothesis]:
+def _beam(backend, limits: Limits, cfg: DecodeConfig, bans: Bans, eos: int, pad: int, on_step) -> list[Hypothesis]:
     """Beam search over tokens; a finished hypothesis stays in the beam with its score (one continuation: padding,
     log-prob 0) until every hypothesis of every example has emitted ``</s>``."""
     logp, K = backend.first, cfg.beam
@@ -206,7 +216,8 @@ def _beam(backend, limits: Limits, cfg: DecodeConfig, banned, eos: int, pad: int
     for n in range(int(limits.max_len.max()) + 1):
         if on_step is not None:
             on_step(logp, n)
-        cand = torch.where(done[:, None], finished, limits.apply(ban(logp, banned), n, eos))  # [R, V]
+        prev = toks[:, -1] if n else None
+        cand = torch.where(done[:, None], finished, limits.apply(logp, n, eos, bans, prev))  # [R, V]
         top_score, top = (score[:, None] + cand).view(B, K * V).topk(K, dim=1)  # [B, K]
         src = (torch.arange(B, device=dev)[:, None] * K + top // V).view(-1)  # [R] source row of each new beam
         tok = (top % V).view(-1)
@@ -266,7 +277,8 @@ def translate(tr, sources: list[list[int]], dcfg: DecodeConfig, mode, length_bea
         fixed = None if mode.kind == "predict" else \
             [mode.n if mode.kind == "fixed" else max(1, len(refs[i])) for i in idx]
         hyps = decode(tr.model, srcs, dcfg, default_limits(srcs, cap, fixed), sep_id=tok.sep_id, pad_id=tok.pad_id,
-                      eos_id=tok.eos_id, banned=sorted(tok.special_ids), examples=idx)
+                      eos_id=tok.eos_id, banned=sorted(tok.special_ids), banned_last=tok.blank_ids,
+                      examples=idx)
         for i, h in zip(idx, hyps):
             results[i] = h
         if task is not None:

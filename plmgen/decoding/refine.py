@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 
 from .cache import OPEN_RANK, DecodeLayout, full_forward
-from .state import ban
+from .state import Bans
 
 
-def refine(model, layout: DecodeLayout, hyps: list, iters: int, banned: list[int] = ()) -> list:
+def refine(model, layout: DecodeLayout, hyps: list, iters: int, bans: Bans = Bans()) -> list:
     """Refine each ``Hypothesis`` in place for ``iters`` iterations (greedy re-prediction) and return them."""
     B, L = layout.batch, int(layout.tgt_len.max())
     dev = layout.ctx.device
@@ -42,7 +42,7 @@ def refine(model, layout: DecodeLayout, hyps: list, iters: int, banned: list[int
         rank = torch.full((B, L), -1, dtype=torch.long, device=dev)
         rank.scatter_(1, q_pos, torch.where(q_ok, OPEN_RANK, -1))
         logp = full_forward(model, layout, tokens, rank, q_pos * q_ok, q_ok)  # [B, Q, V]
-        best = ban(logp, list(banned)).argmax(-1)
+        best = bans.apply(logp, q_pos, layout.tgt_len - 1).argmax(-1)
         lp = logp.gather(2, best[:, :, None])[..., 0]
         r, c = q_ok.nonzero(as_tuple=True)
         tokens[r, q_pos[r, c]] = best[r, c]

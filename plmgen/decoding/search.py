@@ -24,19 +24,20 @@ from .cache import BACKENDS, DecodeLayout, EncodedContext, build_layout, model_d
 from .orders import Order, example_generator, get_order
 from .refine import refine
 from .speculative import speculative
-from .state import Hypothesis, RowState, ban, sampling_probs
+from .state import Bans, Hypothesis, RowState, sampling_probs
 
 
 StepHook = Callable[[Tensor, Tensor, Tensor], None]  # (logp [R, Q, V], q_pos [R, Q], q_ok [R, Q])
 
 
 def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int], cfg: DecodeConfig, *, sep_id: int,
-           pad_id: int, banned: Sequence[int] = (), force: Sequence[Sequence[int]] | None = None,
-           on_step: StepHook | None = None, examples: Sequence[int] | None = None,
-           end_id: int | None = None) -> list[Hypothesis]:
+           pad_id: int, banned: Sequence[int] = (), banned_last: Sequence[int] = (),
+           force: Sequence[Sequence[int]] | None = None, on_step: StepHook | None = None,
+           examples: Sequence[int] | None = None, end_id: int | None = None) -> list[Hypothesis]:
     """Decode one target of length ``tgt_lengths[b]`` for each source ``src[b]`` (token ids without <sep>).
 
-    banned: ids never generated (e.g. the tokenizer's special ids). force: teacher-force these targets (the chosen
+    banned: ids never generated (e.g. the tokenizer's special ids); banned_last: ids never in a target's last slot
+    (``Tokenizer.blank_ids``, see ``state.Bans``). force: teacher-force these targets (the chosen
     positions are filled with the given tokens; used by ``score``). on_step: called with each step's log-probs.
     examples: each source's index in the whole input (default 0..B-1): random orders and sampling draw from the
     stream of (``cfg.seed``, that index), so an output does not depend on which sentences share its batch.
@@ -49,12 +50,14 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
         raise UserError(f"got {len(src)} sources but {len(examples)} example indices")
     with inference(cfg.bf16, model_device(model)):
         layout = build_layout(model, [list(s) for s in src], list(tgt_lengths), sep_id, pad_id, cfg.max_segment, end_id)
-        return decode_layout(model, layout, cfg, banned=banned, force=force, on_step=on_step, examples=examples)
+        return decode_layout(model, layout, cfg, banned=banned, banned_last=banned_last, force=force, on_step=on_step,
+                             examples=examples)
 
 
 def decode_layout(model: XLNet, layout: DecodeLayout, cfg: DecodeConfig, *, banned: Sequence[int] = (),
-                  force: Sequence[Sequence[int]] | None = None, on_step: StepHook | None = None,
-                  examples: Sequence[int] | None = None, encoded: EncodedContext | None = None) -> list[Hypothesis]:
+                  banned_last: Sequence[int] = (), force: Sequence[Sequence[int]] | None = None,
+                  on_step: StepHook | None = None, examples: Sequence[int] | None = None,
+                  encoded: EncodedContext | None = None) -> list[Hypothesis]:
     """``decode`` on sources already laid out (``cache.build_layout``) and, optionally, already encoded
     (``cache.encode_context``: the translate API encodes each source once for the length head and the decoder).
     examples: as in ``decode`` (default 0..B-1). Call it inside :func:`inference`."""
@@ -67,9 +70,10 @@ def decode_layout(model: XLNet, layout: DecodeLayout, cfg: DecodeConfig, *, bann
             forced[b, : len(t)] = torch.tensor(list(t), dtype=torch.long)
         forced = forced.to(layout.ctx.device)
     run = _beam if cfg.beam > 1 else speculative if cfg.speculate else _single
-    hyps = run(model, layout, order, cfg, list(banned), forced, on_step, examples, encoded)
+    bans = Bans(tuple(banned), tuple(banned_last))
+    hyps = run(model, layout, order, cfg, bans, forced, on_step, examples, encoded)
     if cfg.refine_iters:
-        hyps = refine(model, layout, hyps, cfg.refine_iters, banned=list(banned))
+        hyps = refine(model, layout, hyps, cfg.refine_iters, bans)
     return hyps
 
 
@@ -128,7 +132,7 @@ def pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok: 
     return (cdf <= u).sum(-1).clamp(max=lp.shape[-1] - 1)
 
 
-def _query(order: Order, st: "RowState", plan, backend, fill, on_step, banned):
+def _query(order: Order, st: "RowState", plan, backend, fill, on_step, bans: Bans, last_slot: Tensor):
     """One backend pass: fill last step's choices, query the order's next positions; None when all are filled."""
     q_pos, q_ok = order.queries(st.open, st.n_filled, plan)
     if not q_ok.any():
@@ -137,10 +141,10 @@ def _query(order: Order, st: "RowState", plan, backend, fill, on_step, banned):
     st.passes += q_ok.any(1)
     if on_step is not None:
         on_step(logp, q_pos, q_ok)
-    return q_pos, q_ok, logp, ban(logp, banned)
+    return q_pos, q_ok, logp, bans.apply(logp, q_pos, last_slot)
 
 
-def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step, examples,
+def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, bans: Bans, forced, on_step, examples,
             encoded=None):
     """Greedy / sampling / forced scoring: each row follows its own order; k or a threshold give parallel fills."""
     backend = BACKENDS[cfg.backend](model, layout, encoded)
@@ -150,7 +154,7 @@ def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned
     gens = [example_generator(cfg.seed + 1, ex) for ex in examples] if cfg.sample else []
     R = layout.batch
     fill = (st.tokens.new_zeros(R, 0),) * 2 + (st.open.new_zeros(R, 0),)
-    while (nxt := _query(order, st, plan, backend, fill, on_step, banned)) is not None:
+    while (nxt := _query(order, st, plan, backend, fill, on_step, bans, layout.tgt_len - 1)) is not None:
         q_pos, q_ok, logp, blp = nxt  # [R, Q], [R, Q], [R, Q, V] model / banned log-probs
         sel, ok = order.choose(blp, q_ok)  # [R, F]
         pos = q_pos.gather(1, sel)
@@ -162,7 +166,7 @@ def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned
     return [st.hypothesis(b, int(layout.tgt_len[b])) for b in range(R)]
 
 
-def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, forced, on_step, examples,
+def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, bans: Bans, forced, on_step, examples,
           encoded=None):
     """Beam search over (position, token) pairs, one position per step, ranked by the chain-rule score.
 
@@ -181,7 +185,7 @@ def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, banned, 
     st.score[::K] = 0.0  # one live hypothesis per example at the start
     own = torch.arange(B * K, device=rows.device)
     fill = (st.tokens.new_zeros(B * K, 0),) * 2 + (st.open.new_zeros(B * K, 0),)
-    while (nxt := _query(order, st, plan, backend, fill, on_step, banned)) is not None:
+    while (nxt := _query(order, st, plan, backend, fill, on_step, bans, layout.tgt_len - 1)) is not None:
         q_pos, q_ok, logp, blp = nxt  # [R, Q], [R, Q], [R, Q, V] model / banned log-probs
         sel, ok = order.rank_positions(blp, q_ok, K)  # candidate positions per hypothesis [R, S]
         S, V = sel.shape[1], blp.shape[-1]

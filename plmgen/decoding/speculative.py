@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .cache import BACKENDS
 from .orders import FixedOrder, Order, example_generator
-from .state import RowState, ban, sampling_probs
+from .state import Bans, RowState, sampling_probs
 
 
 def _levels(order: Order, plan: Tensor | None, open0: Tensor, n_filled: Tensor, d_pos: Tensor, d_ok: Tensor,
@@ -59,7 +59,7 @@ def _sample(p: Tensor, u: Tensor) -> Tensor:
     return (cdf <= u[..., None] * cdf[..., -1:]).sum(-1).clamp(max=p.shape[-1] - 1)
 
 
-def speculative(model, layout, order: Order, cfg, banned, forced, on_step, examples, encoded=None):
+def speculative(model, layout, order: Order, cfg, bans: Bans, forced, on_step, examples, encoded=None):
     """Greedy or sampling decode with ``cfg.speculate`` drafts per pass; hypotheses equal (greedy) / are
     distributed as (sampling) the sequential decoder's. Arguments as ``search._single`` (no forced targets)."""
     if forced is not None:
@@ -86,7 +86,7 @@ def speculative(model, layout, order: Order, cfg, banned, forced, on_step, examp
         W = k + 1 if fixed else int(open0.sum(1).max())
         fills = (c_pos, c_tok, c_ok), (d_pos, d_tok, d_ok)
         q_pos, q_ok, logp = _verify_pass(order, plan, backend, open0, n0, *fills, W)  # [R, n_lv, W(, V)]
-        blp = ban(logp, banned)
+        blp = bans.apply(logp, q_pos, layout.tgt_len - 1)
         st.passes += open0.any(1)
         if on_step is not None:
             on_step(logp[:, 0], q_pos[:, 0], q_ok[:, 0])

@@ -3,7 +3,7 @@
 Legend: R rows (examples × beams), L target slots, F filled rows per step, V vocab.
 
 ``Hypothesis`` is what a decode returns per example; ``RowState`` the per-row tensors a search updates as it fills
-positions; ``ban`` and ``sampling_probs`` turn the model's log-probs into what greedy, beam, sampling, speculative
+positions; ``Bans`` and ``sampling_probs`` turn the model's log-probs into what greedy, beam, sampling, speculative
 decoding and refinement choose from. The searches (``search``, ``speculative``, ``refine``) import this module and
 not each other's internals.
 """
@@ -83,13 +83,29 @@ class RowState:
                           steps=int(self.steps[row]), passes=int(self.passes[row]))
 
 
-def ban(logp: Tensor, banned: list[int]) -> Tensor:
-    """logp [.., V] with the ``banned`` ids at −inf (a copy; ``logp`` itself is untouched)."""
-    if not banned:
+@dataclass(frozen=True)
+class Bans:
+    """The token rules of a decode. ``always``: ids never generated (the tokenizer's special ids). ``last``: ids
+    never placed in a row's last target slot — pieces that detokenize to whitespace only (``Tokenizer.blank_ids``):
+    sentencepiece strips trailing whitespace, so no training target ends in one, and a one-slot target filled with
+    one would be an empty translation."""
+
+    always: tuple[int, ...] = ()
+    last: tuple[int, ...] = ()
+
+    def apply(self, logp: Tensor, q_pos: Tensor | None = None, last_slot: Tensor | None = None) -> Tensor:
+        """logp [R, .., V] -> a copy with the banned ids at −inf (``logp`` itself is untouched). q_pos [R, ..] the
+        target slot each row of logp predicts and last_slot [R] each row's last slot (both needed for ``last``)."""
+        if not self.always and not (self.last and q_pos is not None):
+            return logp
+        logp = logp.clone()
+        if self.always:
+            logp[..., list(self.always)] = float("-inf")
+        if self.last and q_pos is not None:
+            at_end = q_pos == last_slot.view(-1, *[1] * (q_pos.dim() - 1))  # [R, ..]
+            ids = torch.tensor(self.last, device=logp.device)
+            logp[..., ids] = logp[..., ids].masked_fill(at_end[..., None], float("-inf"))
         return logp
-    logp = logp.clone()
-    logp[..., banned] = float("-inf")
-    return logp
 
 
 def sampling_probs(lp: Tensor, cfg: DecodeConfig) -> Tensor:

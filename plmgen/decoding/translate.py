@@ -169,7 +169,8 @@ def translate_batch(tr: Translator, sources: list[list[int]], cfg: TranslateConf
         rows = torch.tensor([b for b, c in enumerate(cands) for _ in c], device=layout.ctx.device)
         lengths = torch.tensor([n for c in cands for n in c], device=layout.ctx.device)
         flat = layout.index(rows, tgt_len=lengths)
-        hyps = decode_layout(tr.model, flat, dcfg, banned=sorted(tok.special_ids), encoded=enc.index(rows),
+        hyps = decode_layout(tr.model, flat, dcfg, banned=sorted(tok.special_ids), banned_last=tok.blank_ids,
+                             encoded=enc.index(rows),
                              examples=[examples[b] for b in rows.tolist()])
     return best_per_source(hyps, cands)
 

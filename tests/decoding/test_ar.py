@@ -122,6 +122,21 @@ def test_eos_stops_and_limits_bound_the_output(m):
     assert [len(h.tokens) for h in run(m, {"beam": 2}, limits=fixed)[0]] == [3, 1, 5]
 
 
+def test_blank_pieces_never_end_the_output(m):
+    """``banned_last`` ids are never the last token: no </s> right after one, and none where </s> will be forced."""
+    free = [h.tokens for kw in MODES for h in run(m, kw)[0]]
+    ends = sorted({t[-1] for t in free})
+    fixed = Limits(torch.tensor([3, 1, 5]), torch.tensor([3, 1, 5]))
+    for kw in MODES:
+        for limits in (None, fixed):
+            cfg = DecodeConfig(**kw)
+            hyps = decode(m, SRC, cfg, limits or default_limits(SRC, cap=12), sep_id=SEP, pad_id=PAD, eos_id=EOS,
+                          banned=SPECIALS, banned_last=ends)
+            assert all(h.tokens and h.tokens[-1] not in ends for h in hyps)
+            if limits is fixed:
+                assert [len(h.tokens) for h in hyps] == [3, 1, 5]
+
+
 def test_banned_ids_never_appear(m):
     for kw in MODES:
         for h in run(m, kw)[0]:

@@ -12,6 +12,7 @@ from plmgen.config import DecodeConfig
 from plmgen.decoding import ORDERS, decode, get_order, sequence_logprob
 from plmgen.decoding.cache import build_layout
 from plmgen.decoding.search import _beam
+from plmgen.decoding.state import Bans
 from plmgen.errors import UserError
 
 from .helpers import LENS, PAD, SEP, SRC, model
@@ -33,7 +34,7 @@ def test_beam1_equals_greedy(m, order):
     greedy = dec(m, order=order, seed=5)
     with torch.inference_mode():
         layout = build_layout(m, SRC, LENS, SEP, PAD, cfg.max_segment)
-        beam = _beam(m, layout, get_order(order, seed=5), cfg, [], None, None, range(len(SRC)))
+        beam = _beam(m, layout, get_order(order, seed=5), cfg, Bans(), None, None, range(len(SRC)))
     for g, b in zip(greedy, beam):
         assert g.tokens == b.tokens and g.trace == b.trace
         assert abs(g.logprob - b.logprob) < 1e-4
@@ -80,6 +81,23 @@ def test_banned_ids_never_generated(m):
     banned = sorted({t for h in greedy for t in h.tokens})
     hyps = decode(m, SRC, LENS, DecodeConfig(), sep_id=SEP, pad_id=PAD, banned=banned)
     assert not {t for h in hyps for t in h.tokens} & set(banned)
+
+
+@pytest.mark.parametrize("kw", [{"order": "l2r"}, {"order": "confidence"}, {"order": "r2l", "beam": 3},
+                                {"order": "parallel", "k_per_step": 2}, {"order": "l2r", "refine_iters": 2},
+                                {"order": "confidence", "speculate": 2}])
+def test_blank_pieces_never_fill_the_last_slot(m, kw):
+    """``banned_last`` ids (the tokenizer's whitespace-only pieces) never end a target, whatever the order; the
+    ban takes only the last slot: an l2r decode keeps every earlier token."""
+    free = dec(m, **kw)
+    ends = sorted({h.tokens[-1] for h in free})  # what the model puts last when nothing stops it
+    hyps = decode(m, SRC, LENS, DecodeConfig(**kw), sep_id=SEP, pad_id=PAD, banned_last=ends)
+    assert all(h.tokens[-1] not in ends for h in hyps)
+    if kw == {"order": "l2r"}:
+        assert [h.tokens[:-1] for h in hyps] == [h.tokens[:-1] for h in free]
+    if kw.get("speculate"):  # speculative decoding applies the same rule as the sequential decoder
+        seq = decode(m, SRC, LENS, DecodeConfig(order=kw["order"]), sep_id=SEP, pad_id=PAD, banned_last=ends)
+        assert [h.tokens for h in hyps] == [h.tokens for h in seq]
 
 
 def test_refinement_reopens_the_schedule(m):
