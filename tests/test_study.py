@@ -194,6 +194,11 @@ def test_claim_takes_over_only_dead_workers(tmp_path):
     lock.write_text(f"{os.getpid()} another-host")
     with claim(marker) as mine:
         assert not mine  # a worker on another host cannot be checked: left alone
+    for junk in ("", "not a pid", "0 " + socket.gethostname()):  # names no process (e.g. emptied by hand)
+        lock.write_text(junk)
+        with claim(marker) as mine:
+            assert mine and lock.read_text() == f"{os.getpid()} {socket.gethostname()}"
+        assert not lock.exists() and not list(lock.parent.glob("*.tmp"))
 
 
 def test_workers_share_cells_through_locks(micro, tmp_path):

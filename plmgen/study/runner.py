@@ -60,33 +60,51 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _place_lock(lock: Path, text: str) -> bool:
+    """Create ``lock`` holding ``text`` atomically (a complete temporary file hard-linked into place, so no other
+    worker ever reads it empty or half-written) -> False when it already exists."""
+    tmp = lock.with_name(f"{lock.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _holder_alive(lock: Path) -> bool | None:
+    """Whether the worker named in ``lock`` ("pid host") may still run; None when the lock is gone. A lock naming
+    another host cannot be checked and counts as alive; one that does not parse (written by hand) counts as dead."""
+    try:
+        pid, _, host = lock.read_text().partition(" ")
+    except FileNotFoundError:
+        return None
+    if not pid.strip().isdigit() or int(pid) <= 0:
+        return False
+    return host.strip() != socket.gethostname() or _alive(int(pid))
+
+
 @contextlib.contextmanager
 def claim(marker: Path):
-    """Yield True while this process holds ``<marker>.lock`` (created atomically), False when another live worker
-    holds it. A lock left by a dead process on this host is taken over; the lock is removed on exit."""
+    """Yield True while this process holds ``<marker>.lock``, False when another live worker holds it. A lock left
+    by a dead process on this host (or one that names no process) is taken over; the lock is removed on exit."""
     lock = marker.with_name(marker.name + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    me = f"{os.getpid()} {socket.gethostname()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    for _ in range(3):
+        if _place_lock(lock, f"{os.getpid()} {socket.gethostname()}"):
             try:
-                pid, _, host = lock.read_text().partition(" ")
-            except FileNotFoundError:  # released between the two calls
-                continue
-            if host.strip() != socket.gethostname() or _alive(int(pid or 0)):
-                yield False
-                return
+                yield True
+            finally:
+                lock.unlink(missing_ok=True)
+            return
+        alive = _holder_alive(lock)
+        if alive:
+            yield False
+            return
+        if alive is False:
             lock.unlink(missing_ok=True)  # stale: its worker died
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        try:
-            yield True
-        finally:
-            lock.unlink(missing_ok=True)
-        return
     yield False
 
 
@@ -158,10 +176,13 @@ class StudyRunner:
         d["train"] = {k: v for k, v in d["train"].items() if k not in ("max_steps", "seed", "progress_bar")}
         d["data"] = {k: v for k, v in d["data"].items() if k != "seed"}
         path = self.out / "compute" / f"{_key(d)}.json"
-        got = _read(path)
-        if got is None:
-            got = measure_step(cfg, tok)
-            _write(path, got)
+        while (got := _read(path)) is None:  # one worker measures; the others wait for its file
+            with claim(path) as mine:
+                if mine and _read(path) is None:
+                    _write(path, measure_step(cfg, tok))
+                    continue
+            if not mine:
+                time.sleep(min(self.poll_s, 1.0))
         return got
 
     def matched_steps(self, v: Variant, tok) -> int | None:
