@@ -89,14 +89,14 @@ def train(
 
 
 @dataclass
-class RunResult:
+class TrainedRun:
     run_dir: Path
     trainer: Any
     module: Any
 
 
 def run_training(cfg: ExperimentConfig, *, init_from: str | None = None, resume: str | None = None,
-                 objective: nn.Module | None = None, callbacks: list | None = None) -> RunResult:
+                 objective: nn.Module | None = None, callbacks: list | None = None) -> TrainedRun:
     """The train command without the CLI (tests inject ``objective``; the default comes from the registry)."""
     run_dir = cfg.run_dir
     ckpt_dir = run_dir / "checkpoints"
@@ -148,7 +148,7 @@ def run_training(cfg: ExperimentConfig, *, init_from: str | None = None, resume:
                                    f"continue with --resume last")
     if trainer.global_step >= cfg.train.max_steps:
         mark_complete(run_dir, trainer.global_step, cfg.train.max_steps)
-    return RunResult(run_dir, trainer, module)
+    return TrainedRun(run_dir, trainer, module)
 
 
 def _fit(trainer, module, datamodule, ckpt_path: Path | None, stop) -> None:

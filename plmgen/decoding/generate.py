@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from plmgen.config import DecodeConfig, TranslateConfig
-from plmgen.decoding.translate import RunResult, Translator, load_translator, resolve_device, translate
+from plmgen.decoding.translate import DecodeRun, Translator, load_translator, resolve_device, translate
 from plmgen.errors import UserError
 from plmgen.files import atomic_write_text
 from plmgen.length import parse_length_mode
@@ -55,7 +55,7 @@ def parse_order_spec(spec: str, flag: str = "--order") -> dict:
 
 # --- the command -------------------------------------------------------------------------------------------------
 
-def trace_lines(run: RunResult) -> str:
+def trace_lines(run: DecodeRun) -> str:
     """JSONL: per input line, the target positions filled at each step (0-based target indices)."""
     rows = [{"line": i + 1, "order": run.order, "length": len(h.tokens), "steps": h.trace, "hyp": text}
             for i, (h, text) in enumerate(zip(run.hypotheses, run.hyps))]
@@ -103,7 +103,7 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, out: str | None = None,
              trace: str | None = None, evaluate: bool = False, orders: str | None = None, lengths: str | None = None,
              limit: int = 0, batch_size: int = 32, precision: str = "32", seed: int = 0, speculate: int = 0,
-             device: str | None = None, quiet: bool = False, threads: int | None = None) -> list[RunResult]:
+             device: str | None = None, quiet: bool = False, threads: int | None = None) -> list[DecodeRun]:
     """Generate translations with a fine-tuned seq2seq checkpoint (any decoding order).
 
     Args:
@@ -205,7 +205,7 @@ def _encoded_inputs(tr: Translator, modes: list, input, text, split, data, ref, 
 
 
 def _run_grid(tr: Translator, sources, ref_ids, orders, modes: list, decode_kw: dict, translate_kw: dict, console,
-              quiet: bool) -> list[RunResult]:
+              quiet: bool) -> list[DecodeRun]:
     """One ``translate`` run per (order spec, label) in ``orders`` × length mode, under one progress display."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
@@ -214,7 +214,7 @@ def _run_grid(tr: Translator, sources, ref_ids, orders, modes: list, decode_kw: 
 
     if not quiet:
         say_threads()
-    runs: list[RunResult] = []
+    runs: list[DecodeRun] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with make_progress(console, quiet, columns) as progress:  # plain lines when stderr is not a terminal
         for spec, label in orders:
@@ -224,7 +224,7 @@ def _run_grid(tr: Translator, sources, ref_ids, orders, modes: list, decode_kw: 
     return runs
 
 
-def _write_outputs(runs: list[RunResult], refs, out, trace, evaluate: bool, grid: bool, console) -> None:
+def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid: bool, console) -> None:
     from plmgen.evaluation import score
 
     if not grid:
@@ -260,7 +260,7 @@ def _write_outputs(runs: list[RunResult], refs, out, trace, evaluate: bool, grid
         print((folder / "orders.md").read_text(encoding="utf-8"), end="")
 
 
-def write_grid_report(rows: list[dict], runs: list[RunResult], folder: Path) -> None:
+def write_grid_report(rows: list[dict], runs: list[DecodeRun], folder: Path) -> None:
     """orders.md (order × length: BLEU, chrF, % of hypotheses with an immediately repeated word, % with ` ⁇ `,
     steps, tokens/s + both sacrebleu signatures) and the two PNG plots."""
     from plmgen.evaluation import markdown_table

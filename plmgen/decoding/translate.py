@@ -51,7 +51,7 @@ class Translator:
 
 
 @dataclass
-class RunResult:
+class DecodeRun:
     """One decoding run (an order × a length mode) over all inputs."""
 
     order: str
@@ -176,7 +176,7 @@ def translate_batch(tr: Translator, sources: list[list[int]], cfg: TranslateConf
 
 
 def translate(tr: Translator, sources: list[list[int]], cfg: TranslateConfig, refs: list[list[int]] | None = None,
-              progress=None, label: str = "", desc: str = "") -> RunResult:
+              progress=None, label: str = "", desc: str = "") -> DecodeRun:
     """Decode all sources (token ids) in length-sorted batches of ``cfg.batch_size``; hypotheses in input order.
     ``refs`` (token ids) are needed by the oracle length mode only."""
     dcfg = cfg.decode
@@ -188,7 +188,7 @@ def translate(tr: Translator, sources: list[list[int]], cfg: TranslateConfig, re
 
         start = time.perf_counter()
         results = ar.translate(tr, sources, dcfg, mode, cfg.length_beam, refs, cfg.batch_size, progress, desc or label)
-        return RunResult(label or dcfg.order, mode.label, [tr.tokenizer.decode(h.tokens) for h in results], results,
+        return DecodeRun(label or dcfg.order, mode.label, [tr.tokenizer.decode(h.tokens) for h in results], results,
                          time.perf_counter() - start)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     results: list = [None] * len(sources)
@@ -205,4 +205,4 @@ def translate(tr: Translator, sources: list[list[int]], cfg: TranslateConfig, re
     seconds = time.perf_counter() - start
     hyps = [tr.tokenizer.decode(h.tokens) for h in results]
     length = mode.label + (f"-beam{cfg.length_beam}" if mode.kind == "predict" and cfg.length_beam > 1 else "")
-    return RunResult(label or dcfg.order, length, hyps, results, seconds)
+    return DecodeRun(label or dcfg.order, length, hyps, results, seconds)
