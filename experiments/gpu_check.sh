@@ -69,7 +69,7 @@ EOF
   $PY cli.py prepare tsv --path "$WORK/pairs.tsv" --out "$WORK/data" &&
     $PY cli.py train --config "$E2E_CFG" --data.path "$WORK/data" \
       --out_dir "$WORK/run" "${MODEL[@]}" --train.max_steps $E2E_STEPS --train.val_every $E2E_STEPS \
-      --train.accelerator $ACC --train.devices 1 --train.precision bf16-mixed --train.progress_bar false &&
+      --train.accelerator $ACC --train.devices 1 --train.precision bf16 --train.progress_bar false &&
     $PY cli.py generate --checkpoint "$WORK/run/checkpoints/last.ckpt" --split test --data "$WORK/data" \
       --limit 24 --order l2r --length predict --out "$WORK/hyp.txt" --evaluate true --quiet true
 }

@@ -20,7 +20,7 @@ LENGTHS = "predict,oracle"
 
 def run_orders(checkpoint: str, split: str = "test", data: str | None = None, orders: str = ORDERS, lengths: str = LENGTHS,
                length_beam: int = 1, limit: int = 0, out: str | None = None, batch_size: int = 32,
-               precision: str = "32", quiet: bool = False) -> Path:
+               precision: str = "fp32", quiet: bool = False) -> Path:
     """Decode ``split`` with every order × length mode; returns the results folder.
 
     Args:

@@ -107,8 +107,8 @@ class PLMModule(L.LightningModule):
         if not torch.isfinite(out.loss.detach()):
             terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
             hint = "lower train.lr or raise train.warmup_steps"
-            if self.train_cfg.precision != "32":
-                hint += ", or use train.precision 32"
+            if self.train_cfg.precision != "fp32":
+                hint += ", or use train.precision fp32"
             raise NonFiniteLoss(f"training stopped: non-finite {stage} loss {float(out.loss)} at step "
                                 f"{self.global_step} ({terms}); {hint}; --resume last continues from the last "
                                 "checkpoint")

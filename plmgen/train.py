@@ -300,7 +300,7 @@ def _trainer(cfg: ExperimentConfig, ckpt_dir: Path, run_dir: Path, callbacks: li
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
-        precision=t.precision,
+        precision={"fp32": "32", "bf16": "bf16-mixed"}[t.precision],  # Lightning's spelling
         # gradient clipping: PLMModule.on_before_optimizer_step (train.grad_clip)
         accumulate_grad_batches=t.accumulate_grad_batches,
         val_check_interval=t.val_every if has_val else None,

@@ -1,6 +1,7 @@
 import pytest
 
 from plmgen.config import ModelConfig
+from plmgen.errors import UserError
 
 
 def test_named_sizes():
@@ -42,3 +43,14 @@ def test_yaml_errors_name_the_file(tmp_path):
     p.write_text("d_modle: 32\n")
     with pytest.raises(ValueError, match="unknown field.*d_modle"):
         ModelConfig.from_yaml(p)
+
+
+def test_one_spelling_of_precision():
+    """fp32 / bf16 everywhere; the older Lightning spellings still load (configs inside earlier checkpoints)."""
+    from plmgen.config import TrainConfig, parse_precision
+
+    assert [TrainConfig(precision=p).precision for p in ("fp32", 32, "32", "bf16", "bf16-mixed")] == \
+        ["fp32"] * 3 + ["bf16"] * 2
+    assert TrainConfig.from_dict(TrainConfig(precision="bf16-mixed").to_dict()).precision == "bf16"
+    with pytest.raises(UserError, match="--precision: precision must be one of fp32, bf16; got '16'"):
+        parse_precision("16", "--precision")

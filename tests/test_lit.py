@@ -190,7 +190,7 @@ def test_non_finite_loss_names_the_step(assets, tmp_path):
 
 
 def test_bf16_mixed_runs_on_cpu(assets, tmp_path):
-    result = run_training(config(assets, tmp_path, max_steps=2, precision="bf16-mixed"), objective=StandInObjective())
+    result = run_training(config(assets, tmp_path, max_steps=2, precision="bf16"), objective=StandInObjective())
     assert result.trainer.global_step == 2
 
 

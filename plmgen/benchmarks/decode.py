@@ -32,7 +32,7 @@ from typing import Callable
 
 import torch
 
-from ..config import DecodeConfig, ModelConfig
+from ..config import DecodeConfig, ModelConfig, parse_precision
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..decoding import decode
@@ -139,8 +139,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
         record: also rewrite experiments/results/bench_decode.md.
         device: where the random-weight models run (cpu or cuda; bf16 autocast is the CPU path, use fp32 on cuda).
     """
-    if precision not in ("bf16", "fp32"):
-        raise UserError(f"--precision must be bf16 or fp32, got {precision!r}")
+    precision = parse_precision(precision, "--precision")
     if not isinstance(repeats, int) or repeats < 1:
         raise UserError(f"--repeats must be an int >= 1, got {repeats!r}")
     bf16 = precision == "bf16"

@@ -5,7 +5,7 @@ One training step is what PLMModule does: objective forward (with the previous s
 clipping -> AdamW step, on batches from the real pre-training pipeline (random token text, so no data is needed)
 or, for a ``parallel`` experiment, random token pairs through the real collate. Steps run back to back in one
 process; we report the median over ``steps`` timed steps after ``warmup`` steps. The bf16 step runs under
-``torch.autocast(device, dtype=torch.bfloat16)`` (what Lightning's ``bf16-mixed`` does).
+``torch.autocast(device, dtype=torch.bfloat16)`` (what ``train.precision bf16``, Lightning's ``bf16-mixed``, does).
 
 FLOPs are counted as executed: one extra, untimed forward + backward per batch shape runs under
 ``torch.utils.flop_counter.FlopCounterMode``, which adds up every matmul the step dispatches (projections, FFN,

@@ -14,13 +14,14 @@ The atomic file writers once defined here live in ``plmgen.files`` and are re-ex
 """
 
 from ..files import atomic_write_text, fsync_file, temp_beside, user_mode
-from .base import YamlConfig, check
+from .base import PRECISIONS, YamlConfig, check, parse_precision
 from .decode import DecodeConfig, TranslateConfig
-from .experiment import PRECISIONS, DataConfig, ExperimentConfig, TrainConfig
+from .experiment import DataConfig, ExperimentConfig, TrainConfig
 from .model import NAMED_SIZES, ModelConfig
-from .objective import OBJECTIVE_NAMES, SEQ2SEQ_ORDERS, ObjectiveConfig, Seq2SeqConfig, parse_mixture, parse_order_mix
+from .objective import (OBJECTIVE_NAMES, SEQ2SEQ_ORDERS, ObjectiveConfig, Seq2SeqConfig, parse_mixture, parse_order_mix,
+                        parse_weighted)
 
 __all__ = ["NAMED_SIZES", "OBJECTIVE_NAMES", "PRECISIONS", "SEQ2SEQ_ORDERS", "DataConfig", "DecodeConfig",
            "ExperimentConfig", "ModelConfig", "ObjectiveConfig", "Seq2SeqConfig", "TrainConfig", "TranslateConfig",
-           "YamlConfig", "atomic_write_text", "check", "fsync_file", "parse_mixture", "parse_order_mix", "temp_beside",
-           "user_mode"]
+           "YamlConfig", "atomic_write_text", "check", "fsync_file", "parse_mixture", "parse_order_mix", "parse_precision", "parse_weighted",
+           "temp_beside", "user_mode"]

@@ -74,3 +74,19 @@ def _type_hints(cls: type) -> dict[str, Any]:
         return typing.get_type_hints(cls)
     except Exception:  # pragma: no cover - only for exotic annotations
         return {}
+
+
+# --- precision: one spelling ------------------------------------------------------------------------------------------
+
+PRECISIONS = ("fp32", "bf16")  # bf16 = bfloat16 autocast (training: Lightning's "bf16-mixed"; decoding: autocast)
+_PRECISION_ALIASES = {"fp32": "fp32", "32": "fp32", "bf16": "bf16", "bf16-mixed": "bf16"}  # older spellings load
+
+
+def parse_precision(value, where: str) -> str:
+    """``fp32`` or ``bf16`` (also read: ``32``, ``bf16-mixed``, as older configs and checkpoints spell them);
+    a one-line UserError naming ``where`` otherwise."""
+    got = _PRECISION_ALIASES.get(str(value))
+    if got is None:
+        raise UserError(f"{where}: precision must be one of {', '.join(PRECISIONS)}; got {value!r}")
+    return got
+

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from .base import YamlConfig, check
+from .base import YamlConfig, check, parse_precision
 from .model import ModelConfig
 from .objective import ObjectiveConfig
 
@@ -49,9 +49,6 @@ class DataConfig(YamlConfig):
                     "pretrain data needs use_benchmark_text: true or some text_files")
 
 
-PRECISIONS = ("32", "bf16-mixed")
-
-
 @dataclasses.dataclass
 class TrainConfig(YamlConfig):
     """Optimisation and the Lightning Trainer (plmgen/lit.py, plmgen/train.py)."""
@@ -66,7 +63,7 @@ class TrainConfig(YamlConfig):
     adam_eps: float = 1e-6
     grad_clip: float = 1.0  # max global grad norm (0 = off)
     accumulate_grad_batches: int = 1
-    precision: str = "32"  # "32" or "bf16-mixed" (CPU and GPU)
+    precision: str = "fp32"  # fp32 | bf16 (bfloat16 mixed precision, CPU and GPU)
     accelerator: str = "auto"  # cpu | gpu | auto
     devices: int | str = "auto"  # devices per node (DDP when > 1)
     num_nodes: int = 1
@@ -78,7 +75,7 @@ class TrainConfig(YamlConfig):
 
     def __post_init__(self) -> None:
         n = "TrainConfig"
-        self.precision = str(self.precision)  # YAML reads `precision: 32` as an int
+        self.precision = parse_precision(self.precision, "train.precision")
         for f in ("max_steps", "accumulate_grad_batches", "num_nodes", "val_every", "log_every"):
             check(isinstance(getattr(self, f), int) and getattr(self, f) > 0, n, f"{f} must be a positive int, got {getattr(self, f)!r}")
         check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, n, f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
@@ -89,7 +86,6 @@ class TrainConfig(YamlConfig):
             check(0.0 <= getattr(self, f) < 1.0, n, f"{f} must be in [0, 1), got {getattr(self, f)!r}")
         check(self.adam_eps > 0, n, f"adam_eps must be > 0, got {self.adam_eps!r}")
         check(self.grad_clip >= 0, n, f"grad_clip must be >= 0, got {self.grad_clip!r}")
-        check(self.precision in PRECISIONS, n, f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         check(self.devices == "auto" or (isinstance(self.devices, int) and self.devices > 0), n,
                     f"devices must be 'auto' or a positive int, got {self.devices!r}")
 

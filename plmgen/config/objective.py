@@ -1,5 +1,5 @@
 """The training objective's knobs: ``ObjectiveConfig`` (plmgen/objectives/) with the nested ``Seq2SeqConfig``, and
-the parsers of their ``name:weight`` mixtures."""
+the one parser of their ``name:weight`` mixtures."""
 
 from __future__ import annotations
 
@@ -14,18 +14,31 @@ from .base import YamlConfig, check
 SEQ2SEQ_ORDERS = ("uniform", "l2r", "r2l")
 
 
-def parse_order_mix(spec: str) -> list[tuple[str, float]]:
-    """``"uniform"`` or ``"l2r:0.5,uniform:0.5"`` -> [(order, probability)] (weights normalised to sum 1)."""
+def parse_weighted(spec: str, choices: tuple[str, ...], field: str) -> list[tuple[str, float]]:
+    """The one ``name:weight`` grammar: ``"a:1, b:0.5,c"`` -> [("a", 1.0), ("b", 0.5), ("c", 1.0)]. A bare name
+    means weight 1; weights are finite numbers > 0; names come from ``choices``, each at most once. Raises a
+    one-line UserError naming ``field`` and the bad part."""
     items: list[tuple[str, float]] = []
     for part in str(spec).split(","):
-        name, _, w = part.strip().partition(":")
-        check(name in SEQ2SEQ_ORDERS, "Seq2SeqConfig", f"order {name!r} in {spec!r} is not one of {', '.join(SEQ2SEQ_ORDERS)}")
+        name, colon, w = (x.strip() for x in part.partition(":"))
+        bad = f"{field}: bad part {part.strip()!r} in {spec!r}"
+        if name not in choices:
+            raise UserError(f"{bad}: must be one of {', '.join(choices)}")
         try:
-            weight = float(w) if w else 1.0
+            weight = float(w) if colon else 1.0
         except ValueError:
-            raise UserError(f"Seq2SeqConfig: weight {w!r} of order {name!r} in {spec!r} is not a number") from None
-        check(weight > 0, "Seq2SeqConfig", f"weight of order {name!r} in {spec!r} must be > 0")
+            raise UserError(f"{bad}: weight {w!r} is not a number (expected NAME:WEIGHT)") from None
+        if not 0 < weight < float("inf"):
+            raise UserError(f"{bad}: weight must be a finite number > 0")
+        if name in (n for n, _ in items):
+            raise UserError(f"{bad}: {name!r} is listed twice")
         items.append((name, weight))
+    return items
+
+
+def parse_order_mix(spec: str) -> list[tuple[str, float]]:
+    """``"uniform"`` or ``"l2r:0.5,uniform:0.5"`` -> [(order, probability)] (weights normalised to sum 1)."""
+    items = parse_weighted(spec, SEQ2SEQ_ORDERS, "objective.seq2seq.order")
     total = sum(w for _, w in items)
     return [(n, w / total) for n, w in items]
 
@@ -85,27 +98,9 @@ OBJECTIVE_NAMES = ("plm", "dae", "mask-plm", "mass", "joint", "seq2seq", "prefix
 
 
 def parse_mixture(spec: str) -> list[tuple[str, float]]:
-    """``"plm:1,mass:0.5"`` -> [("plm", 1.0), ("mass", 0.5)]: the sub-objectives of ``joint`` and their loss weights.
-
-    A bare name means weight 1. Raises UserError naming ``objective.mixture`` and the bad part.
-    """
-    choices = ", ".join(n for n in OBJECTIVE_NAMES if n != "joint")
-    items: list[tuple[str, float]] = []
-    for part in str(spec).split(","):
-        name, colon, w = (s.strip() for s in part.partition(":"))
-        bad = f"objective.mixture: bad part {part.strip()!r} in {spec!r}"
-        if name not in OBJECTIVE_NAMES or name == "joint":
-            raise UserError(f"{bad}: objective must be one of {choices}")
-        try:
-            weight = float(w) if colon else 1.0
-        except ValueError:
-            raise UserError(f"{bad}: weight {w!r} is not a number (expected NAME:WEIGHT)") from None
-        if not weight > 0 or weight == float("inf"):
-            raise UserError(f"{bad}: weight must be a finite number > 0")
-        if name in (n for n, _ in items):
-            raise UserError(f"{bad}: {name!r} is listed twice")
-        items.append((name, weight))
-    return items
+    """``"plm:1,mass:0.5"`` -> [("plm", 1.0), ("mass", 0.5)]: the sub-objectives of ``joint`` and their loss
+    weights (``parse_weighted``'s grammar; errors name ``objective.mixture``)."""
+    return parse_weighted(spec, tuple(n for n in OBJECTIVE_NAMES if n != "joint"), "objective.mixture")
 
 
 @dataclasses.dataclass

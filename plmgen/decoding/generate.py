@@ -17,14 +17,13 @@ import json
 import math
 from pathlib import Path
 
-from plmgen.config import DecodeConfig, TranslateConfig
+from plmgen.config import DecodeConfig, TranslateConfig, parse_precision
 from plmgen.decoding.translate import DecodeRun, Translator, load_translator, resolve_device, translate
 from plmgen.errors import UserError
 from plmgen.files import atomic_write_text
 from plmgen.length import parse_length_mode
 from plmgen.threads import setup_threads
 
-PRECISION = {"32": False, "fp32": False, "bf16": True, "bf16-mixed": True}
 # Bounds on the search: each beam / length candidate multiplies time and cache memory, and targets far past the
 # training length are neither meaningful nor cheap (the cache holds n_layer x length x d_model per row).
 MAX_BEAM, MAX_LENGTH_BEAM, MAX_BATCH = 64, 16, 4096
@@ -102,7 +101,7 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
              length_beam: int = 1, beam: int = 1, refine_iters: int = 0, sample: bool = False,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, out: str | None = None,
              trace: str | None = None, evaluate: bool = False, orders: str | None = None, lengths: str | None = None,
-             limit: int = 0, batch_size: int = 32, precision: str = "32", seed: int = 0, speculate: int = 0,
+             limit: int = 0, batch_size: int = 32, precision: str = "fp32", seed: int = 0, speculate: int = 0,
              device: str | None = None, quiet: bool = False, threads: int | None = None) -> list[DecodeRun]:
     """Generate translations with a fine-tuned seq2seq checkpoint (any decoding order).
 
@@ -131,7 +130,7 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         lengths: comma-separated length modes for --orders (default: --length), e.g. predict,oracle.
         limit: only the first N sources (0 = all).
         batch_size: sources decoded together.
-        precision: 32 or bf16 (bfloat16 autocast: the fast path on CPUs with AMX).
+        precision: fp32 or bf16 (bfloat16 autocast: the fast path on CPUs with AMX).
         seed: seed of random orders / sampling.
         speculate: K > 0: speculative decoding, K (position, token) drafts per forward pass verified in the next
             one; greedy output identical to --speculate 0, sampling distributed identically, fewer passes. Needs one
@@ -148,7 +147,8 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
     setup_threads(threads)
     tr = load_translator(checkpoint, resolve_device(device))
     sources, refs, ref_ids, max_len = _encoded_inputs(tr, modes, input, text, split, data, ref, limit, evaluate)
-    decode_kw = dict(beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=PRECISION[str(precision)],
+    bf16 = parse_precision(precision, "--precision") == "bf16"
+    decode_kw = dict(beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=bf16,
                      sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, speculate=speculate)
     translate_kw = dict(length_beam=length_beam, batch_size=batch_size)
     console = Console(stderr=True, quiet=quiet)
@@ -176,8 +176,7 @@ def _check_flags(length_beam, beam, batch_size, limit, refine_iters, temperature
     for name, v in (("--temperature", temperature), ("--top_p", top_p)):
         if not math.isfinite(v):
             raise UserError(f"{name} must be a finite number, got {v!r}")
-    if str(precision) not in PRECISION:
-        raise UserError(f"--precision must be 32 or bf16, got {precision!r}")
+    parse_precision(precision, "--precision")
     if orders and out is None:
         raise UserError("--orders needs --out FOLDER for its hypotheses, table and plots")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from plmgen.config import ExperimentConfig
+from plmgen.config import ExperimentConfig, parse_precision
 from plmgen.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def load_spec(path: str | Path, data: str | None = None) -> StudySpec:
         name=str(d.get("name") or path.stem), data=str(data or d.get("data", "data/lo-de-en")), split=str(d.get("split", "test")),
         limit=int(d.get("limit", 0)), seeds=sorted(set(d.get("seeds", [0]))), baselines=[(str(b.get("variant")), str(b.get("order", "l2r"))) for b in base],
         bs=int(sig.get("bs", 1000)), ar=int(sig.get("ar", 10000)), pretrain_steps=int(pre.get("steps", 0)),
-        compute_matched=pre.get("compute_matched"), variants=variants, precision=str(d.get("precision", "bf16")), path=w)
+        compute_matched=pre.get("compute_matched"), variants=variants, precision=parse_precision(d.get("precision", "bf16"), f"{w}: precision"), path=w)
     _validate(spec)
     return spec
 

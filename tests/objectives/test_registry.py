@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from plmgen.config import ModelConfig, ObjectiveConfig, parse_mixture
+from plmgen.config import ModelConfig, ObjectiveConfig, Seq2SeqConfig, parse_mixture, parse_order_mix
 from plmgen.errors import UserError
 from plmgen.objectives import OBJECTIVES, build_objective
 from plmgen.objectives.nsp import cls_positions
@@ -38,6 +38,16 @@ def test_bad_mixture(spec, bad):
 
 def test_mixture_parse():
     assert parse_mixture("plm:1, mass:0.5,dae") == [("plm", 1.0), ("mass", 0.5), ("dae", 1.0)]
+
+
+@pytest.mark.parametrize("spec,bad", [("l2r:1,zigzag:2", "zigzag:2"), ("l2r:x", "l2r:x"), ("l2r,l2r:2", "l2r:2"),
+                                      ("r2l:0", "r2l:0"), ("uniform:inf", "uniform:inf"), ("l2r:", "l2r:")])
+def test_order_mix_shares_the_mixture_grammar(spec, bad):
+    """One name:weight parser: the fine-tuning order mix refuses what the joint mixture refuses, naming its field."""
+    with pytest.raises(UserError, match=r"objective\.seq2seq\.order") as e:
+        Seq2SeqConfig(order=spec)
+    assert bad in str(e.value) and "\n" not in str(e.value)
+    assert parse_order_mix("l2r:1, uniform:3") == [("l2r", 0.25), ("uniform", 0.75)]
 
 
 @pytest.mark.parametrize("field,value", [("K", 0.5), ("num_predict", 0), ("perm_size", -1), ("mask_beta", 0),
