@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 
+from plmgen.batch import Batch
 from plmgen.errors import UserError
 from plmgen.files import atomic_open
 
@@ -81,7 +82,7 @@ class PLMModule(L.LightningModule):
         self._val_sums: dict[str, list[Tensor]] = {}
 
     # -- the shared step -------------------------------------------------------------------------------------------
-    def _mems_for(self, batch: dict) -> list[Tensor] | None:
+    def _mems_for(self, batch: Batch) -> list[Tensor] | None:
         mems = self._mems
         if mems is None or not self.objective.uses_mems:
             return None
@@ -100,7 +101,7 @@ class PLMModule(L.LightningModule):
             mems = [m * keep for m in mems]
         return mems
 
-    def step(self, batch: dict, stage: str):
+    def step(self, batch: Batch, stage: str):
         training = stage == "train"
         mems = self._mems_for(batch) if training else None
         out = self.objective(self.model, batch, mems=mems)
@@ -123,7 +124,7 @@ class PLMModule(L.LightningModule):
         rank, _ = rank_world(self._trainer)
         torch.manual_seed((self.train_cfg.seed * 1_000_003 + rank) * 1_000_003 + self.global_step)
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         out = self.step(batch, "train")
         B = int(batch["input_ids"].shape[0])
         self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=B)
@@ -139,7 +140,7 @@ class PLMModule(L.LightningModule):
         if clip:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self.step(batch, "val")
         # Token-weighted sums, reduced over devices at the end: the mean per token, not a mean of batch means.
         for name, value in [("loss", out.loss)] + list(out.terms.items()):

@@ -38,7 +38,7 @@ def make_tokenizer(root: Path, data_dir: Path):
 
 
 class StandInObjective(nn.Module):
-    """Follows the Objective interface (COMMON.md): next-token LM under a causal content mask, with mems.
+    """Follows the Objective interface (plmgen.objectives.base.Objective): next-token LM under a causal content mask, with mems.
 
     A stand-in for the tests of training machinery, so they do not depend on one objective's details.
     """

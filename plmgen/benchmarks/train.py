@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..batch import Batch
 from ..config import ExperimentConfig
 from ..errors import UserError
 
@@ -66,7 +67,7 @@ def matmul_peak(device: str, sizes: tuple[int, ...] | None = None) -> dict[int, 
     return {n: matmul_rate(device, n=n) for n in sizes or MATMUL_SIZES.get(device, MATMUL_SIZES["cpu"])}
 
 
-def executed_flops(model, objective, batch: dict, mems, bf16: bool, device: str) -> int:
+def executed_flops(model, objective, batch: Batch, mems, bf16: bool, device: str) -> int:
     """Matmul FLOPs one training step executes (forward + backward), counted by FlopCounterMode; grads cleared."""
     counter = FlopCounterMode(display=False)
     amp = torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()

@@ -33,7 +33,7 @@ class DecodeConfig(YamlConfig):
     k_per_step: int = 1
     threshold: float | None = None
     refine_iters: int = 0
-    seed: int = 0
+    seed: int = 0  # decoding: sentence i's random order from (seed, i), its samples from (seed + 1, i)
     max_len: int = 256
     max_segment: int = 512
     bf16: bool = False

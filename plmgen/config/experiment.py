@@ -70,7 +70,7 @@ class TrainConfig(YamlConfig):
     strategy: str = "auto"  # auto | ddp | ddp_spawn | ... (Lightning strategy name)
     val_every: int = 200  # validate (and checkpoint) every this many training steps
     log_every: int = 10
-    seed: int = 0
+    seed: int = 0  # model: init weights, tokenizer sampling, each step's orders/spans/dropout ((seed, rank, step))
     progress_bar: bool = True
 
     def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 
 Legend: B batch, T padded length (S source + 1 <sep> + L target).
 
-Batch keys (COMMON.md): ``input_ids`` [B, T], ``seg_ids`` [B, T] (0 source and <sep>, 1 target, 0 padding),
+Batch keys (the typed ``plmgen.batch.Batch``): ``input_ids`` [B, T], ``seg_ids`` [B, T] (0 source and <sep>, 1 target, 0 padding),
 ``valid`` [B, T], ``functional`` [B, T] (<sep> and padding: never predicted), ``target`` [B, T] (target
 positions), ``src_len`` [B] (S, without <sep>), ``tgt_len`` [B], and their maxima as host ints ``src_len_max``,
 ``tgt_len_max`` (they size the objective's tensors without reading the device). Padding sits at the right, so per-example
@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset
 
 from plmgen.data.pretrain import worker_batches
+from plmgen.batch import Batch
 from plmgen.errors import UserError
 
 Pair = tuple[list[int], list[int]]
@@ -41,7 +42,7 @@ class PairDataset(Dataset):
         return self.pairs[i]
 
 
-def layout(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], sep_id: int, pad_id: int) -> dict[str, Tensor]:
+def layout(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], sep_id: int, pad_id: int) -> Batch:
     """Right-padded ``[source <sep> target]`` rows; ``targets`` may hold placeholder ids (e.g. <mask> slots)."""
     B = len(sources)
     lens = [len(s) + 1 + len(t) for s, t in zip(sources, targets)]
@@ -72,7 +73,7 @@ class PairCollate:
     def __init__(self, sep_id: int, pad_id: int):
         self.sep_id, self.pad_id = sep_id, pad_id
 
-    def __call__(self, examples: list[Pair]) -> dict[str, Tensor]:
+    def __call__(self, examples: list[Pair]) -> Batch:
         return layout([s for s, _ in examples], [t for _, t in examples], self.sep_id, self.pad_id)
 
 
@@ -128,7 +129,7 @@ class PairBatches(IterableDataset):
                 return epoch, k
             k, epoch = k - self._sizes[epoch], epoch + 1
 
-    def batch(self, k: int) -> dict:
+    def batch(self, k: int) -> Batch:
         epoch, i = self.locate(k)
         if self.batch_tokens:
             idx = self.epoch_batches(epoch)[i]
@@ -139,7 +140,7 @@ class PairBatches(IterableDataset):
         out["batch_index"] = k
         return out
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Batch]:
         return worker_batches(self.batch, self.start)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from plmgen.batch import Batch
 from plmgen.errors import UserError
 
 FUNCTIONAL_TOKENS = 3  # <sep> <sep> <cls>
@@ -74,7 +75,7 @@ def stream_layout(seq_len: int, reuse_len: int, ab_layout: bool) -> tuple[int, i
     return span, advance
 
 
-def worker_batches(batch: Callable[[int], dict], start: int, limit: int | None = None) -> Iterator[dict]:
+def worker_batches(batch: Callable[[int], Batch], start: int, limit: int | None = None) -> Iterator[Batch]:
     """``batch(k)`` for k = start, start + 1, … (``limit`` of them, None = endless), inside an IterableDataset:
     DataLoader workers take turns and are read round-robin, so the order is kept with any number of workers."""
     info = get_worker_info()
@@ -121,10 +122,10 @@ class PretrainBatches(IterableDataset):
             self.stream_ids = np.concatenate([self.stream_ids, self.stream_ids + n_streams])
         self.chunks_per_pass = (S - self.span) // self.advance + 1
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Batch]:
         return worker_batches(self.batch, self.start, self.limit)
 
-    def batch(self, k: int) -> dict:
+    def batch(self, k: int) -> Batch:
         """Batch number k (a pure function of seed, rank and k)."""
         rng = np.random.default_rng([self.seed, self.rank, k])
         pos = (k % self.chunks_per_pass) * self.advance
@@ -146,7 +147,7 @@ class PretrainBatches(IterableDataset):
             seg[b, cut:] = 1
             seg[b, -1] = 2
             functional[b, [cut - 1, T - 2, T - 1]] = True
-        out = {
+        out: Batch = {
             "input_ids": torch.from_numpy(input_ids),
             "seg_ids": torch.from_numpy(seg),
             "valid": torch.ones(n_rows, T, dtype=torch.bool),

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from plmgen.batch import Batch
 from plmgen.config import ModelConfig, ObjectiveConfig
 from plmgen.masks import StreamMasks, stream_masks
 
@@ -73,15 +74,15 @@ class Objective(nn.Module):
         self.special = special or SpecialIds()
         self.nsp = NSPHead(model_cfg.d_model) if cfg.nsp_weight > 0 else None
 
-    def forward(self, model, batch: dict, mems: list[Tensor] | None = None,
+    def forward(self, model, batch: Batch, mems: list[Tensor] | None = None,
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
         raise NotImplementedError
 
-    def sample(self, batch: dict, generator: torch.Generator | None = None):
+    def sample(self, batch: Batch, generator: torch.Generator | None = None):
         """What the step draws before the backbone runs (masks, orders, corruption); ``bench train`` times it."""
         raise NotImplementedError
 
-    def output(self, loss: Tensor, n: int, h: Tensor, batch: dict, mems: list[Tensor] | None) -> ObjectiveOutput:
+    def output(self, loss: Tensor, n: int, h: Tensor, batch: Batch, mems: list[Tensor] | None) -> ObjectiveOutput:
         """The objective's own term (+ the NSP term on the content states h [B, T, d] when enabled)."""
         terms, weights, n_tokens = {self.name: loss}, {self.name: 1.0}, {self.name: n}
         if self.nsp is not None:
@@ -95,7 +96,7 @@ class TwoStreamObjective(Objective):
 
     uses_mems = True
 
-    def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
+    def forward(self, model, batch: Batch, mems=None, generator=None) -> ObjectiveOutput:
         out, loss, n = two_stream_loss(model, batch, self.sample(batch, generator), mems)
         return self.output(loss, n, out.h, batch, out.mems)
 
@@ -124,14 +125,14 @@ def masked_nll(logp: Tensor, labels: Tensor, valid: Tensor, smoothing: float = 0
     return (nll * w).sum() / n.clamp_min(1), n
 
 
-def eligible(batch: dict) -> Tensor:
+def eligible(batch: Batch) -> Tensor:
     """[B, T] bool: tokens that may be predicted (valid and not functional: SEP/CLS/padding never are)."""
     valid = batch["valid"]
     functional = batch.get("functional")
     return valid if functional is None else valid & ~functional
 
 
-def reuse_len_of(batch: dict) -> int:
+def reuse_len_of(batch: Batch) -> int:
     """The batch's reuse length (0 = none), checked against its length."""
     R = int(batch.get("reuse_len") or 0)
     T = batch["input_ids"].shape[1]
@@ -174,7 +175,7 @@ def order_masks(rank: Tensor, valid: Tensor, num_predict: int, reuse_len: int = 
                    target_mapping=sm.target_mapping & tvalid[:, :, None])
 
 
-def two_stream_logits(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | None):
+def two_stream_logits(model, batch: Batch, sm: StreamMasks, mems: list[Tensor] | None):
     """Run the two-stream model with masks sm -> (out, query-stream logits [B, P, V], labels [B, P])."""
     ids = batch["input_ids"]
     out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=sm.content, query_mask=sm.query,
@@ -182,7 +183,7 @@ def two_stream_logits(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | 
     return out, model.logits(out.g), torch.gather(ids, 1, sm.target_pos)
 
 
-def two_stream_loss(model, batch: dict, sm: StreamMasks, mems: list[Tensor] | None, smoothing: float = 0.0):
+def two_stream_loss(model, batch: Batch, sm: StreamMasks, mems: list[Tensor] | None, smoothing: float = 0.0):
     """Run the two-stream model with masks sm and score the query stream at sm.target_pos -> (out, loss, n)."""
     out, logits, labels = two_stream_logits(model, batch, sm, mems)
     loss, n = masked_ce(logits, labels, sm.target_valid, smoothing)

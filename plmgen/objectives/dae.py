@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from plmgen.batch import Batch
 from plmgen.config import ObjectiveConfig
 from plmgen.masks import content_mask, target_positions
 
@@ -38,7 +39,7 @@ def dae_cap(T: int, cfg: ObjectiveConfig) -> int:
     return max(1, round(cfg.dae_prob * T))
 
 
-def dae_corruption(batch: dict, cfg: ObjectiveConfig, special: SpecialIds, vocab_size: int,
+def dae_corruption(batch: Batch, cfg: ObjectiveConfig, special: SpecialIds, vocab_size: int,
                    generator: torch.Generator | None = None) -> DAECorruption:
     ids, valid, elig = batch["input_ids"], batch["valid"], eligible(batch)
     B, T = ids.shape
@@ -65,10 +66,10 @@ class DAEObjective(Objective):
     name = "dae"
     uses_mems = True
 
-    def sample(self, batch: dict, generator: torch.Generator | None = None) -> DAECorruption:
+    def sample(self, batch: Batch, generator: torch.Generator | None = None) -> DAECorruption:
         return dae_corruption(batch, self.cfg, self.special, self.model_cfg.vocab_size, generator)
 
-    def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
+    def forward(self, model, batch: Batch, mems=None, generator=None) -> ObjectiveOutput:
         c = self.sample(batch, generator)
         ids, tpos = batch["input_ids"], c.target_pos
         out = model(c.input_ids, seg_ids=batch.get("seg_ids"), content_mask=c.content, mems=mems)

@@ -16,6 +16,7 @@ import dataclasses
 
 from torch import nn
 
+from plmgen.batch import Batch
 from plmgen.config import ModelConfig, ObjectiveConfig, parse_mixture
 
 from .base import Objective, ObjectiveOutput, SpecialIds, combine
@@ -37,10 +38,10 @@ class JointObjective(Objective):
         self.mem_owner = next((n for n, _ in self.mixture if self.subs[n].uses_mems), None)
         self.uses_mems = self.mem_owner is not None
 
-    def sample(self, batch: dict, generator=None) -> list:
+    def sample(self, batch: Batch, generator=None) -> list:
         return [self.subs[name].sample(batch, generator) for name, _ in self.mixture]
 
-    def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
+    def forward(self, model, batch: Batch, mems=None, generator=None) -> ObjectiveOutput:
         terms, weights, n_tokens, new_mems = {}, {}, {}, None
         for name, w in self.mixture:
             own = name == self.mem_owner

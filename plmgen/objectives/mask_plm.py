@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from plmgen.batch import Batch
 from plmgen.config import ObjectiveConfig
 from plmgen.masks import target_positions
 from plmgen.model import Rows
@@ -58,7 +59,7 @@ class MaskPLMLayout:
     P: int
 
 
-def mask_plm_layout(batch: dict, cfg: ObjectiveConfig, special: SpecialIds,
+def mask_plm_layout(batch: Batch, cfg: ObjectiveConfig, special: SpecialIds,
                     generator: torch.Generator | None = None) -> MaskPLMLayout:
     """The pure function of ``mask-plm``: sample targets and order as ``plm`` does, then lay out the rows."""
     rank, _, R = plm_order(batch, cfg, generator)
@@ -113,10 +114,10 @@ class MaskPLMObjective(Objective):
     name = "mask-plm"
     uses_mems = True
 
-    def sample(self, batch: dict, generator: torch.Generator | None = None) -> MaskPLMLayout:
+    def sample(self, batch: Batch, generator: torch.Generator | None = None) -> MaskPLMLayout:
         return mask_plm_layout(batch, self.cfg, self.special, generator)
 
-    def forward(self, model, batch: dict, mems=None, generator=None) -> ObjectiveOutput:
+    def forward(self, model, batch: Batch, mems=None, generator=None) -> ObjectiveOutput:
         lay = self.sample(batch, generator)
         rows, new_mems = rows_forward(model, lay, mems)
         ids = batch["input_ids"]

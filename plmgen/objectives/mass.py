@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from plmgen.batch import Batch
 from plmgen.config import ObjectiveConfig
 from plmgen.masks import StreamMasks
 
@@ -32,7 +33,7 @@ def mass_cap(T: int, cfg: ObjectiveConfig) -> int:
     return max(1, round(cfg.mass_ratio * T))
 
 
-def mass_masks(batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | None = None) -> MassOrder:
+def mass_masks(batch: Batch, cfg: ObjectiveConfig, generator: torch.Generator | None = None) -> MassOrder:
     """The pure mask function of ``mass``, all rows at once on the batch's device."""
     elig = eligible(batch)
     B, T = elig.shape
@@ -51,7 +52,7 @@ def mass_masks(batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | N
 class MassObjective(TwoStreamObjective):
     name = "mass"
 
-    def sample(self, batch: dict, generator: torch.Generator | None = None) -> StreamMasks:
+    def sample(self, batch: Batch, generator: torch.Generator | None = None) -> StreamMasks:
         return mass_masks(batch, self.cfg, generator).masks
 
 

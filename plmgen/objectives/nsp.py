@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from plmgen.batch import Batch
 from plmgen.errors import UserError
 
 CLS_SEGMENT = 2  # the pipeline's segment id of <cls> ([A <sep> B <sep> <cls>] -> 0.. 1.. 2)
@@ -29,7 +30,7 @@ class NSPHead(nn.Module):
         return self.out(torch.tanh(self.proj(h_cls)))
 
 
-def cls_positions(batch: dict) -> Tensor:
+def cls_positions(batch: Batch) -> Tensor:
     """[B] position of <cls>: ``batch["cls_pos"]`` if given, else the last valid position whose segment id is 2."""
     if "cls_pos" in batch:
         return batch["cls_pos"].long()
@@ -44,7 +45,7 @@ def cls_positions(batch: dict) -> Tensor:
     return torch.where(is_cls, idx, torch.full_like(idx, -1)).max(1).values
 
 
-def nsp_loss(head: NSPHead, h: Tensor, batch: dict) -> tuple[Tensor, int]:
+def nsp_loss(head: NSPHead, h: Tensor, batch: Batch) -> tuple[Tensor, int]:
     """Mean NSP cross-entropy over the batch from content states h [B, T, d] -> (loss, number of rows)."""
     if "is_next" not in batch:
         raise UserError("objective.nsp_weight > 0 needs batches with is_next labels (the pretrain pipeline's A/B layout)")

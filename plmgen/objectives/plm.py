@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from plmgen.batch import Batch
 from plmgen.config import ObjectiveConfig
 from plmgen.masks import StreamMasks
 
@@ -134,7 +135,7 @@ def local_perm_rank(B: int, n: int, perm_size: int, generator: torch.Generator |
     return rank
 
 
-def plm_order(batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, int]:
+def plm_order(batch: Batch, cfg: ObjectiveConfig, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, int]:
     """Sample targets and factorization order -> (rank [B, T], span_id [B, T], reuse_len), on the batch's device."""
     elig = eligible(batch)
     B, T = elig.shape
@@ -155,7 +156,7 @@ def plm_order(batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | No
     return rank, span_id, R
 
 
-def plm_masks(batch: dict, cfg: ObjectiveConfig, generator: torch.Generator | None = None) -> PLMOrder:
+def plm_masks(batch: Batch, cfg: ObjectiveConfig, generator: torch.Generator | None = None) -> PLMOrder:
     """The pure mask function of ``plm``: targets, order and every mask of one batch."""
     rank, span_id, R = plm_order(batch, cfg, generator)
     P = num_predict_cap(rank.shape[1], R, cfg)
@@ -167,7 +168,7 @@ class PLMObjective(TwoStreamObjective):
 
     name = "plm"
 
-    def sample(self, batch: dict, generator: torch.Generator | None = None) -> StreamMasks:
+    def sample(self, batch: Batch, generator: torch.Generator | None = None) -> StreamMasks:
         return plm_masks(batch, self.cfg, generator).masks
 
 

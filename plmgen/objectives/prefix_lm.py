@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from plmgen.batch import Batch
 from plmgen.config import ModelConfig, ObjectiveConfig
 from plmgen.errors import UserError
 from plmgen.masks import content_mask
@@ -61,10 +62,10 @@ class PrefixLMObjective(Objective):
                             "bidirectional; the mask makes the target causal)")
         self.s2s = cfg.seq2seq
 
-    def sample(self, batch: dict, generator: torch.Generator | None = None) -> PrefixLMMasks:
+    def sample(self, batch: Batch, generator: torch.Generator | None = None) -> PrefixLMMasks:
         return prefix_lm_masks(batch["input_ids"], batch["target"], batch["valid"], self.special.eos_id)
 
-    def forward(self, model, batch: dict, mems: list[Tensor] | None = None,
+    def forward(self, model, batch: Batch, mems: list[Tensor] | None = None,
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
         ids = batch["input_ids"]
         m = self.sample(batch, generator)

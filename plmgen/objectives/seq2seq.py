@@ -27,6 +27,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from plmgen.batch import Batch
 from plmgen.config import ModelConfig, ObjectiveConfig, Seq2SeqConfig, parse_order_mix
 from plmgen.errors import UserError
 from plmgen.length import LengthHead
@@ -105,7 +106,7 @@ def seq2seq_masks(rank: Tensor, valid: Tensor, predict: Tensor, num_predict: int
     return StreamMasks(content=perm | eye, query=query, target_pos=tpos, target_valid=tvalid, target_mapping=mapping)
 
 
-def batch_masks(batch: dict, cfg: Seq2SeqConfig, generator: torch.Generator | None = None) -> tuple[Tensor, StreamMasks]:
+def batch_masks(batch: Batch, cfg: Seq2SeqConfig, generator: torch.Generator | None = None) -> tuple[Tensor, StreamMasks]:
     """Sample orders for a collated seq2seq batch (``with_end_marker``'s when cfg.end_marker) -> (rank [B, T], masks)."""
     target = batch["target"] & batch["valid"]
     orders = sample_orders(cfg.order, target.shape[0], generator, target.device)
@@ -114,7 +115,7 @@ def batch_masks(batch: dict, cfg: Seq2SeqConfig, generator: torch.Generator | No
     return rank, seq2seq_masks(rank, batch["valid"], predict, batch.get("tgt_len_max"), batch.get("end"))
 
 
-def with_end_marker(batch: dict, end_id: int, pad_id: int) -> dict:
+def with_end_marker(batch: Batch, end_id: int, pad_id: int) -> Batch:
     """The batch with ``end_id`` right after each row's target (one more column; ``end`` [B, T+1] marks it).
     The marker is valid, segment 1, functional (never predicted) and not a target token."""
     ids = batch["input_ids"]
@@ -157,7 +158,7 @@ def neighbour_unlikelihood(logp: Tensor, labels: Tensor, ids: Tensor, target: Te
     return total / sm.target_valid.sum().clamp_min(1), count
 
 
-def mono_batch(batch: dict, sep_id: int, pad_id: int) -> dict:
+def mono_batch(batch: Batch, sep_id: int, pad_id: int) -> Batch:
     """Each side of each pair as its own monolingual row ([2B, W]: sources, then targets), for the MASS term.
 
     W = the longest side, from the batch's host-side ``src_len_max``/``tgt_len_max`` (the collate's), else T − 1.
@@ -194,17 +195,17 @@ class Seq2SeqObjective(Objective):
         if self.s2s.mass_weight > 0:
             self.mass = MassObjective(dataclasses.replace(cfg, name="mass", nsp_weight=0.0), model_cfg, self.special)
 
-    def sample(self, batch: dict, generator: torch.Generator | None = None) -> StreamMasks:
+    def sample(self, batch: Batch, generator: torch.Generator | None = None) -> StreamMasks:
         """The seq2seq term's masks (the optional ``mass`` term samples its own) of ``self.prepare(batch)``."""
         return batch_masks(batch, self.s2s, generator)[1]
 
-    def prepare(self, batch: dict) -> dict:
+    def prepare(self, batch: Batch) -> Batch:
         """The batch the seq2seq term reads: the collated one, with the end marker when configured."""
         if not self.s2s.end_marker:
             return batch
         return with_end_marker(batch, self.special.eos_id, self.special.pad_id)
 
-    def forward(self, model, batch: dict, mems: list[Tensor] | None = None,
+    def forward(self, model, batch: Batch, mems: list[Tensor] | None = None,
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
         collated, batch = batch, self.prepare(batch)
         sm = self.sample(batch, generator)
