@@ -26,22 +26,24 @@ from .hf_conventions import forward_hf  # noqa: F401  (re-exported: plmgen.hf.fo
 from .model import XLNet, check_model_limits, check_state_dict
 
 _CFG_KEYS = ("vocab_size", "d_model", "n_layer", "n_head", "d_inner", "ff_activation", "attn_type",
-             "initializer_range", "layer_norm_eps", "dropout", "bi_data", "clamp_len", "same_length")
+             "initializer_range", "layer_norm_eps", "dropout", "clamp_len", "same_length")
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
+    """The architecture in an HF config (its ``reuse_len``/``bi_data`` are pre-training data settings in plmgen:
+    ``data.reuse_len``/``data.bi_data``, not part of the model)."""
     kw = {k: hf[k] for k in _CFG_KEYS if k in hf}
     kw["mem_len"] = int(hf.get("mem_len") or 0)
-    kw["reuse_len"] = int(hf.get("reuse_len") or 0)
     kw["dropatt"] = float(hf.get("dropout", 0.1))  # HF uses one dropout rate for both
     kw["untie_r"] = True  # HF keeps per-layer biases
     return ModelConfig(**kw)
 
 
-def config_to_hf(cfg: ModelConfig) -> dict:
+def config_to_hf(cfg: ModelConfig, reuse_len: int = 0, bi_data: bool = False) -> dict:
+    """An HF config.json for the architecture; HF also keeps the data settings ``reuse_len``/``bi_data`` there."""
     d = {k: getattr(cfg, k) for k in _CFG_KEYS}
-    d.update(model_type="xlnet", architectures=["XLNetLMHeadModel"], d_head=cfg.d_head, untie_r=True,
-             mem_len=cfg.mem_len or None, reuse_len=cfg.reuse_len or None, use_mems_eval=True,
+    d.update(model_type="xlnet", architectures=["XLNetLMHeadModel"], d_head=cfg.d_head, untie_r=True, bi_data=bi_data,
+             mem_len=cfg.mem_len or None, reuse_len=reuse_len or None, use_mems_eval=True,
              use_mems_train=False, pad_token_id=5, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
     return d
 
@@ -142,8 +144,9 @@ def _read_hf_weights(path: Path) -> dict:
     raise UserError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
 
 
-def save_hf_xlnet(model: XLNet, path: str | os.PathLike) -> None:
-    """Write config.json + model.safetensors that ``XLNetLMHeadModel.from_pretrained(path)`` loads."""
+def save_hf_xlnet(model: XLNet, path: str | os.PathLike, reuse_len: int = 0, bi_data: bool = False) -> None:
+    """Write config.json + model.safetensors that ``XLNetLMHeadModel.from_pretrained(path)`` loads (``reuse_len``,
+    ``bi_data``: the pre-training data settings HF keeps in its config)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -152,4 +155,4 @@ def save_hf_xlnet(model: XLNet, path: str | os.PathLike) -> None:
     save_file(state_dict_to_hf(model), str(tmp), metadata={"format": "pt"})
     fsync_file(tmp)
     os.replace(tmp, path / "model.safetensors")
-    atomic_write_text(path / "config.json", json.dumps(config_to_hf(model.cfg), indent=2))
+    atomic_write_text(path / "config.json", json.dumps(config_to_hf(model.cfg, reuse_len, bi_data), indent=2))

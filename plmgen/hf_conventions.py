@@ -14,9 +14,10 @@ from torch import Tensor
 
 def forward_hf(model: torch.nn.Module, input_ids: Tensor, token_type_ids: Tensor | None = None,
                perm_mask: Tensor | None = None, target_mapping: Tensor | None = None,
-               mems: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor] | None]:
+               mems: list[Tensor] | None = None, bi_data: bool = False,
+               reuse_len: int = 0) -> tuple[Tensor, list[Tensor] | None]:
     """HF-convention forward of a plmgen ``XLNet`` -> (logits [B, P or T, V], new_mems as per-layer [mlen, B, d]
-    or None)."""
+    or None). ``bi_data``/``reuse_len`` are what HF keeps in its model config (plmgen: data settings)."""
     B, T = input_ids.shape
     content = query = target_pos = None
     if perm_mask is not None:
@@ -32,7 +33,7 @@ def forward_hf(model: torch.nn.Module, input_ids: Tensor, token_type_ids: Tensor
             query = torch.gather(query, 1, target_pos[:, :, None].expand(-1, -1, T))
     our_mems = [m.transpose(0, 1) for m in mems] if mems is not None else None
     out = model(input_ids, seg_ids=token_type_ids, content_mask=content, query_mask=query,
-                target_pos=target_pos, mems=our_mems)
+                target_pos=target_pos, mems=our_mems, bi_data=bi_data, reuse_len=reuse_len)
     logits = model.logits(out.g if out.g is not None else out.h)
     new_mems = [m.transpose(0, 1) for m in out.mems] if out.mems is not None else None
     return logits, new_mems

@@ -225,22 +225,20 @@ class XLNet(nn.Module):
         return torch.nn.functional.linear(x, self.word_embedding.weight, self.lm_bias)
 
     def cache_mem(self, h: Tensor, prev: Tensor | None) -> Tensor:
-        """Transformer-XL memory update for one layer's input states h [B, T, d]."""
-        if self.cfg.reuse_len > 0:
-            h = h[:, : self.cfg.reuse_len]
+        """Transformer-XL memory update for one layer's input states h [B, n_mem, d] (the rows to keep)."""
         new = h if prev is None or prev.shape[1] == 0 else torch.cat([prev, h], dim=1)
         return new[:, -self.cfg.mem_len :].detach()
 
     # -- the one entry point -------------------------------------------------------------------------------------
     def run(self, rows: Rows, mems: list[Tensor] | None = None, cache: KVCache | None = None,
-            slots: Tensor | None = None, bi_data: bool | None = None, need_h: bool = True) -> XLNetOutput:
+            slots: Tensor | None = None, bi_data: bool = False, need_h: bool = True) -> XLNetOutput:
         """Every block over ``rows`` (see ``Rows``) -> final token-row states h [B, N, d], query-stream states g
         [B, P, d] and (with ``mem_len`` and no cache) the new memory.
 
         Keys: without a cache, ``[mems; first n_keys token rows]`` at positions ``[−M..−1; pos]``. With a cache,
         the keys/values of ``[mems; first n_keys token rows]`` are written into its ``slots`` [B, M + n_keys] and
-        every row attends over all the cache's slots (``rows.mask`` covers them). ``bi_data`` (default: the model's
-        config) selects the forward/backward tables for the two batch halves. With token and query rows, the last
+        every row attends over all the cache's slots (``rows.mask`` covers them). ``bi_data`` (pre-training's data
+        augmentation) selects the forward/backward tables for the two batch halves. With token and query rows, the last
         block runs them separately, so a loss on one stream does not run the other's last block backward;
         ``need_h=False`` skips the token rows there (a decoder that only reads the query stream).
         """
@@ -253,7 +251,7 @@ class XLNet(nn.Module):
         if P:
             g = self.dropout(self.mask_emb.to(x.dtype).expand(B, P, -1))  # query stream starts from w
             x = torch.cat([x, g], dim=1)  # [B, N+P, d]
-        inp = self._layer_inputs(rows, M, n_keys, cache, cfg.bi_data if bi_data is None else bi_data)
+        inp = self._layer_inputs(rows, M, n_keys, cache, bi_data)
 
         new_mems: list[Tensor] | None = [] if cfg.mem_len > 0 and cache is None else None
         last = ((slice(0, N), slice(N, N + P)) if need_h else (slice(N, N + P),)) if P and N else (slice(0, N + P),)
@@ -297,11 +295,10 @@ class XLNet(nn.Module):
         query_mask: Tensor | None = None,  # [B, P, T] bool, None = all visible
         target_pos: Tensor | None = None,  # [B, P] long: run the query stream at these positions
         mems: list[Tensor] | None = None,  # per layer [B, M, d]
-        bi_data: bool | None = None,  # None: the config's (a training-time augmentation; decoders pass False)
+        bi_data: bool = False,  # the batch's second half reads its streams backward (batch["bi_backward"])
+        reuse_len: int = 0,  # > 0: only the first reuse_len positions become memory (batch["reuse_len"])
     ) -> XLNetOutput:
         """A segment at positions 0..T−1 after the memory, the query stream at ``target_pos``."""
-        cfg = self.cfg
-        bi_data = cfg.bi_data if bi_data is None else bi_data
         B, T = input_ids.shape
         dev = input_ids.device
         M = mems[0].shape[1] if mems else 0
@@ -314,7 +311,8 @@ class XLNet(nn.Module):
             pos = torch.cat([pos.expand(B, T), target_pos], dim=1)
             seg = None if seg_ids is None else torch.cat([seg_ids, torch.gather(seg_ids, 1, target_pos)], dim=1)
         mask = self._row_mask(B, T, M, content_mask, query_mask, target_pos, dev)
-        return self.run(Rows(input_ids, pos, seg, mask, n_query=P), mems, bi_data=bi_data)
+        n_mem = min(reuse_len, T) if reuse_len > 0 else None
+        return self.run(Rows(input_ids, pos, seg, mask, n_query=P, n_mem=n_mem), mems, bi_data=bi_data)
 
     def _row_mask(self, B: int, T: int, M: int, content_mask: Tensor | None, query_mask: Tensor | None,
                   target_pos: Tensor | None, dev) -> Tensor | None:
@@ -340,8 +338,9 @@ class XLNet(nn.Module):
         return seg
 
     def forward_hf(self, input_ids: Tensor, token_type_ids: Tensor | None = None, perm_mask: Tensor | None = None,
-                   target_mapping: Tensor | None = None, mems: list[Tensor] | None = None):
+                   target_mapping: Tensor | None = None, mems: list[Tensor] | None = None, bi_data: bool = False,
+                   reuse_len: int = 0):
         """Forward in Hugging Face's conventions -> (logits, new_mems); see ``plmgen.hf_conventions.forward_hf``."""
         from .hf_conventions import forward_hf
 
-        return forward_hf(self, input_ids, token_type_ids, perm_mask, target_mapping, mems)
+        return forward_hf(self, input_ids, token_type_ids, perm_mask, target_mapping, mems, bi_data, reuse_len)

@@ -28,11 +28,12 @@ def random_model(cfg: ModelConfig, seed: int = 0) -> XLNet:
     return model.eval()
 
 
-def hf_twin(model: XLNet):
-    """The same weights in transformers' XLNetLMHeadModel, through our own exporter."""
+def hf_twin(model: XLNet, reuse_len: int = 0, bi_data: bool = False):
+    """The same weights in transformers' XLNetLMHeadModel, through our own exporter (``reuse_len``/``bi_data``:
+    the data settings HF keeps in its model config)."""
     from transformers import XLNetLMHeadModel
 
     with tempfile.TemporaryDirectory() as d:
-        save_hf_xlnet(model, d)
+        save_hf_xlnet(model, d, reuse_len=reuse_len, bi_data=bi_data)
         hf = XLNetLMHeadModel.from_pretrained(d)
     return hf.eval()

@@ -21,14 +21,14 @@ def two_stream_inputs(B=2, T=10, P=4, M=5, d=32, n_layer=3, seed=0):
                 mems=mems)
 
 
-def reference_forward(model, input_ids, seg_ids, content_mask, query_mask, target_pos, mems):
+def reference_forward(model, input_ids, seg_ids, content_mask, query_mask, target_pos, mems, bi_data=False):
     """The plain loop through the public pieces: every row gathered (skew_rows=0), both streams in one block."""
     B, T = input_ids.shape
     M, P = mems[0].shape[1], target_pos.shape[1]
     rows = torch.cat([model.word_embedding(input_ids), model.mask_emb.expand(B, P, -1)], dim=1)
     k_pos = torch.arange(M + T)[None]
     rel = RelPos.build(torch.cat([k_pos[:, M:].expand(B, T), M + target_pos], 1), k_pos, model.cfg.d_model,
-                       model.cfg.clamp_len, model.cfg.bi_data)
+                       model.cfg.clamp_len, bi_data)
     seg_k = torch.cat([seg_ids.new_zeros(B, M), seg_ids], 1)
     seg_q = torch.cat([seg_ids, seg_ids.gather(1, target_pos)], 1)
     mask = torch.cat([torch.ones(B, T + P, M, dtype=torch.bool), torch.cat([content_mask, query_mask], 1)], 2)
@@ -41,10 +41,10 @@ def reference_forward(model, input_ids, seg_ids, content_mask, query_mask, targe
 
 @pytest.mark.parametrize("bi_data", [False, True])
 def test_fast_forward_equals_gathered_loop_with_grads(bi_data):
-    model = random_model(tiny_config(mem_len=5, bi_data=bi_data, clamp_len=6 if bi_data else -1), seed=3)
+    model = random_model(tiny_config(mem_len=5, clamp_len=6 if bi_data else -1), seed=3)
     inp = two_stream_inputs()
-    out = model(**inp)
-    h_ref, g_ref = reference_forward(model, **inp)
+    out = model(**inp, bi_data=bi_data)
+    h_ref, g_ref = reference_forward(model, **inp, bi_data=bi_data)
     torch.testing.assert_close(out.h, h_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.g, g_ref, rtol=1e-5, atol=1e-5)
     # A loss on the query stream alone: the split last block must give the same gradients as the shared one.

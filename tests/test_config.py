@@ -17,7 +17,6 @@ def test_named_sizes():
 @pytest.mark.parametrize("kw, msg", [
     (dict(d_model=30, n_head=4), "divisible"),
     (dict(mem_len=-1), "mem_len"),
-    (dict(reuse_len=-3), "reuse_len"),
     (dict(attn_type="causal"), "attn_type"),
     (dict(dropout=1.5), "dropout"),
     (dict(n_layer=0), "n_layer"),
@@ -30,7 +29,7 @@ def test_validation_errors(kw, msg):
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = ModelConfig.named("small", bi_data=True, clamp_len=64)
+    cfg = ModelConfig.named("small", attn_type="uni", same_length=True, clamp_len=64)
     cfg.to_yaml(tmp_path / "m.yaml")
     assert ModelConfig.from_yaml(tmp_path / "m.yaml") == cfg
 

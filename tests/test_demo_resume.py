@@ -30,8 +30,9 @@ def tiny_env(tmp_path_factory):
     configs.mkdir()
     for path in demo_mod.CONFIGS.glob("demo-*.yaml"):
         cfg = yaml.safe_load(path.read_text())
-        cfg["model"].update(TINY_MODEL, **({"mem_len": 8, "reuse_len": 8} if cfg["model"].get("mem_len") else {}))
-        cfg["data"].update(seq_len=32, batch_size=4, val_batches=1)
+        cfg["model"].update(TINY_MODEL, **({"mem_len": 8} if cfg["model"].get("mem_len") else {}))
+        reuse = {"reuse_len": 8} if cfg["data"].get("reuse_len") else {}
+        cfg["data"].update(seq_len=32, batch_size=4, val_batches=1, **reuse)
         cfg["train"].update(max_steps=STEPS, warmup_steps=1, val_every=3, log_every=1, precision="fp32",
                             progress_bar=False)
         if "perm_size" in cfg.get("objective", {}):

@@ -17,7 +17,7 @@ def test_override_changes_only_the_named_keys():
     base = ExperimentConfig.from_yaml(ROOT / "experiments" / "configs" / "demo-pretrain.yaml")
     cfg = override(base, {"model.mem_len": 0, "objective.seq2seq.order": "l2r"})
     assert cfg.model.mem_len == 0 and cfg.objective.seq2seq.order == "l2r"
-    assert cfg.model.reuse_len == base.model.reuse_len == 32  # "memory off" keeps the data layout
+    assert cfg.data.reuse_len == base.data.reuse_len == 32  # "memory off" keeps the data layout
     assert cfg.model.d_model == base.model.d_model
 
 

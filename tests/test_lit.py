@@ -28,11 +28,12 @@ def small_assets(tmp_path_factory, assets):
 
 def config(assets, tmp_path, batch_size=4, **train) -> ExperimentConfig:
     data, tok = assets
-    model = ModelConfig.named("tiny", vocab_size=120, mem_len=8, reuse_len=8)
+    model = ModelConfig.named("tiny", vocab_size=120, mem_len=8)
     t = TrainConfig(**{**dict(max_steps=6, lr=3e-3, warmup_steps=2, val_every=3, log_every=1, progress_bar=False,
                               accelerator="cpu", devices=1), **train})
     return ExperimentConfig(name="t", out_dir=str(tmp_path / "run"), tokenizer=tok, model=model,
-                            data=DataConfig(path=str(data), seq_len=24, batch_size=batch_size, val_batches=2), train=t)
+                            data=DataConfig(path=str(data), seq_len=24, batch_size=batch_size, val_batches=2, reuse_len=8),
+                            train=t)
 
 
 class Record(L.Callback):

@@ -47,7 +47,7 @@ def test_leak_query_stream_sees_exactly_its_mask():
 def test_memory_equals_prepended_segment(reuse_len):
     """Segment 2 with mems == segment 2 computed with segment 1 prepended under the equivalent mask."""
     T1, T2 = 6, 5
-    model = random_model(tiny_config(mem_len=T1, reuse_len=reuse_len), seed=2)
+    model = random_model(tiny_config(mem_len=T1), seed=2)
     g = torch.Generator().manual_seed(3)
     B = 2
     ids1 = torch.randint(0, 97, (B, T1), generator=g)
@@ -59,7 +59,7 @@ def test_memory_equals_prepended_segment(reuse_len):
     R = reuse_len or T1
     m1 = torch.ones(B, T1, T1, dtype=torch.bool)
     m1[:, :R, R:] = False
-    mems = model(ids1, content_mask=m1).mems
+    mems = model(ids1, content_mask=m1, reuse_len=reuse_len).mems
     assert mems[0].shape[1] == R
     out = model(ids2, seg_ids=seg2, content_mask=sm2.content, query_mask=sm2.query, target_pos=sm2.target_pos,
                 mems=mems)
@@ -121,6 +121,6 @@ def test_fully_masked_rows_are_finite_with_grads(bf16):
 
 
 def test_bi_data_needs_even_batch():
-    model = random_model(tiny_config(bi_data=True))
+    model = random_model(tiny_config())
     with pytest.raises(ValueError, match="even batch"):
-        model(torch.zeros(3, 4, dtype=torch.long))
+        model(torch.zeros(3, 4, dtype=torch.long), bi_data=True)

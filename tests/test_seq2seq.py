@@ -238,13 +238,15 @@ def test_hf_xlnet_becomes_an_init_checkpoint(tmp_path):
         torch.testing.assert_close(loaded.model.state_dict()[k], v)
 
 
-def test_objective_rejects_bi_data_models():
-    from plmgen.config import ObjectiveConfig
+def test_objective_rejects_uni_attention_and_bi_data():
+    from plmgen.config import DataConfig, ObjectiveConfig
     from plmgen.errors import UserError
     from plmgen.objectives.seq2seq import Seq2SeqObjective
 
-    with pytest.raises(UserError, match="bi_data"):
-        Seq2SeqObjective(ObjectiveConfig(name="seq2seq"), ModelConfig.named("tiny", bi_data=True))
+    with pytest.raises(UserError, match="attn_type"):
+        Seq2SeqObjective(ObjectiveConfig(name="seq2seq"), ModelConfig.named("tiny", attn_type="uni"))
+    with pytest.raises(UserError, match="bi_data applies to kind pretrain only"):
+        DataConfig(kind="parallel", bi_data=True)
 
 
 def test_neighbour_unlikelihood_brute_force():

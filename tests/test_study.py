@@ -16,9 +16,9 @@ from plmgen.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 
 PRETRAIN = {"model": {"vocab_size": 120, "d_model": 32, "n_layer": 1, "n_head": 2, "d_inner": 64, "dropout": 0.0,
-                      "dropatt": 0.0, "mem_len": 8, "reuse_len": 8},
+                      "dropatt": 0.0, "mem_len": 8},
             "objective": {"name": "plm", "K": 4, "perm_size": 8},
-            "data": {"kind": "pretrain", "seq_len": 32, "batch_size": 4, "val_batches": 1},
+            "data": {"kind": "pretrain", "seq_len": 32, "batch_size": 4, "val_batches": 1, "reuse_len": 8},
             "train": {"max_steps": 4, "lr": 0.002, "warmup_steps": 1, "val_every": 100, "log_every": 1,
                       "precision": "32", "accelerator": "cpu", "devices": 1}}
 FINETUNE = {"model": {**PRETRAIN["model"], "mem_len": 0},

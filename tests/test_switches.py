@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_bool_flags_found_in_signatures_and_config_dataclasses():
     assert {"evaluate", "sample", "quiet"} <= bool_flags(generate)
     assert {"force", "quiet"} == bool_flags(prepare)
-    assert {"train.progress_bar", "model.bi_data", "objective.span"} <= bool_flags(train)
+    assert {"train.progress_bar", "data.bi_data", "objective.span"} <= bool_flags(train)
     assert "train.max_steps" not in bool_flags(train) and "order" not in bool_flags(generate)
 
 

@@ -108,8 +108,8 @@ def _random_batches(cfg: ExperimentConfig, n_tokens: int, seed: int = 0):
     sent = np.cumsum(rng.random(n_tokens) < 1 / 20)  # "sentences" of ~20 tokens for the A/B cuts
     d = cfg.data
     return PretrainBatches(TokenStream(ids, sent), batch_size=d.batch_size, seq_len=d.seq_len,
-                           reuse_len=cfg.model.reuse_len, sep_id=4, cls_id=3, nsp_true_ratio=d.nsp_true_ratio,
-                           ab_layout=d.ab_layout, bi_data=cfg.model.bi_data)
+                           reuse_len=d.reuse_len, sep_id=4, cls_id=3, nsp_true_ratio=d.nsp_true_ratio,
+                           ab_layout=d.ab_layout, bi_data=d.bi_data)
 
 
 def measure(cfg: ExperimentConfig, device: str, bf16: bool, steps: int, warmup: int) -> dict:
@@ -180,7 +180,7 @@ def run(experiment: str | None = None, objectives: str | None = None, steps: int
         raise UserError("bench train: need at least one objective and --steps >= 1")
     m, d = cfg.model, cfg.data
     print(f"bench train: {experiment} d={m.d_model} L={m.n_layer} V={m.vocab_size} B={d.batch_size} T={d.seq_len} "
-          f"M={m.mem_len} R={m.reuse_len} device={device} threads={torch.get_num_threads()}")
+          f"M={m.mem_len} R={d.reuse_len} device={device} threads={torch.get_num_threads()}")
     before = matmul_peak(device)
     results = {}
     for name in names:

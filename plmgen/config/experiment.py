@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from ..errors import UserError
 from .base import YamlConfig, check, parse_precision
 from .model import ModelConfig
 from .objective import ObjectiveConfig
+
+
+MOVED_TO_DATA = ("reuse_len", "bi_data")  # once model fields; data settings since they only shape the batches
 
 
 @dataclasses.dataclass
@@ -25,6 +29,10 @@ class DataConfig(YamlConfig):
     batch_size: int = 16  # sequences per device and step (pretrain: parallel text streams per device)
     nsp_true_ratio: float = 0.5  # pretrain: share of sequences whose B is the true continuation of A
     ab_layout: bool = True  # pretrain: [A <sep> B <sep> <cls>] layout; False = plain stream chunks, segment 0
+    reuse_len: int = 0  # pretrain: the first reuse_len positions are cached as memory and the streams advance by
+    #   that much per step (reference reuse_len); 0 = cache the whole segment, advance by a whole segment
+    bi_data: bool = False  # pretrain: the second half of the rows read the first half's streams right to left,
+    #   with the backward positional table (reference bi_data); batch_size must be even
     val_batches: int = 16  # most validation batches per evaluation
     num_workers: int = 0  # DataLoader worker processes
     seed: int = 0  # data order: pretrain A/B cuts and random-B draws, parallel shuffling (pure functions of seed, rank, batch index)
@@ -41,10 +49,14 @@ class DataConfig(YamlConfig):
         check(isinstance(self.text_files, list), n, f"text_files must be a list of paths, got {self.text_files!r}")
         for f in ("seq_len", "batch_size"):
             check(isinstance(getattr(self, f), int) and getattr(self, f) > 0, n, f"{f} must be a positive int, got {getattr(self, f)!r}")
-        for f in ("val_batches", "num_workers", "max_src_len", "max_tgt_len", "max_pairs", "max_val_pairs",
+        for f in ("val_batches", "num_workers", "reuse_len", "max_src_len", "max_tgt_len", "max_pairs", "max_val_pairs",
                   "batch_tokens"):
             check(isinstance(getattr(self, f), int) and getattr(self, f) >= 0, n, f"{f} must be an int >= 0, got {getattr(self, f)!r}")
         check(0.0 <= self.nsp_true_ratio <= 1.0, n, f"nsp_true_ratio must be in [0, 1], got {self.nsp_true_ratio!r}")
+        check(isinstance(self.bi_data, bool), n, f"bi_data must be true or false, got {self.bi_data!r}")
+        check(not self.bi_data or self.kind == "pretrain", n, "bi_data applies to kind pretrain only (text streams)")
+        check(not self.bi_data or self.batch_size % 2 == 0, n,
+              f"bi_data needs an even batch_size (forward + backward halves), got {self.batch_size}")
         check(self.kind == "parallel" or self.use_benchmark_text or bool(self.text_files), n,
                     "pretrain data needs use_benchmark_text: true or some text_files")
 
@@ -108,13 +120,28 @@ class ExperimentConfig(YamlConfig):
         check(isinstance(self.name, str) and self.name.strip() not in ("", ".", "..")
                     and not any(c in self.name for c in "/\\\0"), n,
                     f"name must be one folder name (no '/', not '.' or '..'), got {self.name!r}")
-        m, d = self.model, self.data
+        d = self.data
         if d.kind == "pretrain":
             functional = 3 if d.ab_layout else 0  # <sep> <sep> <cls>
-            check(m.reuse_len + functional + 2 <= d.seq_len, n,
-                        f"data.seq_len ({d.seq_len}) must exceed model.reuse_len ({m.reuse_len}) + {functional + 1}")
-        check(not m.bi_data or d.batch_size % 2 == 0, n,
-                    f"model.bi_data needs an even data.batch_size (forward + backward halves), got {d.batch_size}")
+            check(d.reuse_len + functional + 2 <= d.seq_len, n,
+                  f"data.seq_len ({d.seq_len}) must exceed data.reuse_len ({d.reuse_len}) + {functional + 1}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        """As ``YamlConfig.from_dict``; a config written before ``reuse_len``/``bi_data`` moved from ``model`` to
+        ``data`` (older checkpoints and run folders) is read with them under ``data``."""
+        if isinstance(d, dict) and isinstance(d.get("model"), dict) and any(k in d["model"] for k in MOVED_TO_DATA):
+            model = dict(d["model"])
+            data = dict(d.get("data") or {})
+            for k in MOVED_TO_DATA:
+                if k in model:
+                    value = model.pop(k)
+                    if k in data and data[k] != value:
+                        raise UserError(f"ExperimentConfig: model.{k} ({value!r}) is data.{k} now, which says "
+                                        f"{data[k]!r}; give it once, as data.{k}")
+                    data[k] = value
+            d = {**d, "model": model, "data": data}
+        return super().from_dict(d)
 
     @property
     def run_dir(self) -> Path:

@@ -1,4 +1,9 @@
-"""The XLNet backbone's architecture (``ModelConfig``) and the standard sizes (``ModelConfig.named``)."""
+"""The XLNet backbone's architecture (``ModelConfig``) and the standard sizes (``ModelConfig.named``).
+
+Architecture only: what the data feeds it (``data.reuse_len``, ``data.bi_data``) is a data setting that reaches the
+backbone through each batch and ``XLNet.forward``'s arguments; older configs that hold them under ``model`` are
+moved to ``data`` by ``ExperimentConfig.from_dict``.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +26,7 @@ class ModelConfig(YamlConfig):
     dropout: float = 0.1
     dropatt: float = 0.1
     mem_len: int = 0  # 0 = no Transformer-XL memory is cached
-    reuse_len: int = 0  # 0 = cache the whole segment; else only its first reuse_len positions
     clamp_len: int = -1  # < 0: no clamping of relative distances
-    bi_data: bool = False
     same_length: bool = False
     attn_type: Literal["bi", "uni"] = "bi"
     untie_r: bool = True  # per-layer u/v/b biases (False: one set shared by all layers)
@@ -35,8 +38,7 @@ class ModelConfig(YamlConfig):
         for f in ("vocab_size", "d_model", "n_layer", "n_head", "d_inner"):
             check(isinstance(getattr(self, f), int) and getattr(self, f) > 0, n, f"{f} must be a positive int, got {getattr(self, f)!r}")
         check(self.d_model % self.n_head == 0, n, f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
-        for f in ("mem_len", "reuse_len"):
-            check(isinstance(getattr(self, f), int) and getattr(self, f) >= 0, n, f"{f} must be an int >= 0, got {getattr(self, f)!r}")
+        check(isinstance(self.mem_len, int) and self.mem_len >= 0, n, f"mem_len must be an int >= 0, got {self.mem_len!r}")
         check(isinstance(self.clamp_len, int), n, f"clamp_len must be an int, got {self.clamp_len!r}")
         for f in ("dropout", "dropatt"):
             check(0.0 <= getattr(self, f) < 1.0, n, f"{f} must be in [0, 1), got {getattr(self, f)!r}")
@@ -65,6 +67,6 @@ NAMED_SIZES: dict[str, dict[str, Any]] = {
     # CPU research runs (bf16 on 2 cores): ~10M non-embedding parameters.
     "small": dict(vocab_size=8000, d_model=256, n_layer=6, n_head=4, d_inner=1024, mem_len=128),
     # XLNet-Base and XLNet-Large, as in the paper.
-    "base": dict(vocab_size=32000, d_model=768, n_layer=12, n_head=12, d_inner=3072, mem_len=384, reuse_len=256),
-    "large": dict(vocab_size=32000, d_model=1024, n_layer=24, n_head=16, d_inner=4096, mem_len=384, reuse_len=256),
+    "base": dict(vocab_size=32000, d_model=768, n_layer=12, n_head=12, d_inner=3072, mem_len=384),
+    "large": dict(vocab_size=32000, d_model=1024, n_layer=24, n_head=16, d_inner=4096, mem_len=384),
 }

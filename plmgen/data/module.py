@@ -59,11 +59,11 @@ class PLMDataModule(L.LightningDataModule):
         self.val_stream = encode_documents(val_docs, self.tokenizer) if val_docs and d.val_batches else None
 
     def _pretrain(self, stream, *, start: int, limit: int | None, seed: int) -> PretrainBatches:
-        d, m, tok = self.cfg.data, self.cfg.model, self.tokenizer
+        d, tok = self.cfg.data, self.tokenizer
         rank, world = rank_world(getattr(self, "trainer", None))
         return PretrainBatches(
-            stream, batch_size=d.batch_size, seq_len=d.seq_len, reuse_len=m.reuse_len, sep_id=tok.sep_id,
-            cls_id=tok.cls_id, nsp_true_ratio=d.nsp_true_ratio, ab_layout=d.ab_layout, bi_data=m.bi_data,
+            stream, batch_size=d.batch_size, seq_len=d.seq_len, reuse_len=d.reuse_len, sep_id=tok.sep_id,
+            cls_id=tok.cls_id, nsp_true_ratio=d.nsp_true_ratio, ab_layout=d.ab_layout, bi_data=d.bi_data,
             seed=seed, rank=rank, world=world, start=start, limit=limit)
 
     def train_dataloader(self) -> DataLoader:
@@ -73,8 +73,7 @@ class PLMDataModule(L.LightningDataModule):
 
             rank, world = rank_world(getattr(self, "trainer", None))
             ds = PairBatches(self.train_ds, self.collate, d.batch_size, seed=d.seed, rank=rank, world=world,
-                             start=self.next_batch, drop_last=self.cfg.model.bi_data,
-                             batch_tokens=d.batch_tokens)
+                             start=self.next_batch, batch_tokens=d.batch_tokens)
             return DataLoader(ds, batch_size=None, num_workers=d.num_workers)
         ds = self._pretrain(self.train_stream, start=self.next_batch, limit=None, seed=d.seed)
         return DataLoader(ds, batch_size=None, num_workers=d.num_workers)
@@ -83,7 +82,7 @@ class PLMDataModule(L.LightningDataModule):
         d = self.cfg.data
         if d.kind == "parallel":
             return DataLoader(self.val_ds, batch_size=d.batch_size, collate_fn=self.collate,
-                              num_workers=d.num_workers, drop_last=self.cfg.model.bi_data)
+                              num_workers=d.num_workers)
         if self.val_stream is None:
             return []
         try:

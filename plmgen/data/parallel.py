@@ -84,7 +84,7 @@ class PairBatches(IterableDataset):
 
     Epoch e = k // per_epoch shuffles all pairs with a generator seeded by (seed, e); under DDP each rank takes its
     own slice of every global batch. The last partial batch of an epoch is kept on one process (unless
-    ``drop_last``, e.g. bi_data's even batches) and dropped across ranks, so every rank steps in lockstep.
+    ``drop_last``) and dropped across ranks, so every rank steps in lockstep.
     """
 
     def __init__(self, ds: PairDataset, collate: "PairCollate", batch_size: int, *, seed: int = 0, rank: int = 0,

@@ -1,6 +1,6 @@
 """XLNet pre-training data: documents -> token streams -> ``[reuse | A <sep> B <sep> <cls>]`` batches with recurrence.
 
-Legend: B batch rows (= parallel text streams), T sequence length (data.seq_len), R reuse length (model.reuse_len),
+Legend: B batch rows (= parallel text streams), T sequence length (data.seq_len), R reuse length (data.reuse_len),
 S rows' stream length in tokens, N corpus length in tokens.
 
 Follows the reference ``data_utils.py`` (zihangdai/xlnet):
@@ -99,7 +99,7 @@ class PretrainBatches(IterableDataset):
                  cls_id: int, nsp_true_ratio: float = 0.5, ab_layout: bool = True, bi_data: bool = False,
                  seed: int = 0, rank: int = 0, world: int = 1, start: int = 0, limit: int | None = None):
         if bi_data and batch_size % 2:
-            raise UserError(f"data.batch_size must be even with model.bi_data, got {batch_size}")
+            raise UserError(f"data.batch_size must be even with data.bi_data, got {batch_size}")
         self.rows = batch_size // 2 if bi_data else batch_size
         self.span, self.advance = stream_layout(seq_len, reuse_len, ab_layout)
         self.seq_len, self.reuse_len, self.ab_layout, self.bi_data = seq_len, reuse_len, ab_layout, bi_data

@@ -19,8 +19,8 @@ Long sources (``DecodeLayout``): the context ``source + <sep>`` is encoded in on
 ``max_segment``; otherwise its head goes through Transformer-XL memory (``model(...)`` chunk by chunk, the way the
 model was trained) and only the last ``max_segment`` context tokens form the final segment. Positions follow
 ``XLNet.forward`` with memory: memory state m sits at position m (0..M_b−1), the final context at M_b.., the target
-right after (M_b + C_b + l). Only distances enter the model, so this equals the absolute source positions when
-``reuse_len`` is 0.
+right after (M_b + C_b + l). Only distances enter the model, so this equals the absolute source positions (every
+chunk's states become memory: decoding has no ``reuse_len``).
 
 Cache layout (pre-allocated, never concatenated): per layer k, v [B, H, J, D]; slot regions
 ``[memory M | context C | target L | dummy]`` with per-row positions ``k_pos`` [B, J] and validity ``k_ok`` [B, J]

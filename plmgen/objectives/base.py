@@ -175,11 +175,17 @@ def order_masks(rank: Tensor, valid: Tensor, num_predict: int, reuse_len: int = 
                    target_mapping=sm.target_mapping & tvalid[:, :, None])
 
 
+def stream_settings(batch: Batch) -> dict:
+    """What a pre-training batch tells the backbone about its text streams: ``XLNet.forward``'s ``bi_data`` (the
+    second half of the rows reads backward) and ``reuse_len`` (only that many leading positions become memory)."""
+    return {"bi_data": bool(batch.get("bi_backward", False)), "reuse_len": reuse_len_of(batch)}
+
+
 def two_stream_logits(model, batch: Batch, sm: StreamMasks, mems: list[Tensor] | None):
     """Run the two-stream model with masks sm -> (out, query-stream logits [B, P, V], labels [B, P])."""
     ids = batch["input_ids"]
     out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=sm.content, query_mask=sm.query,
-                target_pos=sm.target_pos, mems=mems)
+                target_pos=sm.target_pos, mems=mems, **stream_settings(batch))
     return out, model.logits(out.g), torch.gather(ids, 1, sm.target_pos)
 
 

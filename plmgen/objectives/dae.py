@@ -21,7 +21,7 @@ from plmgen.config import ObjectiveConfig
 from plmgen.masks import content_mask, target_positions
 
 from .base import (Objective, ObjectiveOutput, SpecialIds, block_reuse, eligible, masked_ce, rank_of,
-                   reuse_len_of, uniform)
+                   reuse_len_of, stream_settings, uniform)
 
 KEEP, MASK, RANDOM = 1, 2, 3  # DAECorruption.kind values (0 = not predicted)
 
@@ -72,7 +72,8 @@ class DAEObjective(Objective):
     def forward(self, model, batch: Batch, mems=None, generator=None) -> ObjectiveOutput:
         c = self.sample(batch, generator)
         ids, tpos = batch["input_ids"], c.target_pos
-        out = model(c.input_ids, seg_ids=batch.get("seg_ids"), content_mask=c.content, mems=mems)
+        out = model(c.input_ids, seg_ids=batch.get("seg_ids"), content_mask=c.content, mems=mems,
+                    **stream_settings(batch))
         h_t = torch.gather(out.h, 1, tpos[:, :, None].expand(-1, -1, out.h.shape[-1]))  # [B, P, d]
         loss, n = masked_ce(model.logits(h_t), torch.gather(ids, 1, tpos), c.target_valid)
         return self.output(loss, n, out.h, batch, out.mems)

@@ -42,7 +42,7 @@ from plmgen.config import ObjectiveConfig
 from plmgen.masks import target_positions
 from plmgen.model import Rows
 
-from .base import Objective, ObjectiveOutput, SpecialIds, block_reuse, masked_ce
+from .base import Objective, ObjectiveOutput, SpecialIds, block_reuse, masked_ce, stream_settings
 from .plm import num_predict_cap, plm_order
 
 
@@ -96,9 +96,10 @@ def layout_from_order(ids: Tensor, valid: Tensor, seg: Tensor | None, rank: Tens
                          rank=rank, target_pos=tpos, target_valid=tvalid, T=T, P=P)
 
 
-def rows_forward(model, lay: MaskPLMLayout, mems: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor] | None]:
+def rows_forward(model, lay: MaskPLMLayout, mems: list[Tensor] | None = None, bi_data: bool = False,
+                 reuse_len: int = 0) -> tuple[Tensor, list[Tensor] | None]:
     """The backbone over rows at explicit positions (``XLNet.run``) -> (final rows [B, L, d], new memory of the
-    A rows). Keys are the A and C rows; memory is visible to every row."""
+    A rows: the first ``reuse_len`` of them, or all). Keys are the A and C rows; memory is visible to every row."""
     dev = next(model.parameters()).device
     ids, pos, mask = lay.input_ids.to(dev), lay.pos.to(dev), lay.mask.to(dev)
     B, L = ids.shape
@@ -106,7 +107,8 @@ def rows_forward(model, lay: MaskPLMLayout, mems: list[Tensor] | None = None) ->
     if M:
         mask = torch.cat([torch.ones(B, L, M, dtype=torch.bool, device=dev), mask], dim=2)
     seg = None if lay.seg_ids is None else lay.seg_ids.to(dev)
-    out = model.run(Rows(ids, pos, seg, mask, n_keys=lay.T + lay.P, n_mem=lay.T), mems)
+    n_mem = min(reuse_len, lay.T) if reuse_len > 0 else lay.T
+    out = model.run(Rows(ids, pos, seg, mask, n_keys=lay.T + lay.P, n_mem=n_mem), mems, bi_data=bi_data)
     return out.h, out.mems
 
 
@@ -119,7 +121,7 @@ class MaskPLMObjective(Objective):
 
     def forward(self, model, batch: Batch, mems=None, generator=None) -> ObjectiveOutput:
         lay = self.sample(batch, generator)
-        rows, new_mems = rows_forward(model, lay, mems)
+        rows, new_mems = rows_forward(model, lay, mems, **stream_settings(batch))
         ids = batch["input_ids"]
         tpos, tvalid = lay.target_pos, lay.target_valid
         q = rows[:, lay.T + lay.P :]  # [B, P, d] the Q rows

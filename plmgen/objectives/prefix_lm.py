@@ -57,9 +57,9 @@ class PrefixLMObjective(Objective):
 
     def __init__(self, cfg: ObjectiveConfig, model_cfg: ModelConfig, special: SpecialIds | None = None):
         super().__init__(cfg, model_cfg, special)
-        if model_cfg.bi_data or model_cfg.attn_type != "bi":
-            raise UserError("objective prefix-lm needs model.bi_data false and model.attn_type bi (the source is "
-                            "bidirectional; the mask makes the target causal)")
+        if model_cfg.attn_type != "bi":
+            raise UserError("objective prefix-lm needs model.attn_type bi (the source is bidirectional; the mask "
+                            "makes the target causal)")
         self.s2s = cfg.seq2seq
 
     def sample(self, batch: Batch, generator: torch.Generator | None = None) -> PrefixLMMasks:

@@ -184,10 +184,8 @@ class Seq2SeqObjective(Objective):
 
     def __init__(self, cfg: ObjectiveConfig, model_cfg: ModelConfig, special: SpecialIds | None = None):
         super().__init__(cfg, model_cfg, special)
-        if model_cfg.bi_data or model_cfg.attn_type != "bi":
-            # bi_data would train half of each batch on reversed distances that decoding never uses; 'uni'
-            # attention cannot see the whole source.
-            raise UserError("objective seq2seq needs model.bi_data false and model.attn_type bi")
+        if model_cfg.attn_type != "bi":  # 'uni' attention cannot see the whole source
+            raise UserError("objective seq2seq needs model.attn_type bi")
         self.s2s = cfg.seq2seq
         # Always present (cheap) so a checkpoint can answer `--length predict` with whatever it learned.
         self.length_head = LengthHead(model_cfg.d_model, self.s2s.max_len, offset=self.s2s.length_offset)

@@ -79,7 +79,7 @@ def _has_bool_tensor(items) -> bool:
 
 def _pretrain(name: str, **kw):
     cfg = ObjectiveConfig(name=name, K=3, perm_size=4, **kw)
-    mcfg = ModelConfig(vocab_size=V, d_model=32, n_layer=2, n_head=4, d_inner=64, mem_len=8, reuse_len=6)
+    mcfg = ModelConfig(vocab_size=V, d_model=32, n_layer=2, n_head=4, d_inner=64, mem_len=8)
     batch = make_batch(4, 20, 0, reuse_len=6)
     batch["cls_pos"] = (batch["seg_ids"] == 2).long().argmax(1)  # what the pre-training pipeline provides
     return cfg, mcfg, batch

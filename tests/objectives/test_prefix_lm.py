@@ -124,7 +124,7 @@ def test_knobs_that_do_not_apply_are_errors(s2s, needle):
     _objective(order="l2r")  # what prefix-lm does anyway
 
 
-def test_needs_a_bidirectional_model_without_bi_data():
+def test_needs_a_bidirectional_model():
     cfg = ObjectiveConfig(name="prefix-lm")
-    with pytest.raises(UserError, match="bi_data"):
-        build_objective(cfg, ModelConfig.named("tiny", bi_data=True))
+    with pytest.raises(UserError, match="attn_type"):
+        build_objective(cfg, ModelConfig.named("tiny", attn_type="uni"))
