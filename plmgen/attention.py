@@ -5,6 +5,8 @@ R relative distances in the positional table, H heads, D head dim, d model dim.
 
 Score of query row i against key j (Transformer-XL / XLNet):
     (q_i + u)·k_j  +  (q_i + v)·W_kR r(pos_i − pos_j)  +  (q_i + b)·s_ij        scaled by 1/sqrt(D)
+with u, v, b the content, position and segment biases (parameters r_w_bias, r_r_bias, r_s_bias as in the
+reference code; ``content_bias``, ``position_bias``, ``segment_bias`` in the functions below),
 where s_ij = seg_embed[0] if rows i and j carry the same segment id else seg_embed[1].
 
 Positions are explicit integers per row and per key, so the same code serves training (contiguous segment after
@@ -162,8 +164,8 @@ def attend(
     seg_w: Tensor | None,
     same_seg: Tensor | None,
     mask: Tensor | None,
-    u: Tensor,
-    vb: Tensor,
+    content_bias: Tensor,
+    position_bias: Tensor,
     dropatt: float,
     training: bool,
     skew_rows: int = 0,
@@ -172,14 +174,15 @@ def attend(
 
     q [B,H,I,D]; k, v [B,H,J,D]; rk [H,R,D] or [2,H,R,D] (bi_data) projected positional table;
     rel_index [B|1,I,J]; seg_w [B,H,I,1] = (q+b)·(s+ − s−) or None; same_seg [B|1,I,J] bool;
-    mask [B|1,I,J] bool, True = may attend (None = all), or its :func:`mask_bias`; u, vb [H,D] biases;
+    mask [B|1,I,J] bool, True = may attend (None = all), or its :func:`mask_bias`;
+    content_bias (u), position_bias (v) [H,D];
     skew_rows: see RelPos (0 = gather every row's positional term, always correct).
     Every full-size [B,H,I,J] step after the first matmul is in place: no extra copies, nothing extra saved.
     """
     scale = q.shape[-1] ** -0.5
     q = q * scale  # scaling the queries instead of the scores saves a full pass
-    score = torch.matmul(q + u[:, None] * scale, k.transpose(-1, -2))  # [B,H,I,J]
-    score = score.add_(position_term(q + vb[:, None] * scale, rk, rel_index, skew_rows))
+    score = torch.matmul(q + content_bias[:, None] * scale, k.transpose(-1, -2))  # [B,H,I,J]
+    score = score.add_(position_term(q + position_bias[:, None] * scale, rk, rel_index, skew_rows))
     if seg_w is not None:
         # (q+b)·s_ij = (q+b)·s− + [same_ij]·(q+b)·(s+ − s−); the first part is constant along the row and
         # softmax ignores it, so only the second is added (one fused pass instead of where + add).
@@ -265,9 +268,9 @@ class RelAttention(nn.Module):
         rel_index: Tensor,
         seg_same: Tensor | None,
         mask: Tensor | None,
-        u: Tensor,
-        vb: Tensor,
-        sb: Tensor | None,
+        content_bias: Tensor,
+        position_bias: Tensor,
+        segment_bias: Tensor | None,
         skew_rows: int = 0,
     ) -> Tensor:
         """x [B, I, d] query rows (content and/or query stream) attending over k, v -> [B, I, d]."""
@@ -276,8 +279,10 @@ class RelAttention(nn.Module):
         if seg_same is not None:
             ds = (self.seg_embed[0] - self.seg_embed[1]).to(q.dtype)  # [H,D] s+ − s−
             # (q+b)·ds = q·ds + b·ds: the bias part is one number per head, added to the small [B,H,I,1] result
-            seg_w = torch.matmul(q, ds[..., None]).add_((sb.to(q.dtype) * ds).sum(-1)[:, None, None])  # [B,H,I,1]
-        a = attend(q, k, v, rk, rel_index, seg_w, seg_same, mask, u, vb, self.dropatt, self.training, skew_rows)
+            bias_part = (segment_bias.to(q.dtype) * ds).sum(-1)[:, None, None]
+            seg_w = torch.matmul(q, ds[..., None]).add_(bias_part)  # [B,H,I,1]
+        a = attend(q, k, v, rk, rel_index, seg_w, seg_same, mask, content_bias, position_bias, self.dropatt,
+                   self.training, skew_rows)
         B, H, I, D = a.shape
         out = self.o(a.transpose(1, 2).reshape(B, I, H * D))
         return self.layer_norm(dropout_add(x, out, self.dropout.p, self.training))

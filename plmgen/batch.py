@@ -7,7 +7,7 @@ without reading the device.
 Two producers fill it:
 * pre-training (``plmgen.data.pretrain.PretrainBatches.batch``): rows ``[reuse (R) | A <sep> B <sep> <cls>]`` of
   parallel text streams, always exactly T tokens (``valid`` all True);
-* parallel data (``plmgen.data.parallel.layout``): right-padded ``[source <sep> target]`` rows.
+* parallel data (``plmgen.data.parallel.pair_batch``): right-padded ``[source <sep> target]`` rows.
 Objectives read only the keys they need; ``seq2seq.with_end_marker`` adds ``end``.
 """
 

@@ -58,7 +58,7 @@ def unk_rate(hyps: Sequence[str]) -> float:
     return 100.0 * sum("\u2047" in h for h in hyps) / max(1, len(hyps))
 
 
-def score(hyps: Sequence[str], refs: Sequence[str]) -> Scores:
+def corpus_scores(hyps: Sequence[str], refs: Sequence[str]) -> Scores:
     """Corpus BLEU (13a tokenization, exp smoothing: sacrebleu defaults) and chrF2 of hyps against one reference."""
     from sacrebleu.metrics import BLEU, CHRF
 
@@ -92,7 +92,7 @@ def evaluate(*, hyp: str, ref: str) -> Scores:
         raise UserError(f"line counts differ: --hyp {hyp} has {len(hyps)} lines but --ref {ref} has {len(refs)}")
     if not refs:
         raise UserError(f"--ref {ref} is empty; nothing to score")
-    s = score(hyps, refs)
+    s = corpus_scores(hyps, refs)
     for line in s.lines():
         print(line)
     return s

@@ -84,8 +84,8 @@ def state_dict_to_hf(model: XLNet) -> dict[str, Tensor]:
         out[a + "r"] = heads(sd[o + "r.weight"])
         out[a + "o"] = sd[o + "o.weight"].reshape(d, H, D).contiguous()
         out[a + "seg_embed"] = sd[o + "seg_embed"]
-        for name, u in zip(("r_w_bias", "r_r_bias", "r_s_bias"), model.biases(i)):
-            out[a + name] = u.detach().clone()
+        for name, bias in zip(("r_w_bias", "r_r_bias", "r_s_bias"), model.biases(i)):
+            out[a + name] = bias.detach().clone()
         for p in ("weight", "bias"):
             out[a + f"layer_norm.{p}"] = sd[o + f"layer_norm.{p}"]
             for sub in ("layer_1", "layer_2", "layer_norm"):

@@ -1,11 +1,11 @@
 """Target-length prediction: a classifier over 1..max_len from the mean-pooled source content states.
 
-Legend: B batch, T length, d model dim, K length candidates, L max_len (classes).
+Legend: B batch, T length, d model dim, N length candidates, L max_len (classes).
 
 plmgen's seq2seq layout has no <eos>: the number of target slots is fixed before decoding (Mask-Predict style).
 The head reads the source's content stream (which never sees the target, so training and generation read the same
 states), is trained jointly with the translation loss (term ``length``), and drives the generation modes
-``predict`` (argmax), ``--length-beam K`` (decode the top-K lengths, keep the best length-normalised
+``predict`` (argmax), ``--length-beam N`` (decode the top-N lengths, keep the best length-normalised
 log-probability), ``oracle`` (reference length, for analysis) and a fixed ``N``.
 """
 
@@ -55,7 +55,7 @@ class LengthHead(nn.Module):
 
 
 def top_lengths(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """The k most likely lengths [B, K] (best first) and their log-probabilities [B, K]."""
+    """The k most likely lengths [B, N] (best first) and their log-probabilities [B, N]."""
     k = min(k, logits.shape[-1])
     lp = logits.log_softmax(-1)
     vals, idx = lp.topk(k, dim=-1)
@@ -65,7 +65,7 @@ def top_lengths(logits: Tensor, k: int) -> tuple[Tensor, Tensor]:
 def select_best(scores: Tensor, lengths: Tensor) -> Tensor:
     """Length beam choice: index [B] of the candidate with the best per-token log-probability.
 
-    scores [B, K] summed token log-probabilities of each decoded candidate, lengths [B, K] its length. Normalising
+    scores [B, N] summed token log-probabilities of each decoded candidate, lengths [B, N] its length. Normalising
     by length stops the beam from always preferring the shortest candidate (fewer negative terms in the sum).
     """
     return (scores / lengths.clamp_min(1).to(scores.dtype)).argmax(-1)

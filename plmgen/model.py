@@ -173,11 +173,12 @@ class XLNetLayer(nn.Module):
         else:
             k, v = cache.write(index, slots, k, v)
             rk = cache.projected(index, self.rel_attn.project_table)
-        u, vb, sb = biases
+        content_bias, position_bias, segment_bias = biases
         outs = []
         for r in parts:
             p = inp if r == slice(0, x.shape[1]) else inp.rows(r)
-            a = self.rel_attn(x[:, r], k, v, rk, p.rel_index, p.seg_same, p.mask, u, vb, sb, p.skew_rows)
+            a = self.rel_attn(x[:, r], k, v, rk, p.rel_index, p.seg_same, p.mask, content_bias, position_bias,
+                              segment_bias, p.skew_rows)
             outs.append(self.ff(a))
         return tuple(outs)
 
@@ -191,9 +192,9 @@ class XLNet(nn.Module):
         self.mask_emb = nn.Parameter(torch.zeros(d))  # w: the query stream's start state
         self.layers = nn.ModuleList(XLNetLayer(cfg) for _ in range(cfg.n_layer))
         n_bias = cfg.n_layer if cfg.untie_r else 1
-        self.r_w_bias = nn.Parameter(torch.zeros(n_bias, H, D))  # u
-        self.r_r_bias = nn.Parameter(torch.zeros(n_bias, H, D))  # v
-        self.r_s_bias = nn.Parameter(torch.zeros(n_bias, H, D))  # b
+        self.r_w_bias = nn.Parameter(torch.zeros(n_bias, H, D))  # u, the content bias (reference names kept for HF)
+        self.r_r_bias = nn.Parameter(torch.zeros(n_bias, H, D))  # v, the position bias
+        self.r_s_bias = nn.Parameter(torch.zeros(n_bias, H, D))  # b, the segment bias
         self.lm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.dropout = Dropout(cfg.dropout)  # an nn.Dropout with a cheaper CPU mask
         self.reset_parameters()
@@ -216,7 +217,7 @@ class XLNet(nn.Module):
 
     # -- pieces shared with the incremental decoder -------------------------------------------------------------
     def biases(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
-        """(u, v, b) for a layer, each [H, D]."""
+        """(content, position, segment) attention biases (the papers' u, v, b) for a layer, each [H, D]."""
         i = layer if self.cfg.untie_r else 0
         return self.r_w_bias[i], self.r_r_bias[i], self.r_s_bias[i]
 

@@ -10,7 +10,7 @@ from train_helpers import make_dataset, make_tokenizer
 from plmgen.batch import Batch
 from plmgen.config import DataConfig, ExperimentConfig
 from plmgen.data.module import pretrain_documents
-from plmgen.data.parallel import layout
+from plmgen.data.parallel import pair_batch
 from plmgen.data.pretrain import PretrainBatches, encode_documents
 from plmgen.objectives.seq2seq import with_end_marker
 
@@ -41,13 +41,13 @@ def test_pretraining_batches_follow_the_contract(tmp_path):
 
 
 def test_pair_batches_follow_the_contract():
-    b = layout([[5, 6, 7], [8]], [[9, 10], [11, 12, 13]], sep_id=3, pad_id=0)
+    b = pair_batch([[5, 6, 7], [8]], [[9, 10], [11, 12, 13]], sep_id=3, pad_id=0)
     check(b)
     check(with_end_marker(b, end_id=4, pad_id=0))
 
 
 def test_the_check_catches_an_undeclared_key():
-    b = layout([[5]], [[6]], sep_id=3, pad_id=0)
+    b = pair_batch([[5]], [[6]], sep_id=3, pad_id=0)
     b["mystery"] = torch.zeros(1)
     try:
         check(b)

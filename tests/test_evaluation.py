@@ -3,13 +3,13 @@
 import pytest
 
 from plmgen.errors import UserError
-from plmgen.evaluation import evaluate, markdown_table, score
+from plmgen.evaluation import corpus_scores, evaluate, markdown_table
 
 REFS = ["Select the area containing all the ranges.", "Then choose Sheet - Named Ranges.", "This opens the dialog."]
 
 
 def test_references_against_themselves_score_100():
-    s = score(REFS, REFS)
+    s = corpus_scores(REFS, REFS)
     assert s.bleu == pytest.approx(100.0)
     assert s.chrf == pytest.approx(100.0)
     assert "tok:13a" in s.bleu_signature and "version:" in s.bleu_signature
@@ -18,7 +18,7 @@ def test_references_against_themselves_score_100():
 
 def test_worse_hypotheses_score_lower():
     hyps = ["Select the area containing the ranges.", "Then choose Sheet.", "It opens a window."]
-    s = score(hyps, REFS)
+    s = corpus_scores(hyps, REFS)
     assert 0.0 < s.bleu < 100.0 and 0.0 < s.chrf < 100.0
 
 
@@ -77,7 +77,7 @@ def test_repetition_and_unknown_rates():
     assert has_repeat("Click Click OK") and has_repeat("the. The.") and not has_repeat("Click OK Click")
     assert repetition_rate(["Click Click", "a b", "c d", "x x x"]) == pytest.approx(50.0)
     assert unk_rate(["a \u2047 b", "c"]) == pytest.approx(50.0)
-    s = score(["Select Select the area.", "Then choose Sheet - Named Ranges.", "This \u2047 opens."], REFS)
+    s = corpus_scores(["Select Select the area.", "Then choose Sheet - Named Ranges.", "This \u2047 opens."], REFS)
     assert s.repetition == pytest.approx(100 / 3) and s.unk == pytest.approx(100 / 3)
     assert "repeated word in 33.3%" in s.lines()[-1]
-    assert score(REFS, REFS).repetition == 0.0
+    assert corpus_scores(REFS, REFS).repetition == 0.0

@@ -162,7 +162,7 @@ def test_generate_cli_error_is_one_line(ckpt, tmp_path):
 def test_generation_length_logits_match_training_states(ckpt):
     """The head sees the same source states at generation ([src <sep>] alone) as in training ([src <sep> tgt])."""
     path, data, root = ckpt
-    from plmgen.data.parallel import layout
+    from plmgen.data.parallel import pair_batch
     from plmgen.decoding.translate import length_logits, load_translator
     from plmgen.objectives.seq2seq import batch_masks
 
@@ -170,7 +170,7 @@ def test_generation_length_logits_match_training_states(ckpt):
     tok = tr.tokenizer
     srcs = tok.encode_batch(["der hund sieht die katze", "rot", "das haus und der baum"])
     tgts = tok.encode_batch(["the dog sees the cat", "red and blue and small", "the house"])
-    batch = layout(srcs, tgts, tok.sep_id, tok.pad_id)
+    batch = pair_batch(srcs, tgts, tok.sep_id, tok.pad_id)
     _, sm = batch_masks(batch, tr.config.objective.seq2seq, torch.Generator().manual_seed(0))
     with torch.no_grad():
         h = tr.model(batch["input_ids"], batch["seg_ids"], sm.content, sm.query, sm.target_pos).h

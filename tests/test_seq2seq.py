@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from plmgen.config import ModelConfig, Seq2SeqConfig
-from plmgen.data.parallel import layout
+from plmgen.data.parallel import pair_batch
 from plmgen.model import XLNet
 from plmgen.objectives.seq2seq import (ORDER_IDS, batch_masks, mono_batch, predicted_ranks, sample_orders,
                                       target_ranks, with_end_marker)
@@ -18,11 +18,11 @@ SEP, PAD, EOS = 4, 5, 2
 def _batch(g: torch.Generator, B: int = 5, vocab: int = 1000):
     srcs = [torch.randint(10, vocab, (int(torch.randint(1, 7, (1,), generator=g)),), generator=g).tolist() for _ in range(B)]
     tgts = [torch.randint(10, vocab, (int(torch.randint(1, 8, (1,), generator=g)),), generator=g).tolist() for _ in range(B)]
-    return layout(srcs, tgts, SEP, PAD), srcs, tgts
+    return pair_batch(srcs, tgts, SEP, PAD), srcs, tgts
 
 
 def test_layout_positions_segments_and_flags():
-    b = layout([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD)
+    b = pair_batch([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD)
     assert b["input_ids"].tolist() == [[11, 12, SEP, 21, 22, 23], [13, SEP, 24, PAD, PAD, PAD]]
     assert b["seg_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0]]
     assert b["target"].tolist() == [[0, 0, 0, 1, 1, 1], [0, 0, 1, 0, 0, 0]]
@@ -31,7 +31,7 @@ def test_layout_positions_segments_and_flags():
 
 
 def test_end_marker_layout():
-    b = with_end_marker(layout([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD), EOS, PAD)
+    b = with_end_marker(pair_batch([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD), EOS, PAD)
     assert b["input_ids"].tolist() == [[11, 12, SEP, 21, 22, 23, EOS], [13, SEP, 24, EOS, PAD, PAD, PAD]]
     assert b["seg_ids"].tolist() == [[0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0, 0]]
     assert b["valid"].tolist() == [[1] * 7, [1, 1, 1, 1, 0, 0, 0]]
@@ -156,7 +156,7 @@ def test_end_marker_tells_the_target_its_length_but_not_the_source():
     g = torch.Generator().manual_seed(0)
 
     def run(tgt, marker):
-        batch = layout([[11, 12, 13]], [tgt], SEP, PAD)
+        batch = pair_batch([[11, 12, 13]], [tgt], SEP, PAD)
         batch = with_end_marker(batch, EOS, PAD) if marker else batch
         _, m = batch_masks(batch, Seq2SeqConfig(order="l2r"), g)
         with torch.no_grad():
@@ -169,7 +169,7 @@ def test_end_marker_tells_the_target_its_length_but_not_the_source():
 
 
 def test_mono_batch_splits_each_pair_into_two_rows():
-    b = layout([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD)
+    b = pair_batch([[11, 12], [13]], [[21, 22, 23], [24]], SEP, PAD)
     mb = mono_batch(b, SEP, PAD)
     assert mb["input_ids"].tolist() == [[11, 12, PAD], [13, PAD, PAD], [21, 22, 23], [24, PAD, PAD]]
     assert mb["valid"].sum(1).tolist() == [2, 1, 3, 1]

@@ -315,7 +315,7 @@ def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int], precision: str = "
     data, predicted lengths; prints one line per k and returns markdown lines."""
     from ..decoding.generate import generate, read_inputs
     from ..decoding.translate import load_translator
-    from ..evaluation import score
+    from ..evaluation import corpus_scores
 
     _, refs, _ = read_inputs(None, "dev", None, None, load_translator(checkpoint), limit)
     with tempfile.TemporaryDirectory() as d:
@@ -324,7 +324,7 @@ def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int], precision: str = "
     md = ["", f"Fine-tuned `{checkpoint}`, first {len(refs)} dev sentences, predicted lengths, {precision}:", "",
           "| k | mean steps | BLEU | chrF |", "|---|---|---|---|"]
     for k, run in zip(ks, runs):
-        s = score(run.hyps, refs)
+        s = corpus_scores(run.hyps, refs)
         print(f"parallel k={k} dev: mean steps {run.steps:.1f} BLEU {s.bleu:.2f} chrF {s.chrf:.2f}")
         md.append(f"| {k} | {run.steps:.1f} | {s.bleu:.2f} | {s.chrf:.2f} |")
     print("\n".join(s.signature_lines()))

@@ -90,12 +90,12 @@ class _RandomPairs:
         self.max_src, self.max_tgt = split_limits(cfg.data.seq_len, cfg.data.max_src_len, cfg.data.max_tgt_len)
 
     def batch(self, k: int) -> dict:
-        from ..data.parallel import layout
+        from ..data.parallel import pair_batch
 
         rng = np.random.default_rng([self.seed, k])
         B, V = self.cfg.data.batch_size, self.cfg.model.vocab_size
         side = lambda most: [rng.integers(9, V, rng.integers(most // 2, most + 1)).tolist() for _ in range(B)]  # noqa: E731
-        return layout(side(self.max_src), side(self.max_tgt), sep_id=4, pad_id=5)
+        return pair_batch(side(self.max_src), side(self.max_tgt), sep_id=4, pad_id=5)
 
 
 def _random_batches(cfg: ExperimentConfig, n_tokens: int, seed: int = 0):

@@ -42,7 +42,8 @@ class PairDataset(Dataset):
         return self.pairs[i]
 
 
-def layout(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], sep_id: int, pad_id: int) -> Batch:
+def pair_batch(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], sep_id: int,
+               pad_id: int) -> Batch:
     """Right-padded ``[source <sep> target]`` rows; ``targets`` may hold placeholder ids (e.g. <mask> slots)."""
     B = len(sources)
     lens = [len(s) + 1 + len(t) for s, t in zip(sources, targets)]
@@ -74,7 +75,7 @@ class PairCollate:
         self.sep_id, self.pad_id = sep_id, pad_id
 
     def __call__(self, examples: list[Pair]) -> Batch:
-        return layout([s for s, _ in examples], [t for _, t in examples], self.sep_id, self.pad_id)
+        return pair_batch([s for s, _ in examples], [t for _, t in examples], self.sep_id, self.pad_id)
 
 
 class PairBatches(IterableDataset):

@@ -1,7 +1,7 @@
 """Left-to-right decoding of ``prefix-lm`` checkpoints: greedy, beam, sampling, with an exact incremental KV cache.
 
-Legend: B examples, K beams, R rows (B·K), M memory slots, C context slots (source tail + <sep>), L target slots,
-J = M + C + L key slots, H heads, D head dim, d model dim, V vocab.
+Legend: B examples, W beams (beam width), R rows (B·W), M memory slots, C context slots (source tail + <sep>),
+L target slots, J = M + C + L key slots, H heads, D head dim, d model dim, V vocab.
 
 The model is the one ``plmgen.objectives.prefix_lm`` trains: source + ``<sep>`` see each other, target token t sees
 the prefix and the target up to itself, and its *content* state predicts token t + 1. Decoding encodes the context
@@ -201,13 +201,13 @@ def _single(backend, limits: Limits, cfg: DecodeConfig, bans: Bans, eos: int, pa
 
 
 def _beam(backend, limits: Limits, cfg: DecodeConfig, bans: Bans, eos: int, pad: int, on_step) -> list[Hypothesis]:
-    """Beam search over tokens; a finished hypothesis stays in the beam with its score (one continuation: padding,
+    """Beam search over tokens; a finished hypothesis stays in the beam with its logprob (one continuation: padding,
     log-prob 0) until every hypothesis of every example has emitted ``</s>``."""
-    logp, K = backend.first, cfg.beam
+    logp, W = backend.first, cfg.beam
     R = logp.shape[0]
-    B, V, dev = R // K, logp.shape[1], logp.device
-    score = torch.full((R,), float("-inf"), device=dev)
-    score[::K] = 0.0  # one live hypothesis per example at the start
+    B, V, dev = R // W, logp.shape[1], logp.device
+    logprob = torch.full((R,), float("-inf"), device=dev)
+    logprob[::W] = 0.0  # one live hypothesis per example at the start
     done = torch.zeros(R, dtype=torch.bool, device=dev)
     finished = torch.full((R, V), float("-inf"), device=dev)
     finished[:, pad] = 0.0
@@ -218,19 +218,19 @@ def _beam(backend, limits: Limits, cfg: DecodeConfig, bans: Bans, eos: int, pad:
             on_step(logp, n)
         prev = toks[:, -1] if n else None
         cand = torch.where(done[:, None], finished, limits.apply(logp, n, eos, bans, prev))  # [R, V]
-        top_score, top = (score[:, None] + cand).view(B, K * V).topk(K, dim=1)  # [B, K]
-        src = (torch.arange(B, device=dev)[:, None] * K + top // V).view(-1)  # [R] source row of each new beam
+        top_logprob, top = (logprob[:, None] + cand).view(B, W * V).topk(W, dim=1)  # [B, W]
+        src = (torch.arange(B, device=dev)[:, None] * W + top // V).view(-1)  # [R] source row of each new beam
         tok = (top % V).view(-1)
-        lp = torch.where(done[src], torch.zeros_like(score), logp[src, tok])
+        lp = torch.where(done[src], torch.zeros_like(logprob), logp[src, tok])
         out_len = out_len[src] + (~done[src]).long()
-        score, done = top_score.view(-1), done[src] | (tok == eos)
+        logprob, done = top_logprob.view(-1), done[src] | (tok == eos)
         toks, lps = torch.cat([toks[src], tok[:, None]], 1), torch.cat([lps[src], lp[:, None]], 1)
         limits = limits.index(src)
         backend.reorder(src)
         if bool(done.all()):
             break
         logp = backend.step(tok)
-    best = (score / out_len.to(score.dtype)).view(B, K).argmax(1) + torch.arange(B, device=dev) * K
+    best = (logprob / out_len.to(logprob.dtype)).view(B, W).argmax(1) + torch.arange(B, device=dev) * W
     return _hypotheses(toks, lps, eos, best.tolist())
 
 
@@ -240,7 +240,7 @@ def _hypotheses(toks: Tensor, lps: Tensor, eos: int, rows) -> list[Hypothesis]:
     for r in rows:
         t, lp = toks[r].tolist(), lps[r].tolist()
         n = t.index(eos) if eos in t else len(t)
-        end = min(n + 1, len(t))  # the score counts </s> when it was emitted
+        end = min(n + 1, len(t))  # the logprob counts </s> when it was emitted
         out.append(Hypothesis(tokens=t[:n], logprob=float(sum(lp[:end])), token_logprobs=lp[:n],
                               trace=[[i] for i in range(n)], steps=end))
     return out

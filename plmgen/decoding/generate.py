@@ -7,7 +7,7 @@ filled at every step; ``--evaluate``
 scores against the references with sacrebleu. ``--orders a,b,c`` (optionally × ``--lengths``) runs a grid and writes
 a markdown table (BLEU, chrF, steps, tokens/s) plus PNG plots.
 
-An order spec is a strategy name from ``plmgen.decoding.ORDERS``, optionally with ``@K`` (positions filled per
+An order spec is a strategy name from ``plmgen.decoding.ORDERS``, optionally with ``@N`` (positions filled per
 step, e.g. ``parallel@4``) or ``@P`` with 0 < P < 1 (a confidence threshold, e.g. ``threshold@0.7``).
 """
 
@@ -31,7 +31,7 @@ MAX_LENGTH_FACTOR = 4  # --length N up to 4x the training sequence length
 
 
 def parse_order_spec(spec: str, flag: str = "--order") -> dict:
-    """``name`` | ``name@K`` | ``name@P`` -> DecodeConfig fields (order, k_per_step / threshold)."""
+    """``name`` | ``name@N`` | ``name@P`` -> DecodeConfig fields (order, k_per_step / threshold)."""
     from plmgen.decoding.orders import ORDERS
 
     name, _, arg = spec.strip().partition("@")
@@ -42,14 +42,14 @@ def parse_order_spec(spec: str, flag: str = "--order") -> dict:
     try:
         value = float(arg)
     except ValueError:
-        raise UserError(f"{flag}: {spec!r}: expected NAME@K (positions per step) or NAME@P (threshold in (0, 1))") from None
+        raise UserError(f"{flag}: {spec!r}: expected NAME@N (positions per step) or NAME@P (threshold in (0, 1))") from None
     if not math.isfinite(value):
-        raise UserError(f"{flag}: {spec!r}: K and P must be finite numbers")
+        raise UserError(f"{flag}: {spec!r}: N and P must be finite numbers")
     if 0 < value < 1:
         return {"order": name, "threshold": value}
     if value >= 1 and value == int(value):
         return {"order": name, "k_per_step": int(value)}
-    raise UserError(f"{flag}: {spec!r}: K must be an integer >= 1 or P a threshold in (0, 1)")
+    raise UserError(f"{flag}: {spec!r}: N must be an integer >= 1 or P a threshold in (0, 1)")
 
 
 # --- the command -------------------------------------------------------------------------------------------------
@@ -114,9 +114,9 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         data: data folder for --split (default: the one the checkpoint was trained on).
         ref: references for --input / --text (needed by --evaluate and --length oracle).
         order: decoding order: l2r, r2l, random, middle-out, balanced-tree, confidence, entropy, margin, parallel,
-            threshold; NAME@K fills K positions per step, NAME@P uses a confidence threshold P.
+            threshold; NAME@N fills N positions per step, NAME@P uses a confidence threshold P.
         length: target length: predict (length head), oracle (reference length) or a fixed N.
-        length_beam: with --length predict: decode the top-K lengths, keep the best per-token log-probability.
+        length_beam: with --length predict: decode the top-N lengths, keep the best per-token log-probability.
         beam: beam size over (position, token) pairs (1 = greedy).
         refine_iters: mask-predict refinement iterations after the fill.
         sample: sample tokens instead of taking the argmax (seeded by --seed).
@@ -132,9 +132,9 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         batch_size: sources decoded together.
         precision: fp32 or bf16 (bfloat16 autocast: the fast path on CPUs with AMX).
         seed: seed of random orders / sampling.
-        speculate: K > 0: speculative decoding, K (position, token) drafts per forward pass verified in the next
+        speculate: D > 0: speculative decoding, D (position, token) drafts per forward pass verified in the next
             one; greedy output identical to --speculate 0, sampling distributed identically, fewer passes. Needs one
-            position per step (no @K / threshold); beam search stays sequential (--beam > 1 refuses --speculate).
+            position per step (no @N / threshold); beam search stays sequential (--beam > 1 refuses --speculate).
         device: where to decode: cpu, cuda, cuda:N (default: CUDA when available); bf16 autocasts on its type.
         quiet: no progress bar.
         threads: torch CPU threads (default: one per usable core; try 1 when other jobs keep the cores busy).
@@ -224,7 +224,7 @@ def _run_grid(tr: Translator, sources, ref_ids, orders, modes: list, decode_kw: 
 
 
 def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid: bool, console) -> None:
-    from plmgen.evaluation import score
+    from plmgen.evaluation import corpus_scores
 
     if not grid:
         run = runs[0]
@@ -236,7 +236,7 @@ def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid
         if trace:
             atomic_write_text(trace, trace_lines(run))
         if evaluate:
-            s = score(run.hyps, refs)
+            s = corpus_scores(run.hyps, refs)
             for line in s.lines():
                 print(line)
         return
@@ -249,7 +249,7 @@ def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid
         row = {"order": run.order, "length": run.length, "BLEU": math.nan, "chrF": math.nan, "rep %": math.nan,
                "⁇ %": math.nan, "steps": run.steps, "tokens/s": run.tokens / max(run.seconds, 1e-9)}
         if refs is not None:
-            s = score(run.hyps, refs)
+            s = corpus_scores(run.hyps, refs)
             row.update({"BLEU": s.bleu, "chrF": s.chrf, "rep %": s.repetition, "⁇ %": s.unk})
             row["scores"] = s
         rows.append(row)

@@ -135,11 +135,11 @@ class BalancedTree(FixedOrder):
 
 
 class ScoreOrder(Order):
-    """Adaptive: query every open position, fill the best-scoring ones (higher score = fill first)."""
+    """Adaptive: query every open position, fill the ones of highest ``priority`` (higher = fill first)."""
 
     adaptive = True
 
-    def score(self, logp: Tensor) -> Tensor:
+    def priority(self, logp: Tensor) -> Tensor:
         raise NotImplementedError
 
     def queries(self, open_: Tensor, n_filled: Tensor, plan: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -149,8 +149,8 @@ class ScoreOrder(Order):
         return first * ok, ok
 
     def rank_positions(self, logp: Tensor, q_ok: Tensor, n: int) -> tuple[Tensor, Tensor]:
-        """Queried rows sorted by score (best first), the first ``n`` kept -> (sel [B, n'], sel_ok)."""
-        s = self.score(logp).masked_fill(~q_ok, float("-inf"))
+        """Queried rows sorted by priority (highest first), the first ``n`` kept -> (sel [B, n'], sel_ok)."""
+        s = self.priority(logp).masked_fill(~q_ok, float("-inf"))
         n = min(n, q_ok.shape[1])
         sel = s.topk(n, dim=1).indices  # [B, n] sorted, best first
         return sel, q_ok.gather(1, sel)
@@ -158,7 +158,7 @@ class ScoreOrder(Order):
     def choose(self, logp: Tensor, q_ok: Tensor) -> tuple[Tensor, Tensor]:
         sel, ok = self.rank_positions(logp, q_ok, q_ok.shape[1] if self.threshold is not None else self.k)
         if self.threshold is not None:
-            conf = logp.max(-1).values.exp().gather(1, sel)  # [B, Q] max-probability, in score order
+            conf = logp.max(-1).values.exp().gather(1, sel)  # [B, Q] max-probability, in priority order
             first = torch.zeros_like(ok)
             first[:, 0] = True
             ok = ok & ((conf > self.threshold) | first)
@@ -168,14 +168,14 @@ class ScoreOrder(Order):
 class Confidence(ScoreOrder):
     name = "confidence"
 
-    def score(self, logp):
+    def priority(self, logp):
         return logp.max(-1).values
 
 
 class Entropy(ScoreOrder):
     name = "entropy"
 
-    def score(self, logp):
+    def priority(self, logp):
         p = logp.exp()
         return (p * logp.clamp(min=-1e30)).nan_to_num().sum(-1)  # −entropy: low entropy first
 
@@ -183,7 +183,7 @@ class Entropy(ScoreOrder):
 class Margin(ScoreOrder):
     name = "margin"
 
-    def score(self, logp):
+    def priority(self, logp):
         top = logp.topk(2, dim=-1).values
         return top[..., 0] - top[..., 1]
 

@@ -1,12 +1,13 @@
 """Search over any-order query-stream decoding: greedy, beam over (position, token) pairs, sampling, scoring.
 
-Legend: B examples, K beams, R = B·K rows, L target slots, Q queried rows, F filled rows per step, V vocab.
+Legend: B examples, W beams (beam width), R = B·W rows, L target slots, Q queried rows, F filled rows per step,
+V vocab.
 
 One loop drives every mode. A step fills the positions chosen at the previous step and queries the next ones in a
 single pass of the backend (``cache.IncrementalCache`` or ``cache.NaiveRecompute``), then the order strategy
 (``orders``) and the search mode choose what to fill next. Scores are model log-probabilities (temperature 1,
 before banning) of the chosen tokens; for one position per step they add up to the exact chain-rule
-log-probability of the output under the order that was followed (``score`` recomputes it for a given target).
+log-probability of the output under the order that was followed (``sequence_logprob`` recomputes it for a given target).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
 
     banned: ids never generated (e.g. the tokenizer's special ids); banned_last: ids never in a target's last slot
     (``Tokenizer.blank_ids``, see ``state.Bans``). force: teacher-force these targets (the chosen
-    positions are filled with the given tokens; used by ``score``). on_step: called with each step's log-probs.
+    positions are filled with the given tokens; used by ``sequence_logprob``). on_step: called with each step's log-probs.
     examples: each source's index in the whole input (default 0..B-1): random orders and sampling draw from the
     stream of (``cfg.seed``, that index), so an output does not depend on which sentences share its batch.
     end_id: the end marker of a model fine-tuned with ``end_marker`` (None: none). Returns one ``Hypothesis`` per example (the best beam). Runs under :func:`inference`; the model should be in
@@ -170,31 +171,31 @@ def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, bans: Ba
           encoded=None):
     """Beam search over (position, token) pairs, one position per step, ranked by the chain-rule score.
 
-    Fixed orders: the position is given, tokens are expanded. Adaptive orders: each hypothesis proposes its top-K
-    positions by the order's own score and every (position, token) pair among them competes — so K = 1 is exactly
+    Fixed orders: the position is given, tokens are expanded. Adaptive orders: each hypothesis proposes its top-W
+    positions by the order's own priority and every (position, token) pair among them competes — so W = 1 is exactly
     the greedy decode for every order. Hypotheses of an example all have the same length, so they finish together.
     """
-    B, K = layout.batch, cfg.beam
-    rows = torch.arange(B, device=layout.ctx.device).repeat_interleave(K)
+    B, W = layout.batch, cfg.beam
+    rows = torch.arange(B, device=layout.ctx.device).repeat_interleave(W)
     plan = order.init(layout.tgt_len.tolist(), int(layout.tgt_len.max()), rows.device, examples)  # per example
     plan = None if plan is None else plan[rows]
     layout = layout.index(rows)
     backend = BACKENDS[cfg.backend](model, layout, None if encoded is None else encoded.index(rows))
     st = RowState.new(layout.tgt_len, layout.pad_id)
-    st.score[:] = float("-inf")
-    st.score[::K] = 0.0  # one live hypothesis per example at the start
-    own = torch.arange(B * K, device=rows.device)
-    fill = (st.tokens.new_zeros(B * K, 0),) * 2 + (st.open.new_zeros(B * K, 0),)
+    st.logprob[:] = float("-inf")
+    st.logprob[::W] = 0.0  # one live hypothesis per example at the start
+    own = torch.arange(B * W, device=rows.device)
+    fill = (st.tokens.new_zeros(B * W, 0),) * 2 + (st.open.new_zeros(B * W, 0),)
     while (nxt := _query(order, st, plan, backend, fill, on_step, bans, layout.tgt_len - 1)) is not None:
         q_pos, q_ok, logp, blp = nxt  # [R, Q], [R, Q], [R, Q, V] model / banned log-probs
-        sel, ok = order.rank_positions(blp, q_ok, K)  # candidate positions per hypothesis [R, S]
+        sel, ok = order.rank_positions(blp, q_ok, W)  # candidate positions per hypothesis [R, S]
         S, V = sel.shape[1], blp.shape[-1]
         cand = blp.gather(1, sel[:, :, None].expand(-1, -1, V)).masked_fill(~ok[:, :, None], float("-inf"))
-        total = (st.score[:, None, None] + cand).view(B, K * S * V)  # [B, K·S·V]
-        top = total.topk(K, dim=1).indices  # [B, K]
-        src_row = (torch.arange(B, device=top.device)[:, None] * K + top // (S * V)).view(-1)
+        total = (st.logprob[:, None, None] + cand).view(B, W * S * V)  # [B, W·S·V]
+        top = total.topk(W, dim=1).indices  # [B, W]
+        src_row = (torch.arange(B, device=top.device)[:, None] * W + top // (S * V)).view(-1)
         s_idx, tok = (top // V % S).view(-1), (top % V).view(-1)
-        live = ok.view(B, K, S).any(-1).any(-1).repeat_interleave(K)  # example still has open positions
+        live = ok.view(B, W, S).any(-1).any(-1).repeat_interleave(W)  # example still has open positions
         src_row = torch.where(live, src_row, own)
         backend.reorder(src_row)
         st.reorder(src_row)
@@ -204,5 +205,5 @@ def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, bans: Ba
         fill_ok = live[:, None]
         st.fill(pos * fill_ok, tok[:, None] * fill_ok, tok_lp, fill_ok)
         fill = (pos * fill_ok, tok[:, None] * fill_ok, fill_ok)
-    best = st.score.view(B, K).argmax(1) + torch.arange(B, device=rows.device) * K
+    best = st.logprob.view(B, W).argmax(1) + torch.arange(B, device=rows.device) * W
     return [st.hypothesis(int(r), int(layout.tgt_len[r])) for r in best]

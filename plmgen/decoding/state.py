@@ -43,7 +43,7 @@ class RowState:
     n_filled: Tensor  # [R] long
     steps: Tensor  # [R] long
     passes: Tensor  # [R] long
-    score: Tensor  # [R] float
+    logprob: Tensor  # [R] float, sum of the chosen tokens' log-probabilities
     trace: list[list[list[int]]]  # per row, per step
 
     @staticmethod
@@ -54,11 +54,11 @@ class RowState:
                         tok_lp=torch.zeros(R, L, device=dev), open=torch.arange(L, device=dev)[None] < lengths[:, None],
                         n_filled=torch.zeros(R, dtype=torch.long, device=dev),
                         steps=torch.zeros(R, dtype=torch.long, device=dev),
-                        passes=torch.zeros(R, dtype=torch.long, device=dev), score=torch.zeros(R, device=dev),
+                        passes=torch.zeros(R, dtype=torch.long, device=dev), logprob=torch.zeros(R, device=dev),
                         trace=[[] for _ in range(R)])
 
     def reorder(self, rows: Tensor) -> None:
-        for f in ("tokens", "tok_lp", "open", "n_filled", "steps", "passes", "score"):
+        for f in ("tokens", "tok_lp", "open", "n_filled", "steps", "passes", "logprob"):
             setattr(self, f, getattr(self, f)[rows])
         self.trace = [list(self.trace[r]) for r in rows.tolist()]
 
@@ -72,13 +72,13 @@ class RowState:
         self.open[r, pos[r, c]] = False
         self.n_filled += ok.sum(1)
         self.steps += ok.any(1)
-        self.score += torch.where(ok, lp, torch.zeros_like(lp)).sum(1)
+        self.logprob += torch.where(ok, lp, torch.zeros_like(lp)).sum(1)
         for row, (p, o) in enumerate(zip(pos.tolist(), ok.tolist())):
             if any(o):
                 self.trace[row].append([x for x, keep in zip(p, o) if keep])
 
     def hypothesis(self, row: int, length: int) -> Hypothesis:
-        return Hypothesis(tokens=self.tokens[row, :length].tolist(), logprob=float(self.score[row]),
+        return Hypothesis(tokens=self.tokens[row, :length].tolist(), logprob=float(self.logprob[row]),
                           token_logprobs=self.tok_lp[row, :length].tolist(), trace=self.trace[row],
                           steps=int(self.steps[row]), passes=int(self.passes[row]))
 

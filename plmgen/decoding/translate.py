@@ -1,10 +1,10 @@
 """The translate API: a loaded checkpoint + token ids + a ``TranslateConfig`` -> hypotheses. No flags, no files.
 
-Legend: B sources in a batch, K length candidates, C context slots (source tail + <sep>), d model dim.
+Legend: B sources in a batch, N length candidates, C context slots (source tail + <sep>), d model dim.
 
 Flow per length-sorted batch: lay the sources out and encode them once (``cache.encode_context``: per layer the
 keys/values of memory + context, and the context's final content states) -> choose each target length (the length
-head reads those final states; or the oracle / a fixed length; with ``length_beam`` K the top-K predicted lengths
+head reads those final states; or the oracle / a fixed length; with ``length_beam`` N the top-N predicted lengths
 are all decoded and the best length-normalised log-probability wins) -> ``search.decode_layout`` starting its cache
 from the same encoding. Long sources go through Transformer-XL memory for both the length head and the decoder.
 
@@ -125,7 +125,7 @@ def length_logits(tr: Translator, sources: Sequence[Sequence[int]], bf16: bool =
 
 def candidate_lengths(mode: LengthMode, beam: int, n: int, refs: Sequence[Sequence[int]] | None,
                       logits: "callable") -> list[list[int]]:
-    """Target length candidates per source: K from the length head (``logits()``, best first), else the oracle /
+    """Target length candidates per source: N from the length head (``logits()``, best first), else the oracle /
     fixed one."""
     if mode.kind == "fixed":
         return [[mode.n] for _ in range(n)]

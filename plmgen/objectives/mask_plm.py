@@ -1,6 +1,6 @@
 """``mask-plm``: permutation LM without a query stream, ``<mask>`` at the targets, order in the attention mask.
 
-Legend: B batch, T length, P predicted positions (static, as ``plm``), L = T + 2P rows, K = T + P keys, M memory,
+Legend: B batch, T length, P predicted positions (static, as ``plm``), L = T + 2P rows, J = T + P keys, M memory,
 d model dim, V vocab.
 
 The seed article's alternative to two-stream attention: a single stream in which the predicted positions are
@@ -51,7 +51,7 @@ class MaskPLMLayout:
     input_ids: Tensor  # [B, L] rows A ; C ; Q
     pos: Tensor  # [B, L] position of each row in the segment
     seg_ids: Tensor | None  # [B, L]
-    mask: Tensor  # [B, L, K] bool, True = row may attend key (keys = the first K rows)
+    mask: Tensor  # [B, L, J] bool, True = row may attend key (keys = the first J rows)
     rank: Tensor  # [B, T] the factorization order (−1 context)
     target_pos: Tensor  # [B, P]
     target_valid: Tensor  # [B, P]
@@ -89,7 +89,7 @@ def layout_from_order(ids: Tensor, valid: Tensor, seg: Tensor | None, rank: Tens
     a_rows = torch.cat([valid[:, None, :] | eye_t, torch.zeros(B, T, P, dtype=torch.bool, device=dev)], dim=2)
     c_rows = torch.cat([sees_a, earlier | eye_p], dim=2)
     q_rows = torch.cat([sees_a, earlier], dim=2)
-    mask = torch.cat([a_rows, c_rows, q_rows], dim=1)  # [B, L, K]
+    mask = torch.cat([a_rows, c_rows, q_rows], dim=1)  # [B, L, J]
     k_valid = torch.cat([valid, tvalid], dim=1)
     mask = block_reuse(mask, pos, pos[:, : T + P], k_valid, R)
     return MaskPLMLayout(input_ids=torch.cat([a_ids, c_ids, q_ids], dim=1), pos=pos, seg_ids=seg, mask=mask,

@@ -238,7 +238,7 @@ class StudyRunner:
 
     def evaluate(self, cell: Cell, budget: int, refs: list[str]) -> dict:
         from plmgen.decoding.generate import generate
-        from plmgen.evaluation import score
+        from plmgen.evaluation import corpus_scores
 
         v, s = cell.variant, self.spec
         marker = self.eval_marker(cell, budget)
@@ -253,7 +253,7 @@ class StudyRunner:
                 hyp_file = marker.with_suffix("") / f"{order}.{length}.txt".replace("/", "_")
                 (r,) = generate(checkpoint=str(ckpt), split=s.split, data=s.data, order=order, length=length,
                                 out=str(hyp_file), limit=s.limit, precision=s.precision, seed=cell.seed, quiet=True)
-                sc = score(r.hyps, refs)
+                sc = corpus_scores(r.hyps, refs)
                 result[tag] = {"bleu": sc.bleu, "chrf": sc.chrf, "repetition": sc.repetition, "steps": r.steps,
                                "seconds": r.seconds, "bleu_signature": sc.bleu_signature,
                                "chrf_signature": sc.chrf_signature, "hyps": r.hyps}

@@ -69,12 +69,12 @@ def test_end_marker_scores_like_the_training_layout(m):
     """Teacher-forced l2r scoring with the end marker = one model(...) pass over the seq2seq objective's own
     marked batch and masks (an independent construction: ``with_end_marker`` + ``batch_masks``)."""
     from plmgen.config import Seq2SeqConfig
-    from plmgen.data.parallel import layout
+    from plmgen.data.parallel import pair_batch
     from plmgen.objectives.seq2seq import batch_masks, with_end_marker
 
     tgt = [[21, 22, 23, 24], [25, 26, 27, 28, 29, 30], [31, 32, 33]]
     hyps = sequence_logprob(m, SRC, tgt, "l2r", sep_id=SEP, pad_id=PAD, end_id=EOS)
-    batch = with_end_marker(layout(SRC, tgt, SEP, PAD), EOS, PAD)
+    batch = with_end_marker(pair_batch(SRC, tgt, SEP, PAD), EOS, PAD)
     _, sm = batch_masks(batch, Seq2SeqConfig(order="l2r"))
     with torch.no_grad():
         g = m(batch["input_ids"], batch["seg_ids"], sm.content, sm.query, sm.target_pos).g

@@ -23,7 +23,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from plmgen.config import ModelConfig, ObjectiveConfig, Seq2SeqConfig
-from plmgen.data.parallel import layout
+from plmgen.data.parallel import pair_batch
 from plmgen.model import XLNet
 from plmgen.objectives import build_objective
 
@@ -96,7 +96,7 @@ CASES = {
     "seq2seq": lambda: (ObjectiveConfig(name="seq2seq", seq2seq=Seq2SeqConfig(
         order="l2r:0.5,uniform:0.3,r2l:0.2", predict_fraction=0.7, predict_sampling="uniform", mass_weight=0.5,
         max_len=16)), ModelConfig(vocab_size=V, d_model=32, n_layer=2, n_head=4, d_inner=64, mem_len=0),
-        layout([[11, 12, 13], [14], [15, 16]], [[21, 22], [23, 24, 25, 26], [27]], 4, 5)),
+        pair_batch([[11, 12, 13], [14], [15, 16]], [[21, 22], [23, 24, 25, 26], [27]], 4, 5)),
 }
 
 

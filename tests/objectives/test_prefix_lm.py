@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from plmgen.config import ModelConfig, ObjectiveConfig, Seq2SeqConfig
-from plmgen.data.parallel import layout
+from plmgen.data.parallel import pair_batch
 from plmgen.errors import UserError
 from plmgen.objectives import build_objective
 from plmgen.objectives.prefix_lm import prefix_lm_masks
@@ -21,7 +21,7 @@ def _pairs(seed: int, B: int = 5):
     rnd = lambda lo, hi: int(torch.randint(lo, hi, (1,), generator=g))  # noqa: E731
     srcs = [torch.randint(9, V, (rnd(1, 7),), generator=g).tolist() for _ in range(B)]
     tgts = [torch.randint(9, V, (rnd(1, 8),), generator=g).tolist() for _ in range(B)]
-    return layout(srcs, tgts, SEP, PAD), srcs, tgts
+    return pair_batch(srcs, tgts, SEP, PAD), srcs, tgts
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
