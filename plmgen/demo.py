@@ -1,7 +1,7 @@
 """The README demo.
 
 ``full`` (default), offline on 2 CPU cores in about 15 minutes: prepare lo-de-en (Debian's LibreOffice help) →
-tokenizer → short XLNet pre-training (two-stream PLM) → seq2seq fine-tuning → generation with several orders →
+tokenizer → short XLNet pre-training (DAE) → seq2seq fine-tuning → generation with several orders →
 sacrebleu BLEU/chrF table. A training stage is reused only if it finished (``complete.json`` in its run folder);
 an unfinished one resumes exactly from its last checkpoint, or starts again without one; ``--force`` retrains.
 
@@ -89,7 +89,7 @@ def full_demo(out: Path, src: str, tgt: str, data: str | None, pretrain_steps: i
             cfg, resume=resume, init_from=str(init_from) if init_from and not resume else None),
             cfg.train.max_steps, force=force, say=console.print)
 
-    pre = stage("2/4 tokenizer + XLNet pre-training (two-stream PLM)", "demo-pretrain.yaml", out / "pretrain",
+    pre = stage("2/4 tokenizer + XLNet pre-training (DAE)", "demo-pretrain.yaml", out / "pretrain",
                 pretrain_steps)
     ft = stage("3/4 seq2seq fine-tuning (query stream, any order, length head)", "demo-finetune.yaml",
                out / "finetune", finetune_steps, init_from=pre)
