@@ -134,7 +134,7 @@ class BalancedTree(FixedOrder):
         return out
 
 
-class ScoreOrder(Order):
+class PriorityOrder(Order):
     """Adaptive: query every open position, fill the ones of highest ``priority`` (higher = fill first)."""
 
     adaptive = True
@@ -165,14 +165,14 @@ class ScoreOrder(Order):
         return sel, ok
 
 
-class Confidence(ScoreOrder):
+class Confidence(PriorityOrder):
     name = "confidence"
 
     def priority(self, logp):
         return logp.max(-1).values
 
 
-class Entropy(ScoreOrder):
+class Entropy(PriorityOrder):
     name = "entropy"
 
     def priority(self, logp):
@@ -180,7 +180,7 @@ class Entropy(ScoreOrder):
         return (p * logp.clamp(min=-1e30)).nan_to_num().sum(-1)  # −entropy: low entropy first
 
 
-class Margin(ScoreOrder):
+class Margin(PriorityOrder):
     name = "margin"
 
     def priority(self, logp):

@@ -7,7 +7,8 @@ One loop drives every mode. A step fills the positions chosen at the previous st
 single pass of the backend (``cache.IncrementalCache`` or ``cache.NaiveRecompute``), then the order strategy
 (``orders``) and the search mode choose what to fill next. Scores are model log-probabilities (temperature 1,
 before banning) of the chosen tokens; for one position per step they add up to the exact chain-rule
-log-probability of the output under the order that was followed (``sequence_logprob`` recomputes it for a given target).
+log-probability of the output under the order that was followed (``sequence_logprob`` recomputes it for a given
+target).
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
 
     banned: ids never generated (e.g. the tokenizer's special ids); banned_last: ids never in a target's last slot
     (``Tokenizer.blank_ids``, see ``state.Bans``). force: teacher-force these targets (the chosen
-    positions are filled with the given tokens; used by ``sequence_logprob``). on_step: called with each step's log-probs.
-    examples: each source's index in the whole input (default 0..B-1): random orders and sampling draw from the
+    positions are filled with the given tokens; used by ``sequence_logprob``). on_step: called with each step's
+    log-probs. examples: each source's index in the whole input (default 0..B-1): random orders and sampling draw from the
     stream of (``cfg.seed``, that index), so an output does not depend on which sentences share its batch.
-    end_id: the end marker of a model fine-tuned with ``end_marker`` (None: none). Returns one ``Hypothesis`` per example (the best beam). Runs under :func:`inference`; the model should be in
-    eval mode.
+    end_id: the end marker of a model fine-tuned with ``end_marker`` (None: none). Returns one ``Hypothesis`` per
+    example (the best beam). Runs under :func:`inference`; the model should be in eval mode.
     """
     _validate(model, src, tgt_lengths, cfg, force)
     examples = list(range(len(src))) if examples is None else list(examples)
