@@ -252,7 +252,7 @@ def test_objective_rejects_uni_attention_and_bi_data():
 def test_neighbour_unlikelihood_brute_force():
     """The unlikelihood term = a loop over predictions and their two neighbours: a neighbour counts when it is a
     target token, the prediction's query sees it and it differs from the label."""
-    from plmgen.objectives.seq2seq import neighbour_unlikelihood
+    from plmgen.objectives.seq2seq import neighbour_candidates, neighbour_unlikelihood
 
     g = torch.Generator().manual_seed(4)
     batch, _, _ = _batch(g, B=5, vocab=12)  # a small vocabulary: neighbours often repeat the label
@@ -261,7 +261,8 @@ def test_neighbour_unlikelihood_brute_force():
     labels = ids.gather(1, sm.target_pos)
     logits = torch.randn(*labels.shape, 1000, generator=g)
     logp = torch.log_softmax(logits, -1)
-    loss, count = neighbour_unlikelihood(logp, labels, ids, target, sm)
+    cand, ok = neighbour_candidates(labels, ids, target, sm)
+    loss, count = neighbour_unlikelihood(logp.gather(2, cand), ok, sm.target_valid)
     want, n, skipped_equal = 0.0, 0, 0
     B, P = labels.shape
     for b in range(B):

@@ -114,10 +114,12 @@ def masked_ce(logits: Tensor, labels: Tensor, valid: Tensor, smoothing: float = 
     return masked_nll(F.log_softmax(logits.float(), dim=-1), labels, valid, smoothing)
 
 
-def masked_nll(logp: Tensor, labels: Tensor, valid: Tensor, smoothing: float = 0.0) -> tuple[Tensor, int]:
+def masked_nll(logp: Tensor, labels: Tensor, valid: Tensor, smoothing: float = 0.0,
+               label_logp: Tensor | None = None) -> tuple[Tensor, int]:
     """``masked_ce`` from log-probabilities [.., V] already computed (a caller that needs them for another term
-    too skips a second log-softmax over the vocabulary, the largest cost of a small model's step)."""
-    nll = -logp.gather(-1, labels[..., None])[..., 0]
+    too skips a second log-softmax over the vocabulary, the largest cost of a small model's step); ``label_logp``
+    [..]: the labels' entries of ``logp`` when the caller gathered them already."""
+    nll = -(logp.gather(-1, labels[..., None])[..., 0] if label_logp is None else label_logp)
     if smoothing > 0:  # torch's label_smoothing: (1 − ε)·nll + ε·mean over the vocabulary of −log p
         nll = (1 - smoothing) * nll - smoothing * logp.mean(-1)
     w = valid.to(nll.dtype)
