@@ -7,7 +7,7 @@ helps then (see README, "Busy machines").
 
 Allocator: torch's CPU tensors come from glibc's ``malloc``, which by default hands blocks above a (dynamic)
 threshold back to the kernel when they are freed and trims the heap's free top; a training step that frees its
-activations every step then page-faults them in again the next one (~12,000 faults per step of ``bench train``'s
+activations every step then page-faults them in again the next one (5,000–16,000 faults per step of ``bench train``'s
 plm, ~25 ms). :func:`keep_freed_memory` keeps freed memory of up to 32 MiB per block in the process for reuse.
 """
 

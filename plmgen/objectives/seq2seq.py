@@ -216,16 +216,16 @@ class Seq2SeqObjective(Objective):
         sm = self.sample(batch, generator)
         out, logits, labels = two_stream_logits(model, batch, sm, None)
         logp = torch.log_softmax(logits.float(), dim=-1)  # [B, P, V] once, for both terms
-        picked = cand = None
+        picked = None  # [B, P, 3] the labels' and both neighbours' log-probs, when the unlikelihood term is on
         if self.s2s.unlikelihood > 0:
             cand, ok = neighbour_candidates(labels, batch["input_ids"], batch["target"] & batch["valid"], sm)
             # One gather for the labels and both neighbours: its backward is one zero-filled [B, P, V] scatter
             # instead of three (their fills were ~8 % of the demo fine-tuning step under torch.profiler).
             picked = logp.gather(2, torch.cat([labels[:, :, None], cand], 2))  # [B, P, 3]
-        label_logp = None if picked is None else picked[:, :, 0]
-        loss, n = masked_nll(logp, labels, sm.target_valid, self.s2s.label_smoothing, label_logp)
+        loss, n = masked_nll(logp, labels, sm.target_valid, self.s2s.label_smoothing,
+                             None if picked is None else picked[:, :, 0])
         terms, weights, n_tokens = {self.name: loss}, {self.name: 1.0}, {self.name: n}
-        if cand is not None:
+        if picked is not None:
             terms["unlikelihood"], n_tokens["unlikelihood"] = neighbour_unlikelihood(picked[:, :, 1:], ok,
                                                                                      sm.target_valid)
             weights["unlikelihood"] = self.s2s.unlikelihood
