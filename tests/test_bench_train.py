@@ -75,3 +75,17 @@ def test_bench_train_prints_mfu_and_mask_share(monkeypatch, capsys, experiment, 
     share = float(re.search(r"^mask share bf16: (\S+)$", out, re.M).group(1))
     assert 0 < mfu and 0 < share < 1
     assert "executed" in out and "before:" in out and "after:" in out
+
+
+def test_mfu_judges_each_step_against_its_adjacent_matmul_windows(monkeypatch):
+    """A window before the first timed step and one after every step; step k's reference is the better of the two
+    around it, and the MFU is the median of flops / seconds / reference over the steps."""
+    rates = iter([2e9, 8e9, 4e9, 1e9])  # windows: before step 0, after steps 0, 1, 2
+    monkeypatch.setattr(bench, "matmul_rate", lambda *a, **kw: next(rates))
+    cfg = bench.ExperimentConfig.from_yaml("experiments/configs/tiny.yaml")
+    cfg = bench.dataclasses.replace(cfg, data=bench.dataclasses.replace(cfg.data, batch_size=2))
+    res = bench.measure(cfg, "cpu", True, steps=3, warmup=1, window=64)
+    assert res["windows"] == [2e9, 8e9, 4e9, 1e9]
+    assert res["ref"] == [8e9, 8e9, 4e9]
+    per_step = sorted(res["flops"] / t / r for t, r in zip(res["times"], res["ref"]))
+    assert res["mfu_adjacent"] == pytest.approx(per_step[1])
