@@ -37,6 +37,7 @@ from ..errors import UserError
 from ..files import atomic_write_text
 from ..decoding import decode
 from ..decoding.search import inference
+from ..decoding.translate import load_translator
 from ..model import XLNet
 
 SEP, PAD = 4, 5
@@ -144,6 +145,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
         raise UserError(f"--repeats must be an int >= 1, got {repeats!r}")
     bf16 = precision == "bf16"
     tgt_len = steps
+    tr = load_translator(checkpoint) if checkpoint else None  # a bad checkpoint fails now, not minutes later
     model, src, gen = _random_model_and_sources(batch, src_len, d_model, n_layer, vocab_size, seed, device)
     lens = [tgt_len] * batch
     res: dict = {"config": f"d_model {d_model}, {n_layer} layers, vocab {vocab_size}, random weights; batch {batch}, "
@@ -159,7 +161,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     for r in prow:
         print(f"parallel k={r['k']}: mean steps {r['mean_steps']:.1f} ({r['seconds']:.2f} s)")
 
-    spec_md = speculative_table(checkpoint, limit, precision, repeats, res) if checkpoint else []
+    spec_md = speculative_table(tr, checkpoint, limit, precision, repeats, res) if checkpoint else []
     bleu_md = dev_bleu_rows(checkpoint, dev_limit, [r["k"] for r in prow], precision) if checkpoint else []
     md = _report(res, repeats, lines, hf_lines, prow, bleu_md, spec_md, src_len, precision)
     run_dir = Path(checkpoint).resolve().parent.parent if checkpoint else Path("runs")
@@ -280,13 +282,11 @@ def speculative_rows(tr, sources: list[list[int]], order: str, ks=(2, 4, 8), bat
     return rows
 
 
-def speculative_table(checkpoint: str, limit: int, precision: str, repeats: int, res: dict) -> list[str]:
-    """The speculative table (l2r and confidence, k = 2, 4, 8, batch 1 and 32) on the checkpoint's test split;
-    prints the two tracked ratios, returns markdown lines."""
+def speculative_table(tr, checkpoint: str, limit: int, precision: str, repeats: int, res: dict) -> list[str]:
+    """The speculative table (l2r and confidence, k = 2, 4, 8, batch 1 and 32) on the test split of ``tr`` (loaded
+    from ``checkpoint``); prints the two tracked ratios, returns markdown lines."""
     from ..decoding.generate import read_inputs
-    from ..decoding.translate import load_translator
 
-    tr = load_translator(checkpoint)
     texts, _, what = read_inputs(None, "test", None, None, tr, limit)
     sources = tr.tokenizer.encode_batch(texts)
     rows = [r for order in ("l2r", "confidence") for batch in (1, 32)
@@ -314,7 +314,6 @@ def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int], precision: str = "
     """BLEU of confidence-order parallel decoding (k per step) on the first ``limit`` dev sentences of a checkpoint's
     data, predicted lengths; prints one line per k and returns markdown lines."""
     from ..decoding.generate import generate, read_inputs
-    from ..decoding.translate import load_translator
     from ..evaluation import corpus_scores
 
     _, refs, _ = read_inputs(None, "dev", None, None, load_translator(checkpoint), limit)
