@@ -16,7 +16,8 @@ class DecodeConfig(YamlConfig):
     order: a name from ``plmgen.decoding.orders.ORDERS`` (l2r, r2l, random, middle-out, balanced-tree, confidence,
     entropy, margin, parallel, threshold). beam > 1: beam search over (position, token) pairs. sample: ancestral
     sampling with temperature / top_k (0 = off) / top_p (1 = off); temperature 0 = greedy. k_per_step: positions
-    filled per step; threshold: fill every open position with max-probability above it (adaptive orders).
+    filled per step; threshold: fill every open position with max-probability above it (adaptive orders);
+    window: W > 0 lets an adaptive order query and choose among the W leftmost open positions only (0 = all).
     refine_iters: mask-predict refinement iterations after the fill. max_len: longest target allowed.
     max_segment: context tokens (source + <sep>) in the final segment; earlier ones go through memory.
     bf16: bfloat16 autocast. backend: "cache" (incremental, exact) or "recompute" (naive reference).
@@ -32,6 +33,7 @@ class DecodeConfig(YamlConfig):
     top_p: float = 1.0
     k_per_step: int = 1
     threshold: float | None = None
+    window: int = 0
     refine_iters: int = 0
     seed: int = 0  # decoding: sentence i's random order from (seed, i), its samples from (seed + 1, i)
     max_len: int = 256
@@ -47,13 +49,15 @@ class DecodeConfig(YamlConfig):
         check(self.order in ORDERS, n, f"order {self.order!r} is unknown; choose one of {', '.join(ORDERS)}")
         for f in ("beam", "k_per_step", "max_len", "max_segment"):
             check(isinstance(getattr(self, f), int) and getattr(self, f) >= 1, n, f"{f} must be an int >= 1, got {getattr(self, f)!r}")
-        for f in ("top_k", "refine_iters", "seed"):
+        for f in ("top_k", "refine_iters", "seed", "window"):
             check(isinstance(getattr(self, f), int) and getattr(self, f) >= 0, n, f"{f} must be an int >= 0, got {getattr(self, f)!r}")
         check(self.temperature >= 0, n, f"temperature must be >= 0, got {self.temperature!r}")
         check(0.0 < self.top_p <= 1.0, n, f"top_p must be in (0, 1], got {self.top_p!r}")
         check(self.threshold is None or 0.0 < self.threshold < 1.0, n, f"threshold must be in (0, 1), got {self.threshold!r}")
         check(self.threshold is None or ORDERS[self.order].adaptive, n,
                     f"threshold needs an adaptive order (confidence, entropy, margin, threshold), not {self.order!r}")
+        check(not self.window or ORDERS[self.order].adaptive, n,
+              f"window needs an adaptive order (confidence, entropy, margin, parallel, threshold), not {self.order!r}")
         check(self.beam == 1 or not self.sample, n, "beam > 1 cannot be combined with sample")
         check(self.beam == 1 or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
                     "beam > 1 fills one position per step: use k_per_step 1 and no threshold")

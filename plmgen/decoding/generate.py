@@ -8,7 +8,8 @@ scores against the references with sacrebleu. ``--orders a,b,c`` (optionally × 
 a markdown table (BLEU, chrF, steps, tokens/s) plus PNG plots.
 
 An order spec is a strategy name from ``plmgen.decoding.ORDERS``, optionally with ``@N`` (positions filled per
-step, e.g. ``parallel@4``) or ``@P`` with 0 < P < 1 (a confidence threshold, e.g. ``threshold@0.7``).
+step, e.g. ``parallel@4``), ``@P`` with 0 < P < 1 (a confidence threshold, e.g. ``threshold@0.7``) or ``@wW`` (an
+adaptive order choosing among the W leftmost open positions only, e.g. ``entropy@w2``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ MAX_LENGTH_FACTOR = 4  # --length N up to 4x the training sequence length
 
 
 def parse_order_spec(spec: str, flag: str = "--order") -> dict:
-    """``name`` | ``name@N`` | ``name@P`` -> DecodeConfig fields (order, k_per_step / threshold)."""
+    """``name`` | ``name@N`` | ``name@P`` | ``name@wW`` -> DecodeConfig fields (order, k_per_step / threshold /
+    window)."""
     from plmgen.decoding.orders import ORDERS
 
     name, _, arg = spec.strip().partition("@")
@@ -39,6 +41,10 @@ def parse_order_spec(spec: str, flag: str = "--order") -> dict:
         raise UserError(f"{flag}: unknown order {name!r}; choose one of {', '.join(ORDERS)}")
     if not arg:
         return {"order": name}
+    if arg.startswith("w"):
+        if not (arg[1:].isdigit() and int(arg[1:]) >= 1 and ORDERS[name].adaptive):
+            raise UserError(f"{flag}: {spec!r}: a window is NAME@wW with an adaptive order and an integer W >= 1")
+        return {"order": name, "window": int(arg[1:])}
     try:
         value = float(arg)
     except ValueError:
@@ -114,7 +120,8 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         data: data folder for --split (default: the one the checkpoint was trained on).
         ref: references for --input / --text (needed by --evaluate and --length oracle).
         order: decoding order: l2r, r2l, random, middle-out, balanced-tree, confidence, entropy, margin, parallel,
-            threshold; NAME@N fills N positions per step, NAME@P uses a confidence threshold P.
+            threshold; NAME@N fills N positions per step, NAME@P uses a confidence threshold P, NAME@wW lets an
+            adaptive order choose among the W leftmost open positions only.
         length: target length: predict (length head), oracle (reference length) or a fixed N.
         length_beam: with --length predict: decode the top-N lengths, keep the best per-token log-probability.
         beam: beam size over (position, token) pairs (1 = greedy).

@@ -14,6 +14,10 @@ interval first). Adaptive ("easy-first"): ``confidence`` (highest max-probabilit
 ``margin`` (largest top-1 − top-2 log-prob gap). Parallel: any order fills ``k`` positions per step (fixed orders:
 their next k; adaptive: the k best); ``threshold`` fills every open position whose max-probability exceeds p (at
 least the best one); ``parallel`` and ``threshold`` are the confidence order with k / p set.
+
+Window: an adaptive order with ``window = W`` > 0 queries and chooses among the W leftmost open positions only
+(easy-first inside a sliding window; W = 1 is left to right, W = 0 every open position). It measures how much
+adaptivity a model can afford, and it queries W rows per step instead of every open one.
 """
 
 from __future__ import annotations
@@ -39,13 +43,16 @@ class Order:
     name = ""
     adaptive = False
 
-    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0):
+    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0, window: int = 0):
         if k < 1:
-            raise UserError(f"--k_per_step must be >= 1, got {k}")
+            raise UserError(f"--order {self.name}@{k}: positions per step must be >= 1")
         if threshold is not None and not self.adaptive:
-            raise UserError(f"--threshold needs an adaptive order (confidence, entropy, margin, threshold), "
-                            f"not {self.name!r}")
-        self.k, self.threshold, self.seed = k, threshold, seed
+            raise UserError(f"--order {self.name}@{threshold}: a threshold needs an adaptive order (confidence, "
+                            f"entropy, margin, threshold)")
+        if window < 0 or (window and not self.adaptive):
+            raise UserError(f"--order {self.name}@w{window}: a window needs an adaptive order (confidence, entropy, "
+                            f"margin, parallel, threshold) and W >= 1")
+        self.k, self.threshold, self.seed, self.window = k, threshold, seed, window
 
     def init(self, lengths: list[int], L: int, device, examples: Sequence[int] | None = None) -> Tensor | None:
         """Per-example plan [B, L] (fixed orders; padded with 0) or None. ``examples``: each row's index in the
@@ -143,10 +150,20 @@ class PriorityOrder(Order):
         raise NotImplementedError
 
     def queries(self, open_: Tensor, n_filled: Tensor, plan: Tensor | None) -> tuple[Tensor, Tensor]:
+        q_pos, ok = self.open_positions(open_)
+        return (q_pos[:, : self.window], ok[:, : self.window]) if self.window else (q_pos, ok)
+
+    @staticmethod
+    def open_positions(open_: Tensor) -> tuple[Tensor, Tensor]:
+        """Every open slot, left to right -> (q_pos [B, Q] (0 where not ok), ok [B, Q]), Q = most open in a row."""
         Q = int(open_.sum(1).max())
         first = torch.sort((~open_).to(torch.int8), dim=1, stable=True).indices[:, :Q]  # open slots first, in order
         ok = open_.gather(1, first)
         return first * ok, ok
+
+    def in_window(self, ok: Tensor) -> Tensor:
+        """ok [.., Q] over positions in left-to-right order -> only the first ``window`` ok ones stay True."""
+        return ok & (ok.long().cumsum(-1) <= self.window) if self.window else ok
 
     def rank_positions(self, logp: Tensor, q_ok: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """Queried rows sorted by priority (highest first), the first ``n`` kept -> (sel [B, n'], sel_ok)."""
@@ -199,8 +216,8 @@ class Threshold(Confidence):
 
     name = "threshold"
 
-    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0):
-        super().__init__(k, 0.9 if threshold is None else threshold, seed)
+    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0, window: int = 0):
+        super().__init__(k, 0.9 if threshold is None else threshold, seed, window)
 
 
 ORDERS: dict[str, type[Order]] = {c.name: c for c in (L2R, R2L, RandomOrder, MiddleOut, BalancedTree, Confidence,
@@ -208,7 +225,7 @@ ORDERS: dict[str, type[Order]] = {c.name: c for c in (L2R, R2L, RandomOrder, Mid
 
 
 def get_order(name: str, **kw) -> Order:
-    """An order strategy by name; ``kw``: k (positions per step), threshold, seed."""
+    """An order strategy by name; ``kw``: k (positions per step), threshold, seed, window."""
     if name not in ORDERS:
         raise UserError(f"unknown --order {name!r}; choose one of {', '.join(ORDERS)}")
     return ORDERS[name](**kw)

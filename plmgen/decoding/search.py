@@ -64,7 +64,7 @@ def decode_layout(model: XLNet, layout: DecodeLayout, cfg: DecodeConfig, *, bann
     (``cache.encode_context``: the translate API encodes each source once for the length head and the decoder).
     examples: as in ``decode`` (default 0..B-1). Call it inside :func:`inference`."""
     examples = list(range(layout.batch)) if examples is None else list(examples)
-    order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed)
+    order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed, window=cfg.window)
     forced = None
     if force is not None:
         forced = torch.full((layout.batch, int(layout.tgt_len.max())), layout.pad_id, dtype=torch.long)

@@ -46,11 +46,12 @@ def _levels(order: Order, plan: Tensor | None, open0: Tensor, n_filled: Tensor, 
         col = n_filled[:, None, None] + torch.arange(k + 1, device=dev)[None, :, None] + torch.arange(W, device=dev)
         ok = col < n_len[:, None, None]  # [R, k+1, W]
         return plan.gather(1, col.clamp(max=L - 1).view(R, -1)).view(R, k + 1, W) * ok, ok
-    q_pos, q_ok = order.queries(open0, n_filled, plan)  # [R, Q] every open position
+    q_pos, q_ok = order.open_positions(open0)  # [R, Q] every open position
     drafted = torch.zeros(R, k + 1, q_pos.shape[1], dtype=torch.bool, device=dev)
     hit = (q_pos[:, None, :] == d_pos[:, :, None]) & d_ok[:, :, None]  # [R, k, Q] query row q is draft i
     drafted[:, 1:] = hit.long().cumsum(1) > 0  # level i: drafts 1..i are filled
-    return q_pos[:, None, :].expand(R, k + 1, -1) * 1, q_ok[:, None, :] & ~drafted
+    # A windowed order's level i queries the first W slots still open there (drafts 1..i filled).
+    return q_pos[:, None, :].expand(R, k + 1, -1) * 1, order.in_window(q_ok[:, None, :] & ~drafted)
 
 
 def _sample(p: Tensor, u: Tensor) -> Tensor:

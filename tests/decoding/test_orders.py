@@ -78,3 +78,45 @@ def test_unknown_order_lists_choices():
         DecodeConfig(order="sideways")
     with pytest.raises(UserError, match="threshold"):
         DecodeConfig(order="l2r", threshold=0.5)
+
+
+@pytest.mark.parametrize("order", ["confidence", "entropy", "parallel"])
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_window_fills_only_among_the_leftmost_open_positions(order, window):
+    """Replaying the trace: every position filled at a step is among the W leftmost still open before it."""
+    m = model()
+    lens = [1, 5, 8]
+    k = 2 if order == "parallel" else 1
+    hyps = decode(m, [[7, 8], [9], [10, 11, 12]], lens,
+                  DecodeConfig(order=order, k_per_step=k, window=window, seed=4), sep_id=SEP, pad_id=PAD)
+    for h, n in zip(hyps, lens):
+        still_open = list(range(n))
+        for step in h.trace:
+            assert set(step) <= set(still_open[:window]), (h.trace, window)
+            still_open = [p for p in still_open if p not in step]
+        assert not still_open
+
+
+def test_window_one_is_left_to_right_and_a_wide_window_is_the_plain_order():
+    m = model()
+    src, lens = [[7, 8], [9], [10, 11, 12]], [3, 6, 8]
+
+    def run(**kw):
+        return [(h.tokens, h.trace) for h in decode(m, src, lens, DecodeConfig(**kw), sep_id=SEP, pad_id=PAD)]
+
+    assert run(order="confidence", window=1) == run(order="l2r")
+    assert run(order="entropy", window=8) == run(order="entropy")
+    assert run(order="entropy", window=2) != run(order="entropy")  # the window changes this tiny model's choices
+
+
+def test_window_needs_an_adaptive_order():
+    from plmgen.decoding.generate import parse_order_spec
+
+    assert parse_order_spec("entropy@w3") == {"order": "entropy", "window": 3}
+    for bad in ("l2r@w2", "confidence@w0", "confidence@wx", "confidence@w-1"):
+        with pytest.raises(UserError, match="window"):
+            parse_order_spec(bad)
+    with pytest.raises(UserError, match="window"):
+        DecodeConfig(order="balanced-tree", window=2)
+    with pytest.raises(UserError, match="window"):
+        get_order("r2l", window=2)

@@ -41,6 +41,14 @@ def test_greedy_speculative_equals_sequential(m, order, k):
     assert all(1 <= h.passes <= h.steps for h in spec)  # every pass yields at least one token
 
 
+@pytest.mark.parametrize("order", ["confidence", "entropy", "margin"])
+@pytest.mark.parametrize("window", [1, 2, 4])
+def test_greedy_speculative_equals_sequential_in_a_window(m, order, window):
+    """Each level's window is the W leftmost slots still open once the drafts before it are filled."""
+    seq = dec(m, order=order, window=window)
+    assert_same(dec(m, order=order, window=window, speculate=3), seq)
+
+
 @pytest.mark.parametrize("order", ["l2r", "confidence"])
 def test_speculative_on_the_recompute_backend(m, order):
     """The verify pass's level masks mean the same thing in the naive full recompute."""
