@@ -282,3 +282,32 @@ def test_bench_speculative_rows_assert_identical_outputs(ckpt):
     rows = speculative_rows(tr, srcs, "confidence", ks=(2,), batch=2, repeats=1)
     assert [r["k"] for r in rows] == [2] and 1.0 <= rows[0]["tokens_per_pass"] <= 3.0
     assert rows[0]["passes"] <= rows[0]["tokens"] and rows[0]["wall_ratio"] > 0
+
+
+def test_window_study_tables_and_resume(ckpt, tmp_path, monkeypatch):
+    """experiments/run_window.py: every spec decoded once, the gap table and per-checkpoint table written with
+    provenance; a rerun reads the per-decode records instead of decoding again."""
+    import importlib.util
+
+    import plmgen.decoding.generate as gen_mod
+
+    spec = importlib.util.spec_from_file_location("run_window", ROOT / "experiments" / "run_window.py")
+    rw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rw)
+    path, _, _ = ckpt
+    kw = dict(checkpoints=str(path), orders="confidence", windows="2", precision="fp32", limit=5, bootstrap=20,
+              work=str(tmp_path / "work"), out=str(tmp_path / "out"))
+    dest = rw.run_window(**kw)
+    text = (dest / "README.md").read_text(encoding="utf-8")
+    for row in ("| l2r |", "| confidence@w2 |", "| confidence |"):
+        assert text.count(row) == 2, row  # the gap table and the checkpoint's table
+    res = json.loads((dest / "results.json").read_text(encoding="utf-8"))
+    label = path.resolve().parents[2].name
+    assert set(res["rows"][label]) == {"l2r", "confidence@w2", "confidence"}
+    assert res["provenance"]["checkpoints"][label]["sha256"] and res["provenance"]["git_commit"]
+
+    def no_decoding(**_):
+        raise AssertionError("decoded again instead of resuming")
+
+    monkeypatch.setattr(gen_mod, "generate", no_decoding)
+    assert (rw.run_window(**kw) / "README.md").read_text(encoding="utf-8") == text

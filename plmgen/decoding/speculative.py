@@ -10,7 +10,7 @@ query rows:
   fills before it), so the keys/values of accepted drafts written by this pass are exact.
 - Level i's query rows see the context, every earlier token, ``c`` and ``d_1 .. d_i``: exactly the state sequential
   decoding is in after accepting i drafts. Fixed orders query their next W = k + 1 plan positions there, adaptive
-  orders every open position.
+  orders every open position (a windowed one the first window + k open slots, its window at every level).
 - Walking the levels, level i makes sequential decoding's choice (the order picks the position, greedy takes the
   argmax / sampling draws a token); while it equals ``d_{i+1}`` the draft is accepted. At the first difference (or
   after the last draft) that choice becomes the next ``c``; the rejected drafts' slots are forgotten. Each pass so
@@ -46,7 +46,8 @@ def _levels(order: Order, plan: Tensor | None, open0: Tensor, n_filled: Tensor, 
         col = n_filled[:, None, None] + torch.arange(k + 1, device=dev)[None, :, None] + torch.arange(W, device=dev)
         ok = col < n_len[:, None, None]  # [R, k+1, W]
         return plan.gather(1, col.clamp(max=L - 1).view(R, -1)).view(R, k + 1, W) * ok, ok
-    q_pos, q_ok = order.open_positions(open0)  # [R, Q] every open position
+    q_pos, q_ok = order.open_positions(open0)  # [R, Q] every open position (a window's levels: the first W)
+    q_pos, q_ok = q_pos[:, :W], q_ok[:, :W]
     drafted = torch.zeros(R, k + 1, q_pos.shape[1], dtype=torch.bool, device=dev)
     hit = (q_pos[:, None, :] == d_pos[:, :, None]) & d_ok[:, :, None]  # [R, k, Q] query row q is draft i
     drafted[:, 1:] = hit.long().cumsum(1) > 0  # level i: drafts 1..i are filled
@@ -85,6 +86,8 @@ def speculative(model, layout, order: Order, cfg, bans: Bans, forced, on_step, e
         open0 = st.open.clone()  # c already recorded; drafts not
         n0 = st.n_filled.clone()
         W = k + 1 if fixed else int(open0.sum(1).max())
+        if order.window:  # level i's window lies in the first window + i open slots
+            W = min(W, order.window + k)
         fills = (c_pos, c_tok, c_ok), (d_pos, d_tok, d_ok)
         q_pos, q_ok, logp = _verify_pass(order, plan, backend, open0, n0, *fills, W)  # [R, n_lv, W(, V)]
         blp = bans.apply(logp, q_pos, layout.tgt_len - 1)
