@@ -4,7 +4,7 @@
 
 For every checkpoint: l2r, and confidence / entropy / margin with ``@wW`` for each W in ``--windows`` and without a
 window, on the full test split (predicted length, greedy). Each decode is kept under ``--work`` (default
-``runs/window-study/<run>/`` for ``runs/<run>/finetune/checkpoints/*.ckpt``, not tracked: the hypotheses are translations of the Debian help text), so
+``runs/window-study/<run>/`` for ``runs/<run>/[finetune/]checkpoints/*.ckpt``, not tracked: the hypotheses are translations of the Debian help text), so
 a rerun after an interruption only decodes what is missing. The tables go to ``--out`` (default
 ``runs/window-study/``; ``--record`` writes ``experiments/results/orders/window/`` instead): per checkpoint BLEU,
 chrF, % of hypotheses with an immediately repeated word, steps, tokens/s and the paired-bootstrap p against the
@@ -116,7 +116,8 @@ def run_window(checkpoints: str, orders: str = "confidence,entropy,margin", wind
     work_root = Path(work) if work else ROOT / "runs" / "window-study"
     per_ckpt, prov = {}, {"checkpoints": {}, **environment()}
     for p in paths:
-        label = p.resolve().parents[2].name  # runs/<label>/finetune/checkpoints/last.ckpt
+        run_dir = p.resolve().parents[1]  # runs/<label>/finetune/checkpoints/x.ckpt or runs/<label>/checkpoints/x.ckpt
+        label = run_dir.parent.name if run_dir.name == "finetune" else run_dir.name
         if label in per_ckpt:
             label = f"{label}-{len(per_ckpt)}"
         folder = work_root / label

@@ -302,7 +302,7 @@ def test_window_study_tables_and_resume(ckpt, tmp_path, monkeypatch):
     for row in ("| l2r |", "| confidence@w2 |", "| confidence |"):
         assert text.count(row) == 2, row  # the gap table and the checkpoint's table
     res = json.loads((dest / "results.json").read_text(encoding="utf-8"))
-    label = path.resolve().parents[2].name
+    label = path.resolve().parents[1].name  # <run>/checkpoints/last.ckpt
     assert set(res["rows"][label]) == {"l2r", "confidence@w2", "confidence"}
     assert res["provenance"]["checkpoints"][label]["sha256"] and res["provenance"]["git_commit"]
 

@@ -289,3 +289,37 @@ def test_unlikelihood_term_is_weighted_and_trains():
     torch.testing.assert_close(out.loss, sum(out.weights[k] * out.terms[k] for k in out.terms))
     out.loss.backward()
     assert model.mask_emb.grad is not None
+
+
+def test_local_order_swaps_only_near_slots_and_width_one_is_l2r():
+    """Brute force over slot pairs: a later slot ranked before an earlier one is less than local_width away."""
+    target = torch.ones(200, 12, dtype=torch.bool)
+    target[:100, :3] = False  # rows with the target after a 3-token source
+    local = torch.full((200,), ORDER_IDS["local"])
+    for width in (1.0, 2.0, 3.5):
+        rank = target_ranks(target, local, torch.Generator().manual_seed(3), local_width=width)
+        swaps = 0
+        for b in range(200):
+            slots = target[b].nonzero()[:, 0].tolist()
+            assert sorted(rank[b, slots].tolist()) == list(range(len(slots)))
+            assert bool((rank[b][~target[b]] == -1).all())
+            for a, i in enumerate(slots):
+                for j in slots[a + 1:]:
+                    if rank[b, j] < rank[b, i]:
+                        assert j - i < width, (width, b, i, j)
+                        swaps += 1
+        if width == 1.0:
+            assert swaps == 0  # left to right
+        else:
+            assert swaps > 100  # the jitter does reorder
+    l2r = target_ranks(target, torch.full((200,), ORDER_IDS["l2r"]))
+    assert torch.equal(target_ranks(target, local, torch.Generator().manual_seed(0), local_width=1.0), l2r)
+
+
+def test_uniform_ranks_unchanged_by_the_local_order():
+    """The uniform order's ranks are the random key's argsort among the target slots, as before."""
+    target = torch.tensor([[False, True, True, True, True, True]] * 50)
+    rank = target_ranks(target, torch.full((50,), ORDER_IDS["uniform"]), torch.Generator().manual_seed(7))
+    u = torch.rand(50, 6, generator=torch.Generator().manual_seed(7))
+    want = torch.argsort(torch.argsort(torch.where(target, u, 2.0), 1), 1)
+    assert torch.equal(rank, torch.where(target, want, -1))

@@ -11,7 +11,7 @@ from .base import YamlConfig, check
 
 # --- seq2seq fine-tuning ---------------------------------------------------------------------------------------------
 
-SEQ2SEQ_ORDERS = ("uniform", "l2r", "r2l")
+SEQ2SEQ_ORDERS = ("uniform", "l2r", "r2l", "local")
 
 
 def parse_weighted(spec: str, choices: tuple[str, ...], field: str) -> list[tuple[str, float]]:
@@ -47,7 +47,10 @@ def parse_order_mix(spec: str) -> list[tuple[str, float]]:
 class Seq2SeqConfig(YamlConfig):
     """Knobs of the seq2seq objective (layout ``[source <sep> target]``, see plmgen/objectives/seq2seq.py)."""
 
-    order: str = "uniform"  # factorization orders of the target: uniform | l2r | r2l | a mix "l2r:0.5,uniform:0.5"
+    order: str = "uniform"  # factorization orders of the target: uniform | l2r | r2l | local | a mix "l2r:0.5,uniform:0.5"
+    # local: left to right with jitter, slot j ranked by j + local_width·u (u uniform in [0, 1)): two slots can swap
+    # only when less than local_width apart (1 = l2r) — the orders an adaptive decoder in a small window takes
+    local_width: float = 3.0
     predict_fraction: float = 1.0  # share of target tokens predicted per example (the earliest-ranked rest = context)
     # fixed: every example predicts ceil(predict_fraction·L) tokens; uniform: each example draws how many, uniformly
     # from 1..ceil(predict_fraction·L) (Mask-Predict's masking, so refinement sees every amount of context)
@@ -68,6 +71,7 @@ class Seq2SeqConfig(YamlConfig):
     def __post_init__(self) -> None:
         n = "Seq2SeqConfig"
         parse_order_mix(self.order)
+        check(self.local_width >= 1.0, n, f"local_width must be >= 1, got {self.local_width!r}")
         check(0.0 < self.predict_fraction <= 1.0, n, f"predict_fraction must be in (0, 1], got {self.predict_fraction!r}")
         check(self.predict_sampling in ("fixed", "uniform"), n,
                     f"predict_sampling must be fixed or uniform, got {self.predict_sampling!r}")

@@ -4,7 +4,7 @@ Legend: B batch, T length, P predicted positions, d model dim, V vocab, L length
 
 Layout (``plmgen.data.parallel``): source and <sep> carry segment 0 and rank −1 (context: fully visible to each other and to the
 target, never see it); the target carries segment 1 and a rank per token from a factorization order sampled per
-example (``uniform`` random permutation, ``l2r``, ``r2l``, or a mix). *Every* target token keeps its rank, so the
+example (``uniform`` random permutation, ``l2r``, ``r2l``, ``local`` (left to right with jitter), or a mix). *Every* target token keeps its rank, so the
 content stream sees exactly what the incremental decoder will see (a filled slot sees the source and the slots
 filled before it); with ``predict_fraction < 1`` only the last-ranked share is predicted, the earlier-ranked rest
 acts as already-decoded context; ``predict_sampling uniform`` draws that share per example (Mask-Predict style). Masks come from the pure function ``seq2seq_masks`` (brute-force leak tested).
@@ -40,7 +40,7 @@ from .mass import MassObjective
 
 # --- pure functions: orders -> ranks -> masks ----------------------------------------------------------------------
 
-ORDER_IDS = {"l2r": 0, "r2l": 1, "uniform": 2}  # the per-row order code of ``sample_orders``/``target_ranks``
+ORDER_IDS = {"l2r": 0, "r2l": 1, "uniform": 2, "local": 3}  # per-row order code (``sample_orders``/``target_ranks``)
 
 
 def sample_orders(spec: str, B: int, generator: torch.Generator | None = None, device=None) -> Tensor:
@@ -56,14 +56,17 @@ def sample_orders(spec: str, B: int, generator: torch.Generator | None = None, d
     return codes
 
 
-def target_ranks(target: Tensor, orders: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def target_ranks(target: Tensor, orders: Tensor, generator: torch.Generator | None = None,
+                 local_width: float = 3.0) -> Tensor:
     """target [B, T] bool, orders [B] codes -> rank [B, T] long: target tokens ranked 0..L−1 by each row's order
-    (l2r, r2l, or a uniformly random permutation), the rest −1."""
+    (l2r, r2l, a uniformly random permutation, or local: by j + local_width·u), the rest −1."""
     B, T = target.shape
     j = torch.cumsum(target.long(), 1) - 1  # place of each target token, left to right
     L = target.sum(1, keepdim=True)
-    shuffled = rank_of(torch.where(target, uniform((B, T), generator, target.device), 2.0))  # targets first
+    u = uniform((B, T), generator, target.device)
     o = orders[:, None]
+    key = torch.where(o == ORDER_IDS["local"], j + local_width * u, u)  # uniform: a random key per slot
+    shuffled = rank_of(torch.where(target, key, float(T + local_width + 1)))  # targets first
     rank = torch.where(o == ORDER_IDS["l2r"], j, torch.where(o == ORDER_IDS["r2l"], L - 1 - j, shuffled))
     return torch.where(target, rank, -1)
 
@@ -110,7 +113,7 @@ def batch_masks(batch: Batch, cfg: Seq2SeqConfig, generator: torch.Generator | N
     """Sample orders for a collated seq2seq batch (``with_end_marker``'s when cfg.end_marker) -> (rank [B, T], masks)."""
     target = batch["target"] & batch["valid"]
     orders = sample_orders(cfg.order, target.shape[0], generator, target.device)
-    rank = target_ranks(target, orders, generator)
+    rank = target_ranks(target, orders, generator, cfg.local_width)
     predict = predicted_ranks(rank, cfg.predict_fraction, cfg.predict_sampling, generator) >= 0
     return rank, seq2seq_masks(rank, batch["valid"], predict, batch.get("tgt_len_max"), batch.get("end"))
 
