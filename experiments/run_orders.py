@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ORDERS = "l2r,r2l,random,middle-out,balanced-tree,confidence,entropy,margin,parallel@2,parallel@4,threshold@0.9"
+ORDERS = ("l2r,r2l,random,middle-out,balanced-tree,confidence,entropy,margin,confidence@w2,entropy@w2,"
+          "parallel@2,parallel@4,threshold@0.9")
 LENGTHS = "predict,oracle"
 
 
@@ -27,7 +28,7 @@ def run_orders(checkpoint: str, split: str = "test", data: str | None = None, or
         checkpoint: fine-tuned seq2seq checkpoint.
         split: data split to translate (references come with it).
         data: prepared data folder (default: the one the checkpoint was trained on).
-        orders: comma-separated order specs (NAME, NAME@K positions per step, NAME@P threshold).
+        orders: comma-separated order specs (NAME, NAME@K positions per step, NAME@P threshold, NAME@wW window).
         lengths: comma-separated length modes (predict, oracle, N).
         length_beam: top-K predicted lengths decoded per source in the predict mode.
         limit: first N sentences only (0 = all).

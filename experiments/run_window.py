@@ -4,8 +4,8 @@
 
 For every checkpoint: l2r, and confidence / entropy / margin with ``@wW`` for each W in ``--windows`` and without a
 window, on the full test split (predicted length, greedy). Each decode is kept under ``--work`` (default
-``runs/window-study/<run>/`` for ``runs/<run>/[finetune/]checkpoints/*.ckpt``, not tracked: the hypotheses are translations of the Debian help text), so
-a rerun after an interruption only decodes what is missing. The tables go to ``--out`` (default
+``runs/window-study/<run>/`` for ``runs/<run>/[finetune/]checkpoints/*.ckpt``, not tracked: the hypotheses are
+translations of the Debian help text), so a rerun after an interruption only decodes what is missing. The tables go to ``--out`` (default
 ``runs/window-study/``; ``--record`` writes ``experiments/results/orders/window/`` instead): per checkpoint BLEU,
 chrF, % of hypotheses with an immediately repeated word, steps, tokens/s and the paired-bootstrap p against the
 same checkpoint's l2r; across checkpoints the mean ± std of each spec's BLEU gap to l2r. ``results.json`` holds

@@ -47,7 +47,8 @@ def parse_order_mix(spec: str) -> list[tuple[str, float]]:
 class Seq2SeqConfig(YamlConfig):
     """Knobs of the seq2seq objective (layout ``[source <sep> target]``, see plmgen/objectives/seq2seq.py)."""
 
-    order: str = "uniform"  # factorization orders of the target: uniform | l2r | r2l | local | a mix "l2r:0.5,uniform:0.5"
+    # factorization orders of the target: uniform | l2r | r2l | local | a mix "l2r:0.5,uniform:0.5"
+    order: str = "uniform"
     # local: left to right with jitter, slot j ranked by j + local_width·u (u uniform in [0, 1)): two slots can swap
     # only when less than local_width apart (1 = l2r) — the orders an adaptive decoder in a small window takes
     local_width: float = 3.0

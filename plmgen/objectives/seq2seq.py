@@ -4,8 +4,9 @@ Legend: B batch, T length, P predicted positions, d model dim, V vocab, L length
 
 Layout (``plmgen.data.parallel``): source and <sep> carry segment 0 and rank −1 (context: fully visible to each other and to the
 target, never see it); the target carries segment 1 and a rank per token from a factorization order sampled per
-example (``uniform`` random permutation, ``l2r``, ``r2l``, ``local`` (left to right with jitter), or a mix). *Every* target token keeps its rank, so the
-content stream sees exactly what the incremental decoder will see (a filled slot sees the source and the slots
+example (``uniform`` random permutation, ``l2r``, ``r2l``, ``local`` (left to right with jitter), or a mix).
+*Every* target token keeps its rank, so the content stream sees exactly what the incremental decoder will see (a
+filled slot sees the source and the slots
 filled before it); with ``predict_fraction < 1`` only the last-ranked share is predicted, the earlier-ranked rest
 acts as already-decoded context; ``predict_sampling uniform`` draws that share per example (Mask-Predict style). Masks come from the pure function ``seq2seq_masks`` (brute-force leak tested).
 

@@ -84,7 +84,8 @@ def test_end_marker_scores_like_the_training_layout(m):
     torch.testing.assert_close(torch.tensor([h.logprob for h in hyps]), ref, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("kw", [{"order": "confidence", "window": 2}, {"order": "parallel", "k_per_step": 2, "window": 3},
+@pytest.mark.parametrize("kw", [{"order": "confidence", "window": 2},
+                                {"order": "parallel", "k_per_step": 2, "window": 3},
                                 {"order": "margin", "window": 3, "beam": 3}])
 def test_cache_equals_recompute_in_a_window(m, kw):
     assert_same(run(m, kw), run(m, kw, backend="recompute"))
