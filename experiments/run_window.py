@@ -5,7 +5,8 @@
 For every checkpoint: l2r, and confidence / entropy / margin with ``@wW`` for each W in ``--windows`` and without a
 window, on the full test split (predicted length, greedy). Each decode is kept under ``--work`` (default
 ``runs/window-study/<run>/`` for ``runs/<run>/[finetune/]checkpoints/*.ckpt``, not tracked: the hypotheses are
-translations of the Debian help text), so a rerun after an interruption only decodes what is missing. The tables go to ``--out`` (default
+translations of the Debian help text), so a rerun after an interruption only decodes what is missing. The tables go to
+``--out`` (default
 ``runs/window-study/``; ``--record`` writes ``experiments/results/orders/window/`` instead): per checkpoint BLEU,
 chrF, % of hypotheses with an immediately repeated word, steps, tokens/s and the paired-bootstrap p against the
 same checkpoint's l2r; across checkpoints the mean ± std of each spec's BLEU gap to l2r. ``results.json`` holds
@@ -29,17 +30,18 @@ def _specs(orders: str, windows: str) -> list[str]:
     return ["l2r"] + [f"{o}@w{w}" for o in orders.split(",") for w in ws] + orders.split(",")
 
 
-def _decode(checkpoint: str, spec: str, work: Path, precision: str, batch_size: int, limit: int) -> dict:
+def _decode(tr, sources: list[list[int]], spec: str, work: Path, bf16: bool, batch_size: int) -> dict:
     """Decode (or reuse) one spec -> {"hyps", "steps", "tokens_per_s"}; the record is written atomically."""
-    from plmgen.decoding.generate import generate
+    from plmgen.config import DecodeConfig, TranslateConfig
+    from plmgen.decoding.generate import parse_order_spec
+    from plmgen.decoding.translate import translate
     from plmgen.files import atomic_write_text
 
     path = work / f"{spec}.json"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
-    hyp_file = work / f"{spec}.txt"
-    (run,) = generate(checkpoint=checkpoint, split="test", order=spec, out=str(hyp_file), precision=precision,
-                      batch_size=batch_size, limit=limit, quiet=True)
+    dcfg = DecodeConfig(**parse_order_spec(spec), bf16=bf16, max_len=tr.length_head.max_len)
+    run = translate(tr, sources, TranslateConfig(decode=dcfg, batch_size=batch_size), label=spec)
     rec = {"hyps": run.hyps, "steps": run.steps, "tokens_per_s": run.tokens / max(run.seconds, 1e-9)}
     atomic_write_text(path, json.dumps(rec))
     return rec
@@ -103,9 +105,11 @@ def run_window(checkpoints: str, orders: str = "confidence,entropy,margin", wind
         out: folder for README.md and results.json (default: the work folder).
         record: write experiments/results/orders/window/ (overrides --out).
     """
-    from plmgen.decoding.generate import generate
+    from plmgen.decoding.generate import read_inputs
+    from plmgen.decoding.translate import load_translator
     from plmgen.errors import UserError
     from plmgen.files import atomic_write_text
+    from plmgen.config.base import parse_precision
     from plmgen.study.measure import environment, sha256
 
     paths = [Path(c) for c in checkpoints.split(",") if c.strip()]
@@ -113,6 +117,7 @@ def run_window(checkpoints: str, orders: str = "confidence,entropy,margin", wind
         if not p.is_file():
             raise UserError(f"--checkpoints: {p}: no such file")
     specs = _specs(orders, windows)
+    bf16 = parse_precision(precision, "--precision") == "bf16"
     work_root = Path(work) if work else ROOT / "runs" / "window-study"
     per_ckpt, prov = {}, {"checkpoints": {}, **environment()}
     for p in paths:
@@ -122,14 +127,15 @@ def run_window(checkpoints: str, orders: str = "confidence,entropy,margin", wind
             label = f"{label}-{len(per_ckpt)}"
         folder = work_root / label
         folder.mkdir(parents=True, exist_ok=True)
+        tr = load_translator(str(p))
+        texts, refs, _ = read_inputs(None, "test", None, None, tr, limit)
+        sources = tr.tokenizer.encode_batch(texts)
         recs = {}
         if any(not (folder / f"{spec}.json").is_file() for spec in specs):  # warm up before the first timed decode
-            generate(checkpoint=str(p), split="test", order="l2r", out=str(folder / "warmup.txt"), limit=2,
-                     precision=precision, quiet=True)
+            _decode(tr, sources[:2], "l2r", folder / "warmup", bf16, batch_size)
         for spec in specs:
-            recs[spec] = _decode(str(p), spec, folder, precision, batch_size, limit)
+            recs[spec] = _decode(tr, sources, spec, folder, bf16, batch_size)
             print(f"{label} {spec}: done", flush=True)
-        refs = _refs(p, limit)
         per_ckpt[label] = _checkpoint_rows(recs, refs, bootstrap)
         prov["checkpoints"][label] = {"path": str(p), "sha256": sha256(p),
                                       "refs_sha256": hashlib.sha256("\n".join(refs).encode()).hexdigest()}
@@ -144,14 +150,6 @@ def run_window(checkpoints: str, orders: str = "confidence,entropy,margin", wind
     atomic_write_text(dest / "results.json", json.dumps({"provenance": prov, "rows": per_ckpt}, indent=1))
     print(text)
     return dest
-
-
-def _refs(checkpoint: Path, limit: int) -> list[str]:
-    """The test references of the data folder the checkpoint was trained on."""
-    from plmgen.decoding.generate import read_inputs
-    from plmgen.decoding.translate import load_translator
-
-    return read_inputs(None, "test", None, None, load_translator(str(checkpoint)), limit)[1]
 
 
 if __name__ == "__main__":

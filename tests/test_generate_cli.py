@@ -289,7 +289,7 @@ def test_window_study_tables_and_resume(ckpt, tmp_path, monkeypatch):
     provenance; a rerun reads the per-decode records instead of decoding again."""
     import importlib.util
 
-    import plmgen.decoding.generate as gen_mod
+    import plmgen.decoding.translate as tr_mod
 
     spec = importlib.util.spec_from_file_location("run_window", ROOT / "experiments" / "run_window.py")
     rw = importlib.util.module_from_spec(spec)
@@ -305,9 +305,12 @@ def test_window_study_tables_and_resume(ckpt, tmp_path, monkeypatch):
     label = path.resolve().parents[1].name  # <run>/checkpoints/last.ckpt
     assert set(res["rows"][label]) == {"l2r", "confidence@w2", "confidence"}
     assert res["provenance"]["checkpoints"][label]["sha256"] and res["provenance"]["git_commit"]
+    (ref_run,) = generate(checkpoint=str(path), split="test", order="confidence@w2", limit=5, quiet=True)
+    record = json.loads((tmp_path / "work" / label / "confidence@w2.json").read_text(encoding="utf-8"))
+    assert record["hyps"] == ref_run.hyps  # the study decodes as `generate` does
 
-    def no_decoding(**_):
+    def no_decoding(*_, **__):
         raise AssertionError("decoded again instead of resuming")
 
-    monkeypatch.setattr(gen_mod, "generate", no_decoding)
+    monkeypatch.setattr(tr_mod, "translate", no_decoding)
     assert (rw.run_window(**kw) / "README.md").read_text(encoding="utf-8") == text

@@ -43,21 +43,20 @@ class DecodeConfig(YamlConfig):
     speculate: int = 0
 
     def __post_init__(self) -> None:
-        from plmgen.decoding.orders import ORDERS
+        from plmgen.decoding.orders import ORDERS, window_error
 
         n = "DecodeConfig"
         check(self.order in ORDERS, n, f"order {self.order!r} is unknown; choose one of {', '.join(ORDERS)}")
         for f in ("beam", "k_per_step", "max_len", "max_segment"):
             check(isinstance(getattr(self, f), int) and getattr(self, f) >= 1, n, f"{f} must be an int >= 1, got {getattr(self, f)!r}")
-        for f in ("top_k", "refine_iters", "seed", "window"):
+        for f in ("top_k", "refine_iters", "seed"):
             check(isinstance(getattr(self, f), int) and getattr(self, f) >= 0, n, f"{f} must be an int >= 0, got {getattr(self, f)!r}")
         check(self.temperature >= 0, n, f"temperature must be >= 0, got {self.temperature!r}")
         check(0.0 < self.top_p <= 1.0, n, f"top_p must be in (0, 1], got {self.top_p!r}")
         check(self.threshold is None or 0.0 < self.threshold < 1.0, n, f"threshold must be in (0, 1), got {self.threshold!r}")
         check(self.threshold is None or ORDERS[self.order].adaptive, n,
                     f"threshold needs an adaptive order (confidence, entropy, margin, threshold), not {self.order!r}")
-        check(not self.window or ORDERS[self.order].adaptive, n,
-              f"window needs an adaptive order (confidence, entropy, margin, parallel, threshold), not {self.order!r}")
+        check((err := window_error(self.order, self.window)) is None, n, err or "")
         check(self.beam == 1 or not self.sample, n, "beam > 1 cannot be combined with sample")
         check(self.beam == 1 or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
                     "beam > 1 fills one position per step: use k_per_step 1 and no threshold")

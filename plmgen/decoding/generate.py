@@ -34,7 +34,7 @@ MAX_LENGTH_FACTOR = 4  # --length N up to 4x the training sequence length
 def parse_order_spec(spec: str, flag: str = "--order") -> dict:
     """``name`` | ``name@N`` | ``name@P`` | ``name@wW`` -> DecodeConfig fields (order, k_per_step / threshold /
     window)."""
-    from plmgen.decoding.orders import ORDERS
+    from plmgen.decoding.orders import ORDERS, window_error
 
     name, _, arg = spec.strip().partition("@")
     if name not in ORDERS:
@@ -42,8 +42,10 @@ def parse_order_spec(spec: str, flag: str = "--order") -> dict:
     if not arg:
         return {"order": name}
     if arg.startswith("w"):
-        if not (arg[1:].isdigit() and int(arg[1:]) >= 1 and ORDERS[name].adaptive):
-            raise UserError(f"{flag}: {spec!r}: a window is NAME@wW with an adaptive order and an integer W >= 1")
+        if not (arg[1:].isdigit() and int(arg[1:]) >= 1):
+            raise UserError(f"{flag}: {spec!r}: a window is NAME@wW with an integer W >= 1")
+        if (err := window_error(name, int(arg[1:]))) is not None:
+            raise UserError(f"{flag}: {spec!r}: {err}")
         return {"order": name, "window": int(arg[1:])}
     try:
         value = float(arg)

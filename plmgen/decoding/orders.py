@@ -39,6 +39,16 @@ def example_generator(seed: int, example: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
+def window_error(order: str, window) -> str | None:
+    """Why ``window`` cannot go with ``order`` (a window needs an adaptive order and an int W >= 0), else None."""
+    if not isinstance(window, int) or window < 0:
+        return f"a window W must be an int >= 0, got {window!r}"
+    if window and not ORDERS[order].adaptive:
+        adaptive = ", ".join(n for n, o in ORDERS.items() if o.adaptive)
+        return f"a window needs an adaptive order ({adaptive}), not {order!r}"
+    return None
+
+
 class Order:
     name = ""
     adaptive = False
@@ -49,9 +59,8 @@ class Order:
         if threshold is not None and not self.adaptive:
             raise UserError(f"--order {self.name}@{threshold}: a threshold needs an adaptive order (confidence, "
                             f"entropy, margin, threshold)")
-        if window < 0 or (window and not self.adaptive):
-            raise UserError(f"--order {self.name}@w{window}: a window needs an adaptive order (confidence, entropy, "
-                            f"margin, parallel, threshold) and W >= 1")
+        if (err := window_error(self.name, window)) is not None:
+            raise UserError(f"--order {self.name}@w{window}: {err}")
         self.k, self.threshold, self.seed, self.window = k, threshold, seed, window
 
     def init(self, lengths: list[int], L: int, device, examples: Sequence[int] | None = None) -> Tensor | None:
