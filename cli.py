@@ -1,4 +1,4 @@
-"""plmgen command line: ``python cli.py {prepare,train,generate,evaluate,bench,demo} [--help]``.
+"""plmgen command line: ``python cli.py {prepare,distill,train,generate,evaluate,bench,demo} [--help]``.
 
 Thin on purpose: each command is a typed function in the library; jsonargparse turns its signature and docstring
 into flags. Only the chosen command's module is imported, so ``--help`` and errors come back fast.
@@ -11,6 +11,7 @@ import sys
 
 COMMANDS = {
     "prepare": ("plmgen.data.prepare", "prepare", "fetch, align and split a benchmark (or user data)"),
+    "distill": ("plmgen.data.distill", "distill", "a data folder whose training targets are a teacher's outputs"),
     "train": ("plmgen.train", "train", "pre-train or fine-tune an XLNet (Lightning)"),
     "generate": ("plmgen.decoding.generate", "generate", "any-order query-stream generation"),
     "evaluate": ("plmgen.evaluation", "evaluate", "sacrebleu BLEU/chrF of hypotheses against references"),

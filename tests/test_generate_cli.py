@@ -314,3 +314,35 @@ def test_window_study_tables_and_resume(ckpt, tmp_path, monkeypatch):
 
     monkeypatch.setattr(tr_mod, "translate", no_decoding)
     assert (rw.run_window(**kw) / "README.md").read_text(encoding="utf-8") == text
+
+
+def test_distilled_targets_keep_the_reference_where_the_teacher_loops_or_is_empty():
+    from plmgen.data.distill import distilled_targets
+
+    hyps = ["Click OK.", "Click Click OK.", "", "the the end", "Open it."]
+    refs = ["Press OK.", "Press OK.", "Done.", "the the end", "Open the file."]
+    out, counts = distilled_targets(hyps, refs)
+    assert out == ["Click OK.", "Press OK.", "Done.", "the the end", "Open it."]  # a repeat the reference has stays
+    assert counts["teacher output"] == 3 and sum(counts.values()) == 5
+    assert distilled_targets(hyps, refs, keep_repeats=True)[0][1] == "Click Click OK."
+
+
+def test_distill_writes_a_folder_with_the_teachers_training_targets(ckpt, tmp_path):
+    from plmgen.data.distill import distill
+    from plmgen.data.splits import load_manifest, load_pairs, verify_dataset
+
+    path, data, _ = ckpt
+    # The tiny teacher loops ("h h h"): keep_repeats keeps its outputs, so they must all be in the folder.
+    out = distill(teacher=str(path), data=str(data), out=str(tmp_path / "kd"), precision="fp32", keep_repeats=True)
+    train, orig = load_pairs(out, "train"), load_pairs(data, "train")
+    (run,) = generate(checkpoint=str(path), split="train", data=str(data), out=str(tmp_path / "hyp.txt"),
+                      quiet=True, batch_size=64)
+    assert [s for s, _ in train] == [s for s, _ in orig]
+    assert [t for _, t in train] == [h if h.strip() else r for h, (_, r) in zip(run.hyps, orig)] != [t for _, t in orig]
+    for split in ("dev", "test"):
+        assert load_pairs(out, split) == load_pairs(data, split)
+    m = load_manifest(out)
+    assert verify_dataset(out) is not None and m["recipe"] == "distill" and len(m["sources"][0]["sha256"]) == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hyp.txt", "kd"]  # the teacher's work files are gone
+    with pytest.raises(UserError, match="--out.*exists"):
+        distill(teacher=str(path), data=str(data), out=str(out))

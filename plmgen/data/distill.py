@@ -1,0 +1,91 @@
+"""Sequence-level knowledge distillation (Kim & Rush, 2016): a prepared folder whose training targets are a
+teacher's translations.
+
+    python cli.py distill --teacher runs/demo-ar/checkpoints/last.ckpt --data data/lo-de-en --out data/lo-de-en-kd
+
+Any-order and non-autoregressive models learn from a teacher's outputs more easily than from human references,
+which often admit several translations of one source (the "multi-modality" that makes positions decoded apart
+disagree). The teacher (any checkpoint ``generate`` can decode, typically the ``prefix-lm`` baseline) translates the
+training sources left to right, greedily; dev and test are copied unchanged, so a student is still judged against
+the human references. A teacher output that repeats a word (``evaluation.has_repeat``) where the reference does not,
+or that is empty, is replaced by the reference (``--keep_repeats`` keeps it): otherwise the student would learn the
+teacher's loops. The manifest records the teacher's sha256, the source folder's manifest hash and these counts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from plmgen.data.splits import MANIFEST, SPLITS, Pair, load_manifest, load_pairs, sha256_file, write_dataset
+from plmgen.errors import UserError
+
+
+def distilled_targets(hyps: list[str], refs: list[str], keep_repeats: bool = False) -> tuple[list[str], Counter]:
+    """Teacher outputs hyps with the fallback rule applied -> (targets, counts of what was kept / replaced)."""
+    from plmgen.evaluation import has_repeat
+
+    out, counts = [], Counter()
+    for h, r in zip(hyps, refs, strict=True):
+        if not h.strip():
+            out.append(r)
+            counts["empty teacher output: reference kept"] += 1
+        elif not keep_repeats and has_repeat(h) and not has_repeat(r):
+            out.append(r)
+            counts["teacher repeats a word: reference kept"] += 1
+        else:
+            out.append(h)
+            counts["teacher output"] += 1
+    return out, counts
+
+
+def distill(*, teacher: str, data: str, out: str, keep_repeats: bool = False, precision: str = "bf16",
+            batch_size: int = 64, device: str | None = None, threads: int | None = None, force: bool = False) -> Path:
+    """Write a copy of a prepared folder whose training targets are a teacher's greedy translations.
+
+    Args:
+        teacher: checkpoint that translates the training sources (runs/<name>/checkpoints/*.ckpt).
+        data: prepared folder (``prepare``) whose training split is distilled; dev and test are copied unchanged.
+        out: the new folder (e.g. data/lo-de-en-kd); refused if it exists, unless --force.
+        keep_repeats: keep teacher outputs that repeat a word where the reference does not (default: reference).
+        precision: fp32 or bf16 for the teacher.
+        batch_size: sources decoded together.
+        device: cpu, cuda, cuda:N (default: CUDA when available).
+        threads: torch CPU threads (default: one per usable core).
+    """
+    from plmgen.decoding.generate import generate
+
+    src_dir, out_dir = Path(data), Path(out)
+    manifest = load_manifest(src_dir)
+    if out_dir.resolve() == src_dir.resolve():
+        raise UserError(f"--out {out}: the same folder as --data; choose a new folder")
+    if out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise UserError(f"--out {out}: exists; pass --force to replace it")
+    if not Path(teacher).is_file():
+        raise UserError(f"--teacher {teacher}: no such file")
+    splits = {s: [Pair(a, b) for a, b in load_pairs(src_dir, s)] for s in SPLITS}
+    sources = [p.src for p in splits["train"]]
+    work = out_dir.parent / f".{out_dir.name}.teacher"  # the teacher's input and output files, removed after
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        (work / "train.src").write_text("".join(s + "\n" for s in sources), encoding="utf-8")
+        (run,) = generate(checkpoint=teacher, input=str(work / "train.src"), out=str(work / "train.hyp"),
+                          order="l2r", precision=precision, batch_size=batch_size, device=device, threads=threads,
+                          quiet=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    targets, counts = distilled_targets(run.hyps, [p.tgt for p in splits["train"]], keep_repeats)
+    splits["train"] = [Pair(p.src, t) for p, t in zip(splits["train"], targets)]
+    settings = {"keep_repeats": keep_repeats, "precision": precision, "decoding": "l2r greedy",
+                "counts": dict(sorted(counts.items()))}
+    sources_info = [{"teacher": str(teacher), "sha256": sha256_file(Path(teacher))},
+                    {"data": str(src_dir), "recipe": manifest.get("recipe"),
+                     "manifest_sha256": sha256_file(src_dir / MANIFEST)}]
+    path = write_dataset(out_dir, splits, manifest["src"], manifest["tgt"],
+                         {"recipe": "distill", "sources": sources_info, "settings": settings}, Counter())
+    print(f"{out_dir}: {len(targets)} training targets from the teacher "
+          f"({counts['teacher output']} kept, {len(targets) - counts['teacher output']} references kept); "
+          f"dev and test copied from {src_dir}")
+    return path
+
