@@ -346,3 +346,10 @@ def test_distill_writes_a_folder_with_the_teachers_training_targets(ckpt, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hyp.txt", "kd"]  # the teacher's work files are gone
     with pytest.raises(UserError, match="--out.*exists"):
         distill(teacher=str(path), data=str(data), out=str(out))
+    both = distill(teacher=str(path), data=str(data), out=str(out), keep_repeats=True, with_references=True,
+                   precision="fp32", force=True)
+    assert load_pairs(both, "train") == orig + train and load_manifest(both)["settings"]["with_references"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(UserError, match="not a plmgen prepared folder"):
+        distill(teacher=str(path), data=str(data), out=str(tmp_path / "notes"), force=True)

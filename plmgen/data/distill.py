@@ -9,7 +9,8 @@ disagree). The teacher (any checkpoint ``generate`` can decode, typically the ``
 training sources left to right, greedily; dev and test are copied unchanged, so a student is still judged against
 the human references. A teacher output that repeats a word (``evaluation.has_repeat``) where the reference does not,
 or that is empty, is replaced by the reference (``--keep_repeats`` keeps it): otherwise the student would learn the
-teacher's loops. The manifest records the teacher's sha256, the source folder's manifest hash and these counts.
+teacher's loops. ``--with_references`` trains on both: the original pairs followed by the distilled ones. The
+manifest records the teacher's sha256, the source folder's manifest hash and these counts.
 """
 
 from __future__ import annotations
@@ -40,28 +41,36 @@ def distilled_targets(hyps: list[str], refs: list[str], keep_repeats: bool = Fal
     return out, counts
 
 
-def distill(*, teacher: str, data: str, out: str, keep_repeats: bool = False, precision: str = "bf16",
-            batch_size: int = 64, device: str | None = None, threads: int | None = None, force: bool = False) -> Path:
+def distill(*, teacher: str, data: str, out: str, keep_repeats: bool = False, with_references: bool = False,
+            precision: str = "bf16", batch_size: int = 64, device: str | None = None, threads: int | None = None,
+            force: bool = False) -> Path:
     """Write a copy of a prepared folder whose training targets are a teacher's greedy translations.
 
     Args:
         teacher: checkpoint that translates the training sources (runs/<name>/checkpoints/*.ckpt).
         data: prepared folder (``prepare``) whose training split is distilled; dev and test are copied unchanged.
-        out: the new folder (e.g. data/lo-de-en-kd); refused if it exists, unless --force.
+        out: the new folder (e.g. data/lo-de-en-kd); refused if it exists, unless --force (which replaces only a
+            prepared folder).
         keep_repeats: keep teacher outputs that repeat a word where the reference does not (default: reference).
+        with_references: keep the original training pairs too: the training split is the original pairs followed
+            by the distilled ones (twice as many pairs).
         precision: fp32 or bf16 for the teacher.
         batch_size: sources decoded together.
         device: cpu, cuda, cuda:N (default: CUDA when available).
         threads: torch CPU threads (default: one per usable core).
+        force: replace an existing --out (a prepared folder only).
     """
+    from plmgen.data.prepare import refuse_foreign
     from plmgen.decoding.generate import generate
 
     src_dir, out_dir = Path(data), Path(out)
     manifest = load_manifest(src_dir)
     if out_dir.resolve() == src_dir.resolve():
         raise UserError(f"--out {out}: the same folder as --data; choose a new folder")
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise UserError(f"--out {out}: exists; pass --force to replace it")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force:
+            raise UserError(f"--out {out}: exists; pass --force to replace it")
+        refuse_foreign(out_dir)  # --force replaces a prepared folder, never someone's other files
     if not Path(teacher).is_file():
         raise UserError(f"--teacher {teacher}: no such file")
     splits = {s: [Pair(a, b) for a, b in load_pairs(src_dir, s)] for s in SPLITS}
@@ -76,8 +85,10 @@ def distill(*, teacher: str, data: str, out: str, keep_repeats: bool = False, pr
     finally:
         shutil.rmtree(work, ignore_errors=True)
     targets, counts = distilled_targets(run.hyps, [p.tgt for p in splits["train"]], keep_repeats)
-    splits["train"] = [Pair(p.src, t) for p, t in zip(splits["train"], targets)]
-    settings = {"keep_repeats": keep_repeats, "precision": precision, "decoding": "l2r greedy",
+    distilled = [Pair(p.src, t) for p, t in zip(splits["train"], targets)]
+    splits["train"] = (splits["train"] if with_references else []) + distilled
+    settings = {"keep_repeats": keep_repeats, "with_references": with_references, "precision": precision,
+                "decoding": "l2r greedy",
                 "counts": dict(sorted(counts.items()))}
     sources_info = [{"teacher": str(teacher), "sha256": sha256_file(Path(teacher))},
                     {"data": str(src_dir), "recipe": manifest.get("recipe"),
@@ -85,7 +96,7 @@ def distill(*, teacher: str, data: str, out: str, keep_repeats: bool = False, pr
     path = write_dataset(out_dir, splits, manifest["src"], manifest["tgt"],
                          {"recipe": "distill", "sources": sources_info, "settings": settings}, Counter())
     print(f"{out_dir}: {len(targets)} training targets from the teacher "
-          f"({counts['teacher output']} kept, {len(targets) - counts['teacher output']} references kept); "
-          f"dev and test copied from {src_dir}")
+          f"({counts['teacher output']} kept, {len(targets) - counts['teacher output']} references kept)"
+          f"{', after the original pairs' if with_references else ''}; dev and test copied from {src_dir}")
     return path
 

@@ -109,7 +109,7 @@ def _languages_and_folder(name: str, out: str | None, src: str | None, tgt: str 
         renamed = name == "lo-de-en" and (src, tgt) != (default_src, default_tgt)
         out = f"data/lo-{src}-{tgt}" if renamed else f"data/{name}"
     out_dir = check_out_dir(out)
-    _refuse_foreign(out_dir)  # before any input is read: the folder's safety comes first
+    refuse_foreign(out_dir)  # before any input is read: the folder's safety comes first
     return src, tgt, out_dir
 
 
@@ -203,7 +203,7 @@ def _may_replace(out_dir: Path, name: str, src: str, tgt: str, settings: dict, i
     for a stale/other prepared folder without ``force``."""
     if not any(out_dir.iterdir()):
         return True
-    _refuse_foreign(out_dir)
+    refuse_foreign(out_dir)
     manifest = verify_dataset(out_dir)
     if manifest is None:
         if force:
@@ -218,7 +218,7 @@ def _may_replace(out_dir: Path, name: str, src: str, tgt: str, settings: dict, i
     return False
 
 
-def _refuse_foreign(out_dir: Path) -> None:
+def refuse_foreign(out_dir: Path) -> None:
     """UserError unless ``out_dir`` is missing, empty, or plmgen's prepared folder (so --force may replace it)."""
     entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
     foreign = _foreign_entries(out_dir, entries) if entries else None
