@@ -124,7 +124,7 @@ def model_device(model: XLNet) -> torch.device:
 
 def log_probs(model: XLNet, g: Tensor) -> Tensor:
     """Query-stream states [.., d] -> fp32 log-probabilities [.., V]."""
-    return F.log_softmax(model.logits(g).float(), dim=-1)
+    return F.log_softmax(model.logits(g), dim=-1, dtype=torch.float32)  # the cast fused: one pass fewer
 
 
 @dataclass
