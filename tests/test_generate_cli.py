@@ -349,6 +349,12 @@ def test_distill_writes_a_folder_with_the_teachers_training_targets(ckpt, tmp_pa
     both = distill(teacher=str(path), data=str(data), out=str(out), keep_repeats=True, with_references=True,
                    precision="fp32", force=True)
     assert load_pairs(both, "train") == orig + train and load_manifest(both)["settings"]["with_references"]
+    beamed = distill(teacher=str(path), data=str(data), out=str(tmp_path / "kd2"), beam=2, keep_repeats=True,
+                     precision="fp32")
+    (run2,) = generate(checkpoint=str(path), split="train", data=str(data), out=str(tmp_path / "hyp.txt"),
+                       quiet=True, batch_size=64, beam=2)
+    assert [t for _, t in load_pairs(beamed, "train")] == [h if h.strip() else r for h, (_, r) in zip(run2.hyps, orig)]
+    assert load_manifest(beamed)["settings"]["decoding"] == "l2r beam 2"
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("x", encoding="utf-8")
     with pytest.raises(UserError, match="not a plmgen prepared folder"):

@@ -6,11 +6,11 @@ teacher's translations.
 Any-order and non-autoregressive models learn from a teacher's outputs more easily than from human references,
 which often admit several translations of one source (the "multi-modality" that makes positions decoded apart
 disagree). The teacher (any checkpoint ``generate`` can decode, typically the ``prefix-lm`` baseline) translates the
-training sources left to right, greedily; dev and test are copied unchanged, so a student is still judged against
-the human references. A teacher output that repeats a word (``evaluation.has_repeat``) where the reference does not,
-or that is empty, is replaced by the reference (``--keep_repeats`` keeps it): otherwise the student would learn the
-teacher's loops. ``--with_references`` trains on both: the original pairs followed by the distilled ones. The
-manifest records the teacher's sha256, the source folder's manifest hash and these counts.
+training sources left to right (greedy, or ``--beam N``); dev and test are copied unchanged, so a student is still
+judged against the human references. A teacher output that repeats a word (``evaluation.has_repeat``) where the
+reference does not, or that is empty, is replaced by the reference (``--keep_repeats`` keeps it): otherwise the
+student would learn the teacher's loops. ``--with_references`` trains on both: the original pairs followed by the
+distilled ones. The manifest records the teacher's sha256, the source folder's manifest hash and these counts.
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ def distilled_targets(hyps: list[str], refs: list[str], keep_repeats: bool = Fal
     return out, counts
 
 
-def distill(*, teacher: str, data: str, out: str, keep_repeats: bool = False, with_references: bool = False,
-            precision: str = "bf16", batch_size: int = 64, device: str | None = None, threads: int | None = None,
-            force: bool = False) -> Path:
-    """Write a copy of a prepared folder whose training targets are a teacher's greedy translations.
+def distill(*, teacher: str, data: str, out: str, beam: int = 1, keep_repeats: bool = False,
+            with_references: bool = False, precision: str = "bf16", batch_size: int = 64, device: str | None = None,
+            threads: int | None = None, force: bool = False) -> Path:
+    """Write a copy of a prepared folder whose training targets are a teacher's translations (l2r, greedy or beam).
 
     Args:
         teacher: checkpoint that translates the training sources (runs/<name>/checkpoints/*.ckpt).
         data: prepared folder (``prepare``) whose training split is distilled; dev and test are copied unchanged.
         out: the new folder (e.g. data/lo-de-en-kd); refused if it exists, unless --force (which replaces only a
             prepared folder).
+        beam: the teacher's beam size (1 = greedy).
         keep_repeats: keep teacher outputs that repeat a word where the reference does not (default: reference).
         with_references: keep the original training pairs too: the training split is the original pairs followed
             by the distilled ones (twice as many pairs).
@@ -80,15 +81,15 @@ def distill(*, teacher: str, data: str, out: str, keep_repeats: bool = False, wi
     try:
         (work / "train.src").write_text("".join(s + "\n" for s in sources), encoding="utf-8")
         (run,) = generate(checkpoint=teacher, input=str(work / "train.src"), out=str(work / "train.hyp"),
-                          order="l2r", precision=precision, batch_size=batch_size, device=device, threads=threads,
-                          quiet=True)
+                          order="l2r", beam=beam, precision=precision, batch_size=batch_size, device=device,
+                          threads=threads, quiet=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     targets, counts = distilled_targets(run.hyps, [p.tgt for p in splits["train"]], keep_repeats)
     distilled = [Pair(p.src, t) for p, t in zip(splits["train"], targets)]
     splits["train"] = (splits["train"] if with_references else []) + distilled
     settings = {"keep_repeats": keep_repeats, "with_references": with_references, "precision": precision,
-                "decoding": "l2r greedy",
+                "decoding": "l2r greedy" if beam == 1 else f"l2r beam {beam}",
                 "counts": dict(sorted(counts.items()))}
     sources_info = [{"teacher": str(teacher), "sha256": sha256_file(Path(teacher))},
                     {"data": str(src_dir), "recipe": manifest.get("recipe"),
