@@ -75,12 +75,10 @@ def distill(*, teacher: str, data: str, out: str, beam: int = 1, keep_repeats: b
     if not Path(teacher).is_file():
         raise UserError(f"--teacher {teacher}: no such file")
     splits = {s: [Pair(a, b) for a, b in load_pairs(src_dir, s)] for s in SPLITS}
-    sources = [p.src for p in splits["train"]]
-    work = out_dir.parent / f".{out_dir.name}.teacher"  # the teacher's input and output files, removed after
+    work = out_dir.parent / f".{out_dir.name}.teacher"  # the teacher's output file, removed after
     work.mkdir(parents=True, exist_ok=True)
     try:
-        (work / "train.src").write_text("".join(s + "\n" for s in sources), encoding="utf-8")
-        (run,) = generate(checkpoint=teacher, input=str(work / "train.src"), out=str(work / "train.hyp"),
+        (run,) = generate(checkpoint=teacher, split="train", data=str(src_dir), out=str(work / "train.hyp"),
                           order="l2r", beam=beam, precision=precision, batch_size=batch_size, device=device,
                           threads=threads, quiet=True)
     finally:
