@@ -54,6 +54,8 @@ class Tokenizer:
         self.unk_id, self.bos_id, self.eos_id = ids["<unk>"], ids["<s>"], ids["</s>"]
         self.cls_id, self.sep_id, self.pad_id = ids["<cls>"], ids["<sep>"], ids["<pad>"]
         self.mask_id, self.eod_id, self.eop_id = ids["<mask>"], ids["<eod>"], ids["<eop>"]
+        # An empty target slot (``Seq2SeqConfig.empty_slots``): <eop>, which no seq2seq text contains otherwise.
+        self.empty_id = self.eop_id
         # decode() drops these; <unk> stays (rendered " ⁇ ") because it stands for real text that was lost.
         self.special_ids = frozenset(ids[p] for p in SPECIALS[1:])
 

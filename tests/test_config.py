@@ -53,3 +53,12 @@ def test_one_spelling_of_precision():
     assert TrainConfig.from_dict(TrainConfig(precision="bf16-mixed").to_dict()).precision == "bf16"
     with pytest.raises(UserError, match="--precision: precision must be one of fp32, bf16; got '16'"):
         parse_precision("16", "--precision")
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
+def test_empty_slots_must_be_a_count(bad):
+    from plmgen.config import Seq2SeqConfig
+
+    with pytest.raises(ValueError, match="empty_slots must be an int >= 0"):
+        Seq2SeqConfig(empty_slots=bad)
+    assert Seq2SeqConfig(empty_slots=3).empty_slots == 3

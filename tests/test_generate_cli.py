@@ -359,3 +359,23 @@ def test_distill_writes_a_folder_with_the_teachers_training_targets(ckpt, tmp_pa
     (tmp_path / "notes" / "mine.txt").write_text("x", encoding="utf-8")
     with pytest.raises(UserError, match="not a plmgen prepared folder"):
         distill(teacher=str(path), data=str(data), out=str(tmp_path / "notes"), force=True)
+
+
+@pytest.mark.parametrize("empty_slots", [0, 2])
+def test_the_empty_token_is_written_only_by_an_empty_slots_checkpoint_and_dropped_from_the_text(ckpt, empty_slots):
+    from plmgen.config import DecodeConfig, TranslateConfig
+    from plmgen.decoding.translate import load_translator, translate
+
+    path, _, _ = ckpt
+    tr = load_translator(str(path), device="cpu")
+    tr.config.objective.seq2seq.empty_slots = empty_slots  # as if fine-tuned with empty slots
+    tok = tr.tokenizer
+    with torch.no_grad():
+        tr.model.lm_bias[tok.empty_id] += 50.0  # the empty token wins wherever it is allowed
+    run = translate(tr, tok.encode_batch(["a b c", "d e"]), TranslateConfig(decode=DecodeConfig(order="confidence"),
+                                                                           length="4"))
+    empties = [list(h.tokens).count(tok.empty_id) for h in run.hypotheses]
+    if empty_slots:
+        assert empties == [4, 4] and run.hyps == ["", ""]
+    else:
+        assert empties == [0, 0] and tok.empty_id in tr.banned

@@ -10,9 +10,9 @@ from plmgen.config import ModelConfig, Seq2SeqConfig
 from plmgen.data.parallel import pair_batch
 from plmgen.model import XLNet
 from plmgen.objectives.seq2seq import (ORDER_IDS, batch_masks, mono_batch, predicted_ranks, sample_orders,
-                                      target_ranks, with_end_marker)
+                                      target_ranks, with_empty_slots, with_end_marker)
 
-SEP, PAD, EOS = 4, 5, 2
+SEP, PAD, EOS, EMPTY = 4, 5, 2, 8
 
 
 def _batch(g: torch.Generator, B: int = 5, vocab: int = 1000):
@@ -40,12 +40,43 @@ def test_end_marker_layout():
     assert b["end"].tolist() == [[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 1, 0, 0, 0]]
 
 
-@pytest.mark.parametrize("order,fraction,marker", [("uniform", 1.0, False), ("l2r", 1.0, False), ("r2l", 1.0, False),
-                                                   ("uniform", 0.4, False), ("l2r:0.5,r2l:0.5", 0.7, False),
-                                                   ("uniform", 1.0, True), ("l2r", 0.7, True)])
-def test_masks_brute_force_no_leak(order, fraction, marker):
+def test_empty_slots_keep_the_target_and_lay_out_like_pair_batch():
+    """Dropping the empty slots gives each target back; the layout is pair_batch's of the targets with them."""
+    g = torch.Generator().manual_seed(3)
+    counts, places = set(), set()
+    for _ in range(20):
+        batch, srcs, tgts = _batch(g, B=6)
+        out = with_empty_slots(batch, 3, EMPTY, PAD, g)
+        new = []
+        for b in range(6):
+            row = out["input_ids"][b][out["target"][b]].tolist()
+            assert [t for t in row if t != EMPTY] == tgts[b]
+            n = row.count(EMPTY)
+            assert 0 <= n <= 3 and int(out["tgt_len"][b]) == len(tgts[b]) + n
+            counts.add(n)
+            places.update(i for i, t in enumerate(row) if t == EMPTY and i < len(tgts[b]))
+            new.append(row)
+        ref = pair_batch(srcs, new, SEP, PAD)
+        W = ref["input_ids"].shape[1]
+        assert out["input_ids"].shape[1] == batch["input_ids"].shape[1] + 3 >= W
+        for key in ("input_ids", "seg_ids", "valid", "functional", "target"):
+            fill = {"input_ids": PAD, "functional": True}.get(key, 0)
+            assert (out[key][:, W:] == fill).all(), key
+            assert out[key][:, :W].long().tolist() == ref[key].long().tolist(), key
+        assert out["tgt_len_max"] >= int(out["tgt_len"].max())
+    assert counts == {0, 1, 2, 3} and len(places) > 3  # every count drawn, empty slots not only at the end
+
+
+@pytest.mark.parametrize("order,fraction,marker,empty", [("uniform", 1.0, False, 0), ("l2r", 1.0, False, 0),
+                                                         ("r2l", 1.0, False, 0), ("uniform", 0.4, False, 0),
+                                                         ("l2r:0.5,r2l:0.5", 0.7, False, 0), ("uniform", 1.0, True, 0),
+                                                         ("l2r", 0.7, True, 0), ("uniform", 1.0, True, 2)])
+def test_masks_brute_force_no_leak(order, fraction, marker, empty):
     g = torch.Generator().manual_seed(1)
     batch, srcs, tgts = _batch(g, B=6)
+    if empty:
+        batch = with_empty_slots(batch, empty, EMPTY, PAD, g)
+        tgts = [batch["input_ids"][b][batch["target"][b]].tolist() for b in range(6)]
     if marker:
         batch = with_end_marker(batch, EOS, PAD)
     rank, m = batch_masks(batch, Seq2SeqConfig(order=order, predict_fraction=fraction), g)
@@ -289,6 +320,30 @@ def test_unlikelihood_term_is_weighted_and_trains():
     torch.testing.assert_close(out.loss, sum(out.weights[k] * out.terms[k] for k in out.terms))
     out.loss.backward()
     assert model.mask_emb.grad is not None
+
+
+def test_empty_slots_train_the_real_length_and_spare_empty_neighbours():
+    """With empty slots: the query stream predicts every slot (empty ones too), the length head's label is the
+    real target length, and the unlikelihood term counts only real neighbour tokens (brute force)."""
+    obj, model = _objective(unlikelihood=1.0, max_len=16, end_marker=True, empty_slots=3)
+    batch, _, tgts = _batch(torch.Generator().manual_seed(0), B=5)
+    labels_seen = []
+    loss = obj.length_head.loss
+    obj.length_head.loss = lambda logits, lengths: labels_seen.append(lengths.tolist()) or loss(logits, lengths)
+    out = obj(model, batch, generator=torch.Generator().manual_seed(7))
+    assert labels_seen == [[len(t) for t in tgts]]
+    g = torch.Generator().manual_seed(7)  # the same draws as forward's: the empty slots, then the orders
+    prep = obj.prepare(batch, g)
+    sm = obj.sample(prep, g)
+    ids, tgt = prep["input_ids"], prep["target"] & prep["valid"]
+    assert out.n_tokens["seq2seq"] == int(tgt.sum()) > sum(len(t) for t in tgts)
+    want = 0
+    for b, p in zip(*torch.nonzero(sm.target_valid, as_tuple=True)):
+        i = int(sm.target_pos[b, p])
+        for j in (i - 1, i + 1):
+            if 0 <= j < ids.shape[1] and tgt[b, j] and sm.query[b, p, j] and ids[b, j] not in (EMPTY, ids[b, i]):
+                want += 1
+    assert (ids == EMPTY).any() and out.n_tokens["unlikelihood"] == want
 
 
 def test_local_order_swaps_only_near_slots_and_width_one_is_l2r():

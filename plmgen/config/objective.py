@@ -68,6 +68,10 @@ class Seq2SeqConfig(YamlConfig):
     # query already sees and that differ from the label: -log(1 - p(neighbour)) (the loop "Click Click" is exactly a
     # high probability for a visible neighbour's token)
     unlikelihood: float = 0.0
+    # > 0: each training target gets 0..empty_slots extra slots (uniformly many, at uniformly random places) whose
+    # label is the empty token (the tokenizer's <eop>); decoding may fill a slot with it and the text drops it, so a
+    # target that needs fewer slots than the decoder gives it has a way out other than repeating a word
+    empty_slots: int = 0
 
     def __post_init__(self) -> None:
         n = "Seq2SeqConfig"
@@ -82,6 +86,8 @@ class Seq2SeqConfig(YamlConfig):
         check(0.0 <= self.label_smoothing < 1.0, n,
                     f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         check(self.unlikelihood >= 0, n, f"unlikelihood must be >= 0, got {self.unlikelihood!r}")
+        check(isinstance(self.empty_slots, int) and not isinstance(self.empty_slots, bool) and self.empty_slots >= 0,
+              n, f"empty_slots must be an int >= 0, got {self.empty_slots!r}")
 
 
 def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
@@ -89,7 +95,7 @@ def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
     switches nothing is an error, raised when the config is built, before a study or a training starts)."""
     default = Seq2SeqConfig()
     unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight", "end_marker",
-                          "unlikelihood") if getattr(s2s, f) != getattr(default, f)]
+                          "unlikelihood", "empty_slots") if getattr(s2s, f) != getattr(default, f)]
     if s2s.order not in (default.order, "l2r"):
         unused.insert(0, "order")
     if unused:

@@ -277,7 +277,7 @@ def translate(tr, sources: list[list[int]], dcfg: DecodeConfig, mode, length_bea
         fixed = None if mode.kind == "predict" else \
             [mode.n if mode.kind == "fixed" else max(1, len(refs[i])) for i in idx]
         hyps = decode(tr.model, srcs, dcfg, default_limits(srcs, cap, fixed), sep_id=tok.sep_id, pad_id=tok.pad_id,
-                      eos_id=tok.eos_id, banned=sorted(tok.special_ids), banned_last=tok.blank_ids,
+                      eos_id=tok.eos_id, banned=tr.banned, banned_last=tok.blank_ids,
                       examples=idx)
         for i, h in zip(idx, hyps):
             results[i] = h

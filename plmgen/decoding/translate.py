@@ -49,6 +49,13 @@ class Translator:
         """The end marker the checkpoint was fine-tuned with (``Seq2SeqConfig.end_marker``), else None."""
         return self.tokenizer.eos_id if self.config.objective.seq2seq.end_marker else None
 
+    @property
+    def banned(self) -> list[int]:
+        """Ids the decoder never writes: the tokenizer's specials, except the empty token of a checkpoint fine-tuned
+        with ``Seq2SeqConfig.empty_slots`` (a slot it leaves empty; ``Tokenizer.decode`` drops it from the text)."""
+        empty = {self.tokenizer.empty_id} if self.config.objective.seq2seq.empty_slots else set()
+        return sorted(self.tokenizer.special_ids - empty)
+
 
 @dataclass
 class DecodeRun:
@@ -169,7 +176,7 @@ def translate_batch(tr: Translator, sources: list[list[int]], cfg: TranslateConf
         rows = torch.tensor([b for b, c in enumerate(cands) for _ in c], device=layout.ctx.device)
         lengths = torch.tensor([n for c in cands for n in c], device=layout.ctx.device)
         flat = layout.index(rows, tgt_len=lengths)
-        hyps = decode_layout(tr.model, flat, dcfg, banned=sorted(tok.special_ids), banned_last=tok.blank_ids,
+        hyps = decode_layout(tr.model, flat, dcfg, banned=tr.banned, banned_last=tok.blank_ids,
                              encoded=enc.index(rows),
                              examples=[examples[b] for b in rows.tolist()])
     return best_per_source(hyps, cands)

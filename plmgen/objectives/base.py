@@ -39,11 +39,13 @@ class SpecialIds:
     cls_id: int = 3
     sep_id: int = 4
     eos_id: int = 2  # </s>: the prefix LM's stop label
+    empty_id: int = 8  # <eop>: the label of an empty target slot (seq2seq ``empty_slots``)
     first_normal_id: int = 9  # random replacement tokens (DAE) are drawn from [first_normal_id, vocab_size)
 
     @classmethod
     def from_tokenizer(cls, tok) -> "SpecialIds":
-        return cls(mask_id=tok.mask_id, pad_id=tok.pad_id, cls_id=tok.cls_id, sep_id=tok.sep_id, eos_id=tok.eos_id)
+        return cls(mask_id=tok.mask_id, pad_id=tok.pad_id, cls_id=tok.cls_id, sep_id=tok.sep_id, eos_id=tok.eos_id,
+                   empty_id=tok.empty_id)
 
 
 @dataclass

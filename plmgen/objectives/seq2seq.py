@@ -17,6 +17,12 @@ but the model writes as if the sentence went on (left to right, most outputs sto
 never sees the marker, so the length head (on source states) cannot read the length from it, and the decoder can
 predict the length before it places the marker.
 
+``empty_slots`` = N > 0: before the marker, each target gets n ~ U{0..N} extra slots at uniformly random places,
+labelled with the empty token (``with_empty_slots``); the length head still learns the real length. The decoder
+gives a target the length head's number of slots and may fill any of them with the empty token, which the text
+drops: a model that finished its translation in fewer slots than it was given can leave a slot empty instead of
+repeating a word ("Minimum value value"), the loop that fixed-length filling otherwise forces.
+
 Extra terms, each with its weight: ``length`` (target-length head on the mean-pooled source content states) and
 ``mass`` (the registry's MASS span objective on each side of the pairs as monolingual text).
 """
@@ -140,6 +146,42 @@ def with_end_marker(batch: Batch, end_id: int, pad_id: int) -> Batch:
     return out
 
 
+def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
+                     generator: torch.Generator | None = None) -> Batch:
+    """The batch with n ~ U{0..n_max} empty slots per row at uniformly random places of its target ([B, T + n_max]).
+
+    Slot j of a row's new target (length L + n) is empty when its uniform draw is among the row's n smallest, else
+    it holds the next original target token, so dropping the empty slots gives the original target back. Sources
+    and <sep> are kept; ``tgt_len`` becomes L + n (the length head's label stays the collated batch's); draws come
+    from ``generator`` (on the host) and only host ints size the tensors.
+    """
+    ids = batch["input_ids"]
+    B, T = ids.shape
+    dev = ids.device
+    S, L = batch["src_len"].to(dev)[:, None], batch["tgt_len"].to(dev)[:, None]  # [B, 1]
+    Lm = batch.get("tgt_len_max", T) + n_max  # bound on the new target lengths
+    n = torch.randint(0, n_max + 1, (B, 1), generator=generator).to(dev)
+    u = torch.rand(B, Lm, generator=generator).to(dev)
+    j = torch.arange(Lm, device=dev)[None]
+    u = torch.where(j < L + n, u, 2.0)  # slots past the new length are never empty
+    empty = u.argsort(1).argsort(1) < n  # [B, Lm] the n smallest draws
+    src_col = (S + 1 + j - empty.long().cumsum(1)).clamp(max=T - 1)  # the original column a kept slot reads
+    c = torch.arange(T + n_max, device=dev)[None]
+    slot = (c - S - 1).clamp(0, Lm - 1)  # [B, T + n_max] the target slot of column c
+    is_tgt = (c > S) & (c <= S + L + n)
+    valid = c <= S + L + n
+    tgt_tok = torch.where(empty.gather(1, slot), empty_id, ids.gather(1, src_col.gather(1, slot)))
+    grown = torch.cat([ids, ids.new_full((B, n_max), pad_id)], 1)
+    out = dict(batch)
+    out["input_ids"] = torch.where(is_tgt, tgt_tok, torch.where(valid, grown, pad_id))
+    out["seg_ids"] = is_tgt.long()
+    out["valid"] = valid
+    out["functional"] = (c == S) | ~valid
+    out["target"] = is_tgt
+    out["tgt_len"], out["tgt_len_max"] = (L + n)[:, 0], Lm
+    return out
+
+
 def neighbour_candidates(labels: Tensor, ids: Tensor, target: Tensor, sm: StreamMasks) -> tuple[Tensor, Tensor]:
     """The visible neighbours' tokens of every prediction -> (tokens, counts) [B, P, 2] (left, right neighbour).
 
@@ -208,21 +250,24 @@ class Seq2SeqObjective(Objective):
         """The seq2seq term's masks (the optional ``mass`` term samples its own) of ``self.prepare(batch)``."""
         return batch_masks(batch, self.s2s, generator)[1]
 
-    def prepare(self, batch: Batch) -> Batch:
-        """The batch the seq2seq term reads: the collated one, with the end marker when configured."""
+    def prepare(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+        """The batch the seq2seq term reads: the collated one, with empty slots and the end marker when configured."""
+        if self.s2s.empty_slots:
+            batch = with_empty_slots(batch, self.s2s.empty_slots, self.special.empty_id, self.special.pad_id, generator)
         if not self.s2s.end_marker:
             return batch
         return with_end_marker(batch, self.special.eos_id, self.special.pad_id)
 
     def forward(self, model, batch: Batch, mems: list[Tensor] | None = None,
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
-        collated, batch = batch, self.prepare(batch)
+        collated, batch = batch, self.prepare(batch, generator)
         sm = self.sample(batch, generator)
         out, logits, labels = two_stream_logits(model, batch, sm, None)
         logp = torch.log_softmax(logits.float(), dim=-1)  # [B, P, V] once, for both terms
         picked = None  # [B, P, 3] the labels' and both neighbours' log-probs, when the unlikelihood term is on
         if self.s2s.unlikelihood > 0:
             cand, ok = neighbour_candidates(labels, batch["input_ids"], batch["target"] & batch["valid"], sm)
+            ok = ok & (cand != self.special.empty_id) if self.s2s.empty_slots else ok  # two empty slots may touch
             # One gather for the labels and both neighbours: its backward is one zero-filled [B, P, V] scatter
             # instead of three (their fills were ~8 % of the demo fine-tuning step under torch.profiler).
             picked = logp.gather(2, torch.cat([labels[:, :, None], cand], 2))  # [B, P, 3]
@@ -235,7 +280,7 @@ class Seq2SeqObjective(Objective):
             weights["unlikelihood"] = self.s2s.unlikelihood
         if self.s2s.length_weight > 0:
             src = batch["valid"] & ~batch["target"] & ~batch["functional"]
-            terms["length"] = self.length_head.loss(self.length_head(out.h, src), batch["tgt_len"].to(out.h.device))
+            terms["length"] = self.length_head.loss(self.length_head(out.h, src), collated["tgt_len"].to(out.h.device))
             weights["length"], n_tokens["length"] = self.s2s.length_weight, batch["tgt_len"].shape[0]
         if self.mass is not None:
             mono = mono_batch(collated, self.special.sep_id, self.special.pad_id)

@@ -117,7 +117,8 @@ def test_loss_goes_down_on_a_fixed_batch():
 @pytest.mark.parametrize("s2s,needle", [(dict(order="uniform:0.5,l2r:0.5"), "order"), (dict(mass_weight=1.0), "mass_weight"),
                                         (dict(predict_fraction=0.5), "predict_fraction"),
                                         (dict(length_weight=0.3), "length_weight"),
-                                        (dict(end_marker=True), "end_marker"), (dict(unlikelihood=1.0), "unlikelihood")])
+                                        (dict(end_marker=True), "end_marker"), (dict(unlikelihood=1.0), "unlikelihood"),
+                                        (dict(empty_slots=2), "empty_slots")])
 def test_knobs_that_do_not_apply_are_errors(s2s, needle):
     with pytest.raises(UserError, match=f"objective.seq2seq.{needle}"):
         _objective(**s2s)
