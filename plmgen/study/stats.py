@@ -62,3 +62,18 @@ def fmt_p(p: float | None) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "—"
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def repetition_sign_test(baseline: Sequence[str], system: Sequence[str]) -> tuple[int, int, float]:
+    """Paired test of the repeated-word rate: (sentences that repeat a word only in the baseline, only in the
+    system, exact two-sided sign-test p over those discordant sentences; 1.0 when there are none)."""
+    from plmgen.evaluation import has_repeat
+
+    if len(baseline) != len(system):
+        raise ValueError(f"paired outputs differ in length: {len(baseline)} vs {len(system)}")
+    pairs = [(has_repeat(b), has_repeat(s)) for b, s in zip(baseline, system)]
+    only_b = sum(b and not s for b, s in pairs)
+    only_s = sum(s and not b for b, s in pairs)
+    n, k = only_b + only_s, min(only_b, only_s)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return only_b, only_s, p
