@@ -44,8 +44,9 @@ def main(base: str, new: str, refs: str, specs: str = "l2r", bootstrap: int = 10
         tests, _ = paired_tests(hyps[0], {"new": hyps[1]}, ref_lines, bs=bootstrap, ar=0)
         a, b = (corpus_scores(h, ref_lines) for h in hyps)
         _, _, p_rep = repetition_sign_test(*hyps)
-        print(f"| {spec} | {a.bleu:.2f} → {b.bleu:.2f} ({b.bleu - a.bleu:+.2f}) | {fmt_p(tests['new']['bleu_p_bs'])} | "
-              f"{a.chrf:.2f} → {b.chrf:.2f} | {a.repetition:.2f} → {b.repetition:.2f} | {p_rep:.1e} |", flush=True)
+        p_bleu = fmt_p(tests["new"]["bleu_p_bs"])
+        print(f"| {spec} | {a.bleu:.2f} → {b.bleu:.2f} ({b.bleu - a.bleu:+.2f}) | {p_bleu} | {a.chrf:.2f} → {b.chrf:.2f} | "
+              f"{a.repetition:.2f} → {b.repetition:.2f} | {p_rep:.1e} |", flush=True)
 
 
 if __name__ == "__main__":
