@@ -379,3 +379,23 @@ def test_the_empty_token_is_written_only_by_an_empty_slots_checkpoint_and_droppe
         assert empties == [4, 4] and run.hyps == ["", ""]
     else:
         assert empties == [0, 0] and tok.empty_id in tr.banned
+
+
+def test_draft_coverage_grows_with_the_candidate_set(ckpt, tmp_path, capsys):
+    """experiments/draft_coverage.py: each grid row's candidate set contains the previous row's (more positions,
+    more tokens per neighbour), so its depth-1 coverage cannot fall; coverages are shares."""
+    import importlib.util
+
+    path, data, _ = ckpt
+    spec = importlib.util.spec_from_file_location("draft_coverage", ROOT / "experiments" / "draft_coverage.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main(str(path), split="dev", limit=4, out=str(tmp_path / "cov.md"), data=str(data))
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    cov1 = [float(r[2]) for r in rows]
+    assert len(rows) == len(mod.GRID) and all(0 <= c <= 1 for c in cov1)
+    assert cov1 == sorted(cov1) and float(rows[0][4]) == 1.0  # the chain: one candidate per node
+    assert all(float(r[3]) <= float(r[2]) for r in rows)  # depth 2 needs depth 1
+    import re
+
+    assert int(re.search(r"; (\d+) steps\.", (tmp_path / "cov.md").read_text()).group(1)) > 0
