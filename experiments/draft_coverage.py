@@ -49,9 +49,9 @@ def main(checkpoint: str, split: str = "test", limit: int = 150, out: str = "", 
     from plmgen.decoding.generate import read_inputs
     from plmgen.decoding.search import decode
     from plmgen.decoding.translate import length_logits, load_translator
-    from plmgen.files import atomic_write_text
+    from plmgen.files import atomic_write_text, sha256_file
     from plmgen.length import top_lengths
-    from plmgen.study.measure import environment, sha256
+    from plmgen.study.measure import environment
 
     tr = load_translator(checkpoint)
     tok = tr.tokenizer
@@ -91,7 +91,7 @@ def main(checkpoint: str, split: str = "test", limit: int = 150, out: str = "", 
     print(table)
     if out:
         env = environment()
-        prov = (f"\n\nCheckpoint `{checkpoint}` (sha256 `{sha256(Path(checkpoint))[:16]}…`), {split} split, first "
+        prov = (f"\n\nCheckpoint `{checkpoint}` (sha256 `{sha256_file(checkpoint)[:16]}…`), {split} split, first "
                 f"{len(sources)} sentences, confidence order, greedy, bf16, batch 1, predicted length; "
                 f"{sum(v[3] for v in hits.values()) // len(GRID)} steps. Commit `{env.get('git_commit', '?')[:10]}`, "
                 f"command `{env.get('command', '')}`.\n")

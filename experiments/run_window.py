@@ -33,14 +33,15 @@ def _specs(orders: str, windows: str) -> list[str]:
 def _decode(tr, sources: list[list[int]], spec: str, work: Path, bf16: bool, batch_size: int) -> dict:
     """Decode (or reuse) one spec -> {"hyps", "steps", "tokens_per_s"}; the record is written atomically."""
     from plmgen.config import DecodeConfig, TranslateConfig
-    from plmgen.decoding.generate import parse_order_spec
+    from plmgen.decoding.generate import length_cap, parse_order_spec
+    from plmgen.length import parse_length_mode
     from plmgen.decoding.translate import translate
     from plmgen.files import atomic_write_text
 
     path = work / f"{spec}.json"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
-    dcfg = DecodeConfig(**parse_order_spec(spec), bf16=bf16, max_len=tr.length_head.max_len)
+    dcfg = DecodeConfig(**parse_order_spec(spec), bf16=bf16, max_len=length_cap(tr, [parse_length_mode("predict")]))
     run = translate(tr, sources, TranslateConfig(decode=dcfg, batch_size=batch_size), label=spec)
     rec = {"hyps": run.hyps, "steps": run.steps, "tokens_per_s": run.tokens / max(run.seconds, 1e-9)}
     atomic_write_text(path, json.dumps(rec))
@@ -110,7 +111,8 @@ def run_window(checkpoints: str, orders: str = "confidence,entropy,margin", wind
     from plmgen.errors import UserError
     from plmgen.files import atomic_write_text
     from plmgen.config.base import parse_precision
-    from plmgen.study.measure import environment, sha256
+    from plmgen.files import sha256_file
+    from plmgen.study.measure import environment
 
     paths = [Path(c) for c in checkpoints.split(",") if c.strip()]
     for p in paths:
@@ -137,7 +139,7 @@ def run_window(checkpoints: str, orders: str = "confidence,entropy,margin", wind
             recs[spec] = _decode(tr, sources, spec, folder, bf16, batch_size)
             print(f"{label} {spec}: done", flush=True)
         per_ckpt[label] = _checkpoint_rows(recs, refs, bootstrap)
-        prov["checkpoints"][label] = {"path": str(p), "sha256": sha256(p),
+        prov["checkpoints"][label] = {"path": str(p), "sha256": sha256_file(p),
                                       "refs_sha256": hashlib.sha256("\n".join(refs).encode()).hexdigest()}
     dest = ROOT / "experiments" / "results" / "orders" / "window" if record else Path(out) if out else work_root
     first = per_ckpt[next(iter(per_ckpt))]["l2r"]

@@ -19,7 +19,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from plmgen.data.splits import MANIFEST, SPLITS, Pair, load_manifest, load_pairs, sha256_file, write_dataset
+from plmgen.data.splits import MANIFEST, SPLITS, Pair, load_manifest, load_pairs, write_dataset
+from plmgen.files import sha256_file
 from plmgen.errors import UserError
 
 

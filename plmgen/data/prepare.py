@@ -23,7 +23,8 @@ from rich.console import Console
 from plmgen.data.bible import prepare_bible
 from plmgen.data.libreoffice import prepare_libreoffice
 from plmgen.data.splits import Pair, clean_pairs, default_holdout_size, split_by_group, split_random, verify_dataset
-from plmgen.data.splits import MANIFEST, sha256_file, write_dataset
+from plmgen.data.splits import MANIFEST, write_dataset
+from plmgen.files import sha256_file
 from plmgen.data.userdata import parallel_pairs, tsv_pairs
 from plmgen.errors import UserError
 

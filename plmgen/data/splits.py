@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from plmgen.files import atomic_write_text, user_mode
+from plmgen.files import atomic_write_text, sha256_file, user_mode
 from plmgen.errors import UserError
 
 SPLITS = ("train", "dev", "test")
@@ -105,14 +105,6 @@ def split_random(pairs: list[Pair], dev_size: int, test_size: int, seed: int) ->
     for i, p in enumerate(pairs):
         out["dev" if i in dev else "test" if i in test else "train"].append(p)
     return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_dataset(

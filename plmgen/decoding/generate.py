@@ -207,9 +207,14 @@ def _encoded_inputs(tr: Translator, modes: list, input, text, split, data, ref, 
         if not s:
             raise UserError(f"{what}:{i}: the source tokenizes to nothing")
     ref_ids = tr.tokenizer.encode_batch(refs) if refs is not None and any(m.kind == "oracle" for m in modes) else None
+    return sources, refs, ref_ids, length_cap(tr, modes, ref_ids)
+
+
+def length_cap(tr: Translator, modes: list, ref_ids: list[list[int]] | None = None) -> int:
+    """The longest target any of ``modes`` can ask for (``DecodeConfig.max_len``): the length head's largest class
+    (1 without a head), a fixed length, or the longest oracle reference in ``ref_ids``."""
     head = tr.length_head
-    max_len = max([head.max_len if head is not None else 1] + [m.n for m in modes] + [len(r) for r in ref_ids or []])
-    return sources, refs, ref_ids, max_len
+    return max([head.max_len if head is not None else 1] + [m.n for m in modes] + [len(r) for r in ref_ids or []])
 
 
 def _run_grid(tr: Translator, sources, ref_ids, orders, modes: list, decode_kw: dict, translate_kw: dict, console,

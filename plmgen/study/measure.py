@@ -8,7 +8,6 @@ place): the matmul/attention FLOPs that step executes, whatever the objective do
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shlex
@@ -76,14 +75,6 @@ class SaveAtSteps(L.Callback):
         step = trainer.global_step
         if step in self.steps and not self.path(self.dirpath, step).exists():
             trainer.save_checkpoint(self.path(self.dirpath, step), weights_only=False)
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _git(*args: str) -> str:

@@ -34,7 +34,8 @@ from typing import Any
 from plmgen.config import ExperimentConfig
 from plmgen.errors import UserError
 from plmgen.files import atomic_write_text
-from plmgen.study.measure import SaveAtSteps, measure_step, sha256
+from plmgen.files import sha256_file
+from plmgen.study.measure import SaveAtSteps, measure_step
 from plmgen.study.spec import StudySpec, Variant, resolve
 
 
@@ -230,7 +231,8 @@ class StudyRunner:
         run_training(cfg, init_from=None if resume else (str(init_from) if init_from else None), resume=resume,
                      callbacks=callbacks)
         self.trained.append(str(run_dir))
-        ckpts = {p.name: sha256(p) for p in sorted(ckpt_dir.glob("*.ckpt")) if p.name.startswith(("budget-", "last"))}
+        ckpts = {p.name: sha256_file(p) for p in sorted(ckpt_dir.glob("*.ckpt"))
+                 if p.name.startswith(("budget-", "last"))}
         done = {"wall_s": time.perf_counter() - t0, "resumed": bool(resume), "steps": cfg.train.max_steps,
                 "val_loss": last_val_loss(run_dir), "checkpoints": ckpts, "config": cfg.to_dict()}
         _write(marker, done)

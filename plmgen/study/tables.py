@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from plmgen.files import atomic_write_text
-from plmgen.study.measure import environment, sha256
+from plmgen.files import sha256_file
+from plmgen.study.measure import environment
 from plmgen.study.spec import StudySpec
 from plmgen.study.stats import fmt_p, mean_std, paired_tests, pm
 
@@ -121,9 +122,10 @@ def provenance(spec: StudySpec, records: list[dict], tokenizer: str, argv: list[
             if done:
                 runs[f"{stage}/{r['variant']}/seed{r['seed']}"] = {"config": done["config"], "checkpoints": done["checkpoints"],
                                                                    "steps": done["steps"], "resumed": done["resumed"]}
-    return {**environment(argv), "spec": spec.path, "spec_sha256": sha256(spec.path) if Path(spec.path).is_file() else None,
-            "seeds": spec.seeds, "data": str(data), "data_manifest_sha256": sha256(data / "manifest.json"),
-            "tokenizer": str(tokenizer), "tokenizer_sha256": sha256(tokenizer), "runs": runs}
+    spec_sha = sha256_file(spec.path) if Path(spec.path).is_file() else None
+    return {**environment(argv), "spec": spec.path, "spec_sha256": spec_sha,
+            "seeds": spec.seeds, "data": str(data), "data_manifest_sha256": sha256_file(data / "manifest.json"),
+            "tokenizer": str(tokenizer), "tokenizer_sha256": sha256_file(tokenizer), "runs": runs}
 
 
 def write_results(spec: StudySpec, result: dict, out: Path, argv: list[str] | None) -> Path:
