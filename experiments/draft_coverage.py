@@ -45,23 +45,19 @@ def main(checkpoint: str, split: str = "test", limit: int = 150, out: str = "", 
     """
     import torch
 
-    from plmgen.config import DecodeConfig
+    from plmgen.config import DecodeConfig, TranslateConfig
     from plmgen.decoding.generate import read_inputs
-    from plmgen.decoding.search import decode
-    from plmgen.decoding.translate import length_logits, load_translator
+    from plmgen.decoding.translate import load_translator, translate_batch
     from plmgen.files import atomic_write_text, sha256_file
-    from plmgen.length import top_lengths
     from plmgen.study.measure import environment
 
     tr = load_translator(checkpoint)
     tok = tr.tokenizer
     sources, _, _ = read_inputs(None, split, data or None, None, tr, limit)
-    cfg = DecodeConfig(order="confidence", bf16=True)
+    cfg = TranslateConfig(decode=DecodeConfig(order="confidence", bf16=True))
     banned = torch.tensor(tr.banned)
     hits = {g: [0, 0, 0, 0] for g in GRID}  # depth-1 hits, depth-2 hits, depth-1 candidates, steps
     for text in sources:
-        src = tok.encode(text)
-        length = int(top_lengths(length_logits(tr, [src], bf16=True), 1)[0][0, 0])
         steps = []
 
         def hook(logp, q_pos, q_ok):
@@ -69,8 +65,7 @@ def main(checkpoint: str, split: str = "test", limit: int = 150, out: str = "", 
             lp[:, banned.to(lp.device)] = -float("inf")
             steps.append((lp, q_pos[0].clone(), q_ok[0].clone()))
 
-        decode(tr.model, [src], [length], cfg, sep_id=tok.sep_id, pad_id=tok.pad_id, banned=tr.banned,
-               banned_last=tok.blank_ids, on_step=hook, end_id=tr.end_id)
+        translate_batch(tr, [tok.encode(text)], cfg, on_step=hook)
         choice = [next(iter(_candidates(*s, set(), (), 1, 0))) for s in steps]
         for t in range(len(steps) - 2):
             c0, c1, c2 = choice[t : t + 3]

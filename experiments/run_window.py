@@ -34,9 +34,9 @@ def _decode(tr, sources: list[list[int]], spec: str, work: Path, bf16: bool, bat
     """Decode (or reuse) one spec -> {"hyps", "steps", "tokens_per_s"}; the record is written atomically."""
     from plmgen.config import DecodeConfig, TranslateConfig
     from plmgen.decoding.generate import length_cap, parse_order_spec
-    from plmgen.length import parse_length_mode
     from plmgen.decoding.translate import translate
     from plmgen.files import atomic_write_text
+    from plmgen.length import parse_length_mode
 
     path = work / f"{spec}.json"
     if path.is_file():

@@ -160,9 +160,11 @@ def best_per_source(hyps: list, candidates: list[list[int]]) -> list:
 # --- running -------------------------------------------------------------------------------------------------------
 
 def translate_batch(tr: Translator, sources: list[list[int]], cfg: TranslateConfig,
-                    refs: list[list[int]] | None = None, examples: Sequence[int] | None = None) -> list:
+                    refs: list[list[int]] | None = None, examples: Sequence[int] | None = None,
+                    on_step=None) -> list:
     """One batch of sources (token ids) -> one ``Hypothesis`` per source; the sources are encoded once.
-    examples: each source's index in the whole input (random orders and sampling draw from its own stream)."""
+    examples: each source's index in the whole input (random orders and sampling draw from its own stream).
+    on_step: passed to ``search.decode_layout`` (each step's log-probs, e.g. for an analysis)."""
     examples = list(range(len(sources))) if examples is None else list(examples)
     tok, dcfg = tr.tokenizer, cfg.decode
     mode = parse_length_mode(cfg.length)
@@ -177,7 +179,7 @@ def translate_batch(tr: Translator, sources: list[list[int]], cfg: TranslateConf
         lengths = torch.tensor([n for c in cands for n in c], device=layout.ctx.device)
         flat = layout.index(rows, tgt_len=lengths)
         hyps = decode_layout(tr.model, flat, dcfg, banned=tr.banned, banned_last=tok.blank_ids,
-                             encoded=enc.index(rows),
+                             encoded=enc.index(rows), on_step=on_step,
                              examples=[examples[b] for b in rows.tolist()])
     return best_per_source(hyps, cands)
 
