@@ -19,7 +19,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from plmgen.data.splits import MANIFEST, SPLITS, Pair, load_manifest, load_pairs, write_dataset
+from plmgen.data.splits import (MANIFEST, SPLITS, Pair, load_manifest, load_pairs, refuse_foreign,
+                                 write_dataset)
 from plmgen.files import sha256_file
 from plmgen.errors import UserError
 
@@ -62,7 +63,6 @@ def distill(*, teacher: str, data: str, out: str, beam: int = 1, keep_repeats: b
         threads: torch CPU threads (default: one per usable core).
         force: replace an existing --out (a prepared folder only).
     """
-    from plmgen.data.prepare import refuse_foreign
     from plmgen.decoding.generate import generate
 
     src_dir, out_dir = Path(data), Path(out)

@@ -23,7 +23,7 @@ from rich.console import Console
 from plmgen.data.bible import prepare_bible
 from plmgen.data.libreoffice import prepare_libreoffice
 from plmgen.data.splits import Pair, clean_pairs, default_holdout_size, split_by_group, split_random, verify_dataset
-from plmgen.data.splits import MANIFEST, write_dataset
+from plmgen.data.splits import MANIFEST, refuse_foreign, write_dataset
 from plmgen.files import sha256_file
 from plmgen.data.userdata import parallel_pairs, tsv_pairs
 from plmgen.errors import UserError
@@ -219,25 +219,6 @@ def _may_replace(out_dir: Path, name: str, src: str, tgt: str, settings: dict, i
     return False
 
 
-def refuse_foreign(out_dir: Path) -> None:
-    """UserError unless ``out_dir`` is missing, empty, or plmgen's prepared folder (so --force may replace it)."""
-    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
-    foreign = _foreign_entries(out_dir, entries) if entries else None
-    if foreign is not None:
-        raise UserError(f"{out_dir}: not a plmgen prepared folder ({foreign}); refusing to replace it, "
-                        "even with --force; choose another --out")
-
-
-def _foreign_entries(out_dir: Path, entries: list[str]) -> str | None:
-    """None if ``out_dir`` holds plmgen's manifest and only the files it lists, else what gives it away."""
-    try:
-        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
-        listed = set(manifest["sha256"]) | {MANIFEST}
-        assert isinstance(manifest["format_version"], int) and "recipe" in manifest
-    except (OSError, ValueError, KeyError, TypeError, AssertionError):
-        return f"no readable plmgen {MANIFEST}"
-    extra = [e for e in entries if e not in listed]
-    return f"it also holds {extra[0]!r}" if extra else None
 
 
 def _differences(manifest: dict, name: str, src: str, tgt: str, settings: dict, inputs: list[str] | None) -> list[str]:

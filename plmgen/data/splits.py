@@ -217,3 +217,24 @@ def monolingual_text(data_dir: str | os.PathLike, split: str = "train") -> list[
     data_dir = Path(data_dir)
     m = load_manifest(data_dir)
     return _read_split(data_dir, split, m["src"]) + _read_split(data_dir, split, m["tgt"])
+
+
+def refuse_foreign(out_dir: Path) -> None:
+    """UserError unless ``out_dir`` is missing, empty, or plmgen's prepared folder (so --force may replace it)."""
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    foreign = _foreign_entries(out_dir, entries) if entries else None
+    if foreign is not None:
+        raise UserError(f"{out_dir}: not a plmgen prepared folder ({foreign}); refusing to replace it, "
+                        "even with --force; choose another --out")
+
+
+def _foreign_entries(out_dir: Path, entries: list[str]) -> str | None:
+    """None if ``out_dir`` holds plmgen's manifest and only the files it lists, else what gives it away."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+        listed = set(manifest["sha256"]) | {MANIFEST}
+        assert isinstance(manifest["format_version"], int) and "recipe" in manifest
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        return f"no readable plmgen {MANIFEST}"
+    extra = [e for e in entries if e not in listed]
+    return f"it also holds {extra[0]!r}" if extra else None

@@ -153,15 +153,15 @@ def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
     Slot j of a row's new target (length L + n) is empty when its uniform draw is among the row's n smallest, else
     it holds the next original target token, so dropping the empty slots gives the original target back. Sources
     and <sep> are kept; ``tgt_len`` becomes L + n (the length head's label stays the collated batch's); draws come
-    from ``generator`` (on the host) and only host ints size the tensors.
+    from :func:`uniform` on the batch's device (``generator``: tests) and only host ints size the tensors.
     """
     ids = batch["input_ids"]
     B, T = ids.shape
     dev = ids.device
     S, L = batch["src_len"].to(dev)[:, None], batch["tgt_len"].to(dev)[:, None]  # [B, 1]
     Lm = batch.get("tgt_len_max", T) + n_max  # bound on the new target lengths
-    n = torch.randint(0, n_max + 1, (B, 1), generator=generator).to(dev)
-    u = torch.rand(B, Lm, generator=generator).to(dev)
+    n = (uniform((B, 1), generator, dev) * (n_max + 1)).long().clamp(max=n_max)  # U{0..n_max}
+    u = uniform((B, Lm), generator, dev)
     j = torch.arange(Lm, device=dev)[None]
     u = torch.where(j < L + n, u, 2.0)  # slots past the new length are never empty
     empty = u.argsort(1).argsort(1) < n  # [B, Lm] the n smallest draws
