@@ -116,6 +116,19 @@ class KVCache:
             V[rows, :, slots] = v.transpose(1, 2).to(V.dtype)
         return K, V
 
+    def place(self, slots: Tensor, pos: Tensor) -> None:
+        """Give slots [B, n] the positions pos [B, n] (scratch slots reused for other positions; every position
+        must lie inside the span the table was built for)."""
+        self.pos = self.pos.scatter(1, slots, pos)
+
+    def copy_slots(self, src: Tensor, dst: Tensor) -> None:
+        """Every layer's keys/values of slots src [B, n] into slots dst [B, n] (a row's pairs must not chain)."""
+        rows = torch.arange(src.shape[0], device=src.device)[:, None]
+        for K, V in zip(self.k, self.v):
+            if K is not None:
+                K[rows, :, dst] = K[rows, :, src]
+                V[rows, :, dst] = V[rows, :, src]
+
     def projected(self, layer: int, project) -> Tensor:
         """The layer's projected table, computed by ``project(table)`` once."""
         if self.rk[layer] is None:

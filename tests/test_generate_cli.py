@@ -268,8 +268,12 @@ def test_generate_speculate_gives_the_sequential_output_in_fewer_passes(ckpt):
     seq, spec = generate(**kw)[0], generate(**kw, speculate=3)[0]
     assert spec.hyps == seq.hyps
     assert sum(h.passes for h in spec.hypotheses) <= sum(h.passes for h in seq.hypotheses) == 6 * 8
+    tree = generate(**kw, speculate="tree2:1+1")[0]
+    assert tree.hyps == seq.hyps
     with pytest.raises(UserError, match="beam search stays sequential"):
         generate(**kw, speculate=2, beam=2)
+    with pytest.raises(UserError, match="greedy"):
+        generate(**kw, speculate="tree2", sample=True)
 
 
 def test_bench_speculative_rows_assert_identical_outputs(ckpt):
@@ -279,9 +283,10 @@ def test_bench_speculative_rows_assert_identical_outputs(ckpt):
     path, data, root = ckpt
     tr = load_translator(str(path), "cpu")
     srcs = tr.tokenizer.encode_batch(["der hund sieht die katze", "rot und blau", "das haus"])
-    rows = speculative_rows(tr, srcs, "confidence", ks=(2,), batch=2, repeats=1)
-    assert [r["k"] for r in rows] == [2] and 1.0 <= rows[0]["tokens_per_pass"] <= 3.0
-    assert rows[0]["passes"] <= rows[0]["tokens"] and rows[0]["wall_ratio"] > 0
+    rows = speculative_rows(tr, srcs, "confidence", drafts=("2", "tree2:1+1"), batch=2, repeats=1)
+    assert [r["k"] for r in rows] == ["2", "tree2:1+1"]
+    assert 1.0 <= rows[0]["tokens_per_pass"] <= 3.0 and 1.0 <= rows[1]["tokens_per_pass"] <= 3.0
+    assert all(r["passes"] <= r["tokens"] and r["wall_ratio"] > 0 for r in rows)
 
 
 def test_window_study_tables_and_resume(ckpt, tmp_path, monkeypatch):

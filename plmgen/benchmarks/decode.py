@@ -12,10 +12,11 @@ in the timed precision.
    its ``prepare_inputs_for_generation`` does (append a dummy token blocked by perm_mask, predict it through
    target_mapping, re-feed the last two tokens and reuse mems) -> ``ratio l2r_greedy_tokens_per_s_vs_hf: X``.
 3. parallel decoding with k = 1, 2, 4 positions per step: steps taken.
-4. with ``--checkpoint C``: speculative decoding (``--speculate 2,4,8``) against sequential greedy for l2r and
-   confidence, at batch 1 and 32, on the first ``limit`` test sentences (predicted lengths): tokens per forward
-   pass and the wall-clock ratio, identical outputs asserted -> ``ratio speculative_tokens_per_pass: X`` (best k,
-   confidence order) and ``ratio speculative_vs_sequential_wall: X`` (that k, batch 1). Also dev BLEU of parallel
+4. with ``--checkpoint C``: speculative decoding (``DRAFTS``: chains of 2, 4, 8 drafts and draft trees)
+   against sequential greedy for l2r and confidence, at batch 1 and 32, on the first ``limit`` test
+   sentences (predicted lengths): tokens per forward pass and the wall-clock ratio, identical outputs asserted ->
+   ``ratio speculative_tokens_per_pass: X`` (the draft with the most, confidence order, batch 1) and
+   ``ratio speculative_vs_sequential_wall: X`` (the fastest draft there). Also dev BLEU of parallel
    k = 1, 2, 4.
 
 Reports go to ``runs/bench/decode.md`` (with a checkpoint: its run folder's ``bench/``); only ``--record`` also
@@ -259,32 +260,38 @@ def _report(res: dict, repeats: int, lines, hf_lines, prow, bleu_md, spec_md, sr
 RESULTS = Path(__file__).resolve().parents[2] / "experiments" / "results" / "bench_decode.md"
 
 
-def speculative_rows(tr, sources: list[list[int]], order: str, ks=(2, 4, 8), batch: int = 1, bf16: bool = False,
-                     repeats: int = 5) -> list[dict]:
-    """Sequential greedy (k = 0) and ``speculate`` k for one order and batch size on token-id sources (predicted
-    lengths): tokens per forward pass, median seconds (sequential and speculative alternating), identical outputs
-    asserted."""
-    from ..config import TranslateConfig
+# Draft settings of the speculative table, as ``--speculate`` takes them: chains of k drafts, draft trees treeD:A+B.
+DRAFTS = ("2", "4", "8", "tree1:2+2", "tree2:1+1", "tree2:2+2")
+
+
+def speculative_rows(tr, sources: list[list[int]], order: str, drafts=DRAFTS, batch: int = 1,
+                     bf16: bool = False, repeats: int = 5) -> list[dict]:
+    """Sequential greedy and each draft setting (``--speculate`` specs, e.g. ``DRAFTS``) for one order and batch
+    size on token-id sources (predicted lengths): tokens per forward pass, median seconds (sequential and
+    speculative alternating), identical outputs asserted."""
+    from ..config import TranslateConfig, parse_speculate
     from ..decoding.translate import translate
 
-    cfg = lambda k: TranslateConfig(decode=DecodeConfig(order=order, speculate=k, bf16=bf16), batch_size=batch)  # noqa: E731
-    translate(tr, sources[:2], cfg(ks[0]))  # warm-up in the timed precision
+    def cfg(spec):
+        return TranslateConfig(decode=DecodeConfig(order=order, bf16=bf16, **parse_speculate(spec)), batch_size=batch)
+
+    translate(tr, sources[:2], cfg(drafts[0]))  # warm-up in the timed precision
     rows = []
-    for k in ks:
+    for name in drafts:
         (seq, spec), (t_seq, t_spec) = alternating([lambda: translate(tr, sources, cfg(0)),
-                                                    lambda: translate(tr, sources, cfg(k))], repeats)
+                                                    lambda: translate(tr, sources, cfg(name))], repeats)
         if [h.tokens for h in seq.hypotheses] != [h.tokens for h in spec.hypotheses]:
-            raise AssertionError(f"{order} speculate {k} (batch {batch}): output differs from sequential greedy")
+            raise AssertionError(f"{order} {name} (batch {batch}): output differs from sequential greedy")
         passes = sum(h.passes for h in spec.hypotheses)
-        rows.append({"order": order, "batch": batch, "k": k, "tokens": spec.tokens, "passes": passes,
+        rows.append({"order": order, "batch": batch, "k": name, "tokens": spec.tokens, "passes": passes,
                      "tokens_per_pass": spec.tokens / max(passes, 1), "seq_s": t_seq, "spec_s": t_spec,
                      "wall_ratio": t_seq / t_spec})
     return rows
 
 
 def speculative_table(tr, checkpoint: str, limit: int, precision: str, repeats: int, res: dict) -> list[str]:
-    """The speculative table (l2r and confidence, k = 2, 4, 8, batch 1 and 32) on the test split of ``tr`` (loaded
-    from ``checkpoint``); prints the two tracked ratios, returns markdown lines."""
+    """The speculative table (l2r and confidence, every ``DRAFTS`` setting, batch 1 and 32) on the test split of
+    ``tr`` (loaded from ``checkpoint``); prints the two tracked ratios, returns markdown lines."""
     from ..decoding.generate import read_inputs
 
     texts, _, what = read_inputs(None, "test", None, None, tr, limit)
@@ -292,22 +299,27 @@ def speculative_table(tr, checkpoint: str, limit: int, precision: str, repeats: 
     rows = [r for order in ("l2r", "confidence") for batch in (1, 32)
             for r in speculative_rows(tr, sources, order, batch=batch, bf16=precision == "bf16", repeats=repeats)]
     for r in rows:
-        print(f"speculative {r['order']} batch {r['batch']} k={r['k']}: {r['tokens_per_pass']:.2f} tokens/pass, "
+        print(f"speculative {r['order']} batch {r['batch']} {r['k']}: {r['tokens_per_pass']:.2f} tokens/pass, "
               f"wall x{r['wall_ratio']:.2f} vs sequential (identical)")
     conf1 = [r for r in rows if r["order"] == "confidence" and r["batch"] == 1]
     best = max(conf1, key=lambda r: r["tokens_per_pass"])
+    fastest = max(conf1, key=lambda r: r["wall_ratio"])
     res["speculative"], res["ratio_speculative_tokens_per_pass"] = rows, best["tokens_per_pass"]
-    res["ratio_speculative_vs_sequential_wall"] = best["wall_ratio"]
-    print(f"ratio speculative_tokens_per_pass: {best['tokens_per_pass']:.2f} (confidence, k={best['k']})")
-    print(f"ratio speculative_vs_sequential_wall: {best['wall_ratio']:.2f} (confidence, k={best['k']}, batch 1)")
+    res["ratio_speculative_vs_sequential_wall"] = fastest["wall_ratio"]
+    ratios = [f"ratio speculative_tokens_per_pass: {best['tokens_per_pass']:.2f} (confidence, {best['k']}, batch 1; "
+              f"wall x{best['wall_ratio']:.2f})",
+              f"ratio speculative_vs_sequential_wall: {fastest['wall_ratio']:.2f} (confidence, {fastest['k']}, "
+              f"batch 1; {fastest['tokens_per_pass']:.2f} tokens/pass)"]
+    print("\n".join(ratios))
     return ["## Speculative vs sequential greedy (identical outputs asserted)", "",
             f"`{checkpoint}`, {what}, {len(sources)} sentences, predicted lengths, {precision}; sequential tokens per "
-            "pass = 1. Wall ratio = sequential seconds / speculative seconds (medians of alternating repeats).", "",
-            "| order | batch | k | tokens/pass | sequential s | speculative s | wall ratio |", "|---|---|---|---|---|---|---|",
+            "pass = 1. Wall ratio = sequential seconds / speculative seconds (medians of alternating repeats). "
+            "Draft = the `--speculate` value: `k` = a chain of k drafts; `treeD:A+B` = a draft tree D levels deep, "
+            "A best-scored slots + B tokens per neighbour slot under each node.", "",
+            "| order | batch | draft | tokens/pass | sequential s | speculative s | wall ratio |",
+            "|---|---|---|---|---|---|---|",
             *[f"| {r['order']} | {r['batch']} | {r['k']} | {r['tokens_per_pass']:.2f} | {r['seq_s']:.2f} | "
-              f"{r['spec_s']:.2f} | {r['wall_ratio']:.2f} |" for r in rows], "",
-            f"ratio speculative_tokens_per_pass: {best['tokens_per_pass']:.2f} (confidence, k={best['k']})",
-            f"ratio speculative_vs_sequential_wall: {best['wall_ratio']:.2f} (confidence, k={best['k']}, batch 1)", ""]
+              f"{r['spec_s']:.2f} | {r['wall_ratio']:.2f} |" for r in rows], "", *ratios, ""]
 
 
 def dev_bleu_rows(checkpoint: str, limit: int, ks: list[int], precision: str = "fp32") -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from ..errors import UserError
 from .base import YamlConfig, check
 
 
@@ -23,6 +24,8 @@ class DecodeConfig(YamlConfig):
     bf16: bfloat16 autocast. backend: "cache" (incremental, exact) or "recompute" (naive reference).
     speculate: k > 0 drafts k (position, token) pairs per pass and verifies them in the next pass
     (``decoding.speculative``): greedy output identical to speculate 0, sampling distributed identically.
+    draft: "chain" (k drafts in a row) or "tree" (greedy only, ``decoding.tree``): speculate = D is the depth of a
+    draft tree whose nodes each get tree_positions best-scored slots + tree_tokens tokens per neighbour slot.
     """
 
     order: str = "l2r"
@@ -41,6 +44,9 @@ class DecodeConfig(YamlConfig):
     bf16: bool = False
     backend: Literal["cache", "recompute"] = "cache"
     speculate: int = 0
+    draft: Literal["chain", "tree"] = "chain"
+    tree_positions: int = 2
+    tree_tokens: int = 2
 
     def __post_init__(self) -> None:
         from plmgen.decoding.orders import ORDERS, window_error
@@ -65,6 +71,37 @@ class DecodeConfig(YamlConfig):
         check(not self.speculate or self.beam == 1, n, "speculate drafts for greedy and sampling decoding; beam search stays sequential (use speculate 0 with beam > 1)")
         check(not self.speculate or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
                     "speculate verifies one-position-per-step decoding: use k_per_step 1 and no threshold")
+        check(self.draft in ("chain", "tree"), n, f"draft must be 'chain' or 'tree', got {self.draft!r}")
+        for f in ("tree_positions", "tree_tokens"):
+            v = getattr(self, f)
+            check(isinstance(v, int) and v >= 0, n, f"{f} must be an int >= 0, got {v!r}")
+        if self.draft == "tree" and self.speculate:
+            check(not self.sample or self.temperature == 0, n,
+                  "draft tree verifies greedy decoding; sampling uses draft chain")
+            check(self.backend == "cache", n,
+                  "draft tree runs on the cache backend (its exactness is tested against sequential decoding)")
+            check(self.tree_positions + self.tree_tokens >= 1, n, "draft tree needs tree_positions + tree_tokens >= 1")
+            check(self.speculate <= 4, n, f"draft tree depth (speculate) must be <= 4, got {self.speculate}")
+
+
+def parse_speculate(spec: int | str) -> dict:
+    """``--speculate`` -> DecodeConfig fields: K (a chain of K drafts; 0 = off), ``treeD`` (a draft tree D levels
+    deep, default sizes) or ``treeD:A+B`` (A best-scored slots + B tokens per neighbour slot under each node)."""
+    text = str(spec).strip()
+    if not text.startswith("tree"):
+        try:
+            return {"speculate": int(text), "draft": "chain"}
+        except ValueError:
+            raise UserError(f"--speculate {spec!r}: expected K (drafts per pass), treeD or treeD:A+B") from None
+    depth, _, sizes = text[4:].partition(":")
+    try:
+        a, b = (int(x) for x in sizes.split("+")) if sizes else (2, 2)
+        out = {"speculate": int(depth), "draft": "tree", "tree_positions": a, "tree_tokens": b}
+    except ValueError:
+        raise UserError(f"--speculate {spec!r}: a tree is treeD or treeD:A+B, e.g. tree2:2+2") from None
+    if out["speculate"] < 1:
+        raise UserError(f"--speculate {spec!r}: a tree needs a depth D >= 1")
+    return out
 
 
 @dataclasses.dataclass

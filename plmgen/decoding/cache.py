@@ -190,6 +190,8 @@ class IncrementalCache:
         new_pos = torch.cat([self.t_pos, *extra, torch.zeros_like(self.t_pos[:, :1])], dim=1)
         self.kv = enc.cache.extend(new_pos, torch.ones_like(new_pos))  # segment 1: target keys
         self.k_ok = torch.cat([enc.ok, enc.ok.new_zeros(B, new_pos.shape[1])], dim=1)  # [B, J]
+        self.dummy = self.k_ok.shape[1] - 1  # tree steps append scratch slots after it
+        self.n_scratch = 0
         if layout.end_id is not None:
             self._encode_end(layout.end_id, end_pos)
 
@@ -209,8 +211,7 @@ class IncrementalCache:
 
     def reject(self, pos: Tensor, ok: Tensor) -> None:
         """Forget target slots pos [B, n] (where ok) filled by the last step (rejected speculative drafts)."""
-        J = self.k_ok.shape[1]
-        slots = torch.where(ok, self.M + self.C + pos, torch.full_like(pos, J - 1))
+        slots = torch.where(ok, self.M + self.C + pos, torch.full_like(pos, self.dummy))
         self.k_ok = self.k_ok.scatter(1, slots, torch.zeros_like(ok))
 
     def step(self, fill_pos: Tensor, fill_tok: Tensor, fill_ok: Tensor, q_pos: Tensor, q_ok: Tensor,
@@ -219,7 +220,7 @@ class IncrementalCache:
         q_sees [B, Q] (optional): query row q sees only the first q_sees fill rows (default: all of them)."""
         B, Fn, Q = fill_pos.shape[0], fill_pos.shape[1], q_pos.shape[1]
         J, base = self.k_ok.shape[1], self.M + self.C
-        slots = torch.where(fill_ok, base + fill_pos, torch.full_like(fill_pos, J - 1))  # [B, F]; J−1: dummy
+        slots = torch.where(fill_ok, base + fill_pos, torch.full_like(fill_pos, self.dummy))  # [B, F]
         k_ok = self.k_ok.scatter(1, slots, fill_ok) if Fn else self.k_ok  # [B, J] valid keys after this step
         # Visibility: query rows (and a single fill row) see every valid key, the new ones included; with several
         # fills, fill row f sees the fills f' <= f only (distinct ranks in column order).
@@ -241,6 +242,44 @@ class IncrementalCache:
         out = self.model.run(rows, cache=self.kv, slots=slots, bi_data=False, need_h=False)
         self.k_ok = k_ok
         return log_probs(self.model, out.g if Q else self.kv.k[0].new_zeros(B, 0, self.model.cfg.d_model))
+
+    def tree_step(self, node_pos: Tensor, node_tok: Tensor, node_ok: Tensor, anc: Tensor, q_pos: Tensor,
+                  q_ok: Tensor, q_node: Tensor) -> Tensor:
+        """A draft tree's pass: node n (N nodes) fills target slot node_pos[:, n] with node_tok[:, n] *on top of*
+        its ancestors only (anc [N, N] bool: node n's ancestors and itself); query row q (Q rows) runs at target
+        slot q_pos[:, q] in the state of node q_node[:, q] ([B, Q] long) -> log-probs [B, Q, V]. Sibling nodes may
+        hold the same slot, so node keys/values go to N scratch slots; :meth:`commit` moves the accepted path's
+        into their target slots. Nothing becomes visible to later steps before that."""
+        B, N = node_pos.shape
+        if self.n_scratch < N:  # scratch slots after the dummy, allocated once per size
+            extra = torch.zeros(B, N - self.n_scratch, dtype=torch.long, device=node_pos.device)
+            self.kv = self.kv.extend(extra, torch.ones_like(extra))
+            self.k_ok = torch.cat([self.k_ok, torch.zeros_like(extra, dtype=torch.bool)], dim=1)
+            self.n_scratch = N
+        first = self.dummy + 1
+        scratch = first + torch.arange(N, device=node_pos.device).expand(B, N)
+        slots = torch.where(node_ok, scratch, torch.full_like(scratch, self.dummy))  # [B, N]
+        self.kv.place(scratch, self.t_pos.gather(1, node_pos))
+        vis = anc[None] & node_ok[:, None, :]  # [B, N, N] node rows see their filled ancestors' scratch slots
+        q_vis = vis.gather(1, q_node[:, :, None].expand(-1, -1, N)) & q_ok[:, :, None]  # [B, Q, N]
+        vis = torch.cat([vis, q_vis], dim=1)  # [B, N+Q, N]
+        J = self.k_ok.shape[1]
+        mask = self.k_ok[:, None, :].expand(B, N + q_pos.shape[1], J).clone()
+        mask[:, :, first: first + N] = vis
+        row_pos = self.t_pos.gather(1, torch.cat([node_pos, q_pos], dim=1))
+        bias = mask_bias(mask, self.kv.k[0].dtype)
+        rows = Rows(node_tok, row_pos, torch.ones_like(row_pos), bias, n_query=q_pos.shape[1])
+        out = self.model.run(rows, cache=self.kv, slots=slots, bi_data=False, need_h=False)
+        return log_probs(self.model, out.g)
+
+    def commit(self, node_pos: Tensor, accepted: Tensor) -> None:
+        """Keep the accepted nodes [B, N] of the last :meth:`tree_step` (one path per row): their scratch
+        keys/values move into their target slots, which become visible."""
+        B, N = node_pos.shape
+        scratch = self.dummy + 1 + torch.arange(N, device=node_pos.device).expand(B, N)
+        dst = torch.where(accepted, self.M + self.C + node_pos, torch.full_like(node_pos, self.dummy))
+        self.kv.copy_slots(torch.where(accepted, scratch, torch.full_like(scratch, self.dummy)), dst)
+        self.k_ok = self.k_ok.scatter(1, dst, accepted)
 
 
 class NaiveRecompute:

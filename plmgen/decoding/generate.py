@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from plmgen.config import DecodeConfig, TranslateConfig, parse_precision
+from plmgen.config import DecodeConfig, TranslateConfig, parse_precision, parse_speculate
 from plmgen.decoding.translate import DecodeRun, Translator, load_translator, resolve_device, translate
 from plmgen.errors import UserError
 from plmgen.files import atomic_write_text
@@ -109,7 +109,7 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
              length_beam: int = 1, beam: int = 1, refine_iters: int = 0, sample: bool = False,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, out: str | None = None,
              trace: str | None = None, evaluate: bool = False, orders: str | None = None, lengths: str | None = None,
-             limit: int = 0, batch_size: int = 32, precision: str = "fp32", seed: int = 0, speculate: int = 0,
+             limit: int = 0, batch_size: int = 32, precision: str = "fp32", seed: int = 0, speculate: int | str = 0,
              device: str | None = None, quiet: bool = False, threads: int | None = None) -> list[DecodeRun]:
     """Generate translations with a fine-tuned seq2seq checkpoint (any decoding order).
 
@@ -141,9 +141,8 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         batch_size: sources decoded together.
         precision: fp32 or bf16 (bfloat16 autocast: the fast path on CPUs with AMX).
         seed: seed of random orders / sampling.
-        speculate: D > 0: speculative decoding, D (position, token) drafts per forward pass verified in the next
-            one; greedy output identical to --speculate 0, sampling distributed identically, fewer passes. Needs one
-            position per step (no @N / threshold); beam search stays sequential (--beam > 1 refuses --speculate).
+        speculate: K drafts per pass (0 = off) or treeD[:A+B], a draft tree D deep with A best slots + B tokens per
+            neighbour slot under each node (greedy; 2+2); output as --speculate 0 (sampling: same law); no --beam.
         device: where to decode: cpu, cuda, cuda:N (default: CUDA when available); bf16 autocasts on its type.
         quiet: no progress bar.
         threads: torch CPU threads (default: one per usable core; try 1 when other jobs keep the cores busy).
@@ -153,15 +152,16 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
     # Flags first: a typo must not cost a checkpoint load.
     specs, labels, modes = _grid_flags(order, orders, length, lengths)
     _check_flags(length_beam, beam, batch_size, limit, refine_iters, temperature, top_p, precision, orders, out)
+    spec = parse_speculate(speculate)
     setup_threads(threads)
     tr = load_translator(checkpoint, resolve_device(device))
     sources, refs, ref_ids, max_len = _encoded_inputs(tr, modes, input, text, split, data, ref, limit, evaluate)
-    bf16 = parse_precision(precision, "--precision") == "bf16"
-    decode_kw = dict(beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, bf16=bf16,
-                     sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, speculate=speculate)
-    translate_kw = dict(length_beam=length_beam, batch_size=batch_size)
+    decode_kw = dict(beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, sample=sample,
+                     temperature=temperature, top_k=top_k, top_p=top_p, **spec,
+                     bf16=parse_precision(precision, "--precision") == "bf16")
     console = Console(stderr=True, quiet=quiet)
-    runs = _run_grid(tr, sources, ref_ids, zip(specs, labels), modes, decode_kw, translate_kw, console, quiet)
+    runs = _run_grid(tr, sources, ref_ids, zip(specs, labels), modes, decode_kw,
+                     dict(length_beam=length_beam, batch_size=batch_size), console, quiet)
     _write_outputs(runs, refs, out, trace, evaluate, bool(orders), console)
     return runs
 

@@ -27,6 +27,7 @@ from .orders import Order, example_generator, get_order
 from .refine import refine
 from .speculative import speculative
 from .state import Bans, Hypothesis, RowState, sampling_probs
+from .tree import tree_speculative
 
 
 StepHook = Callable[[Tensor, Tensor, Tensor], None]  # (logp [R, Q, V], q_pos [R, Q], q_ok [R, Q])
@@ -71,7 +72,8 @@ def decode_layout(model: XLNet, layout: DecodeLayout, cfg: DecodeConfig, *, bann
         for b, t in enumerate(force):
             forced[b, : len(t)] = torch.tensor(list(t), dtype=torch.long)
         forced = forced.to(layout.ctx.device)
-    run = _beam if cfg.beam > 1 else speculative if cfg.speculate else _single
+    spec = tree_speculative if cfg.draft == "tree" else speculative
+    run = _beam if cfg.beam > 1 else spec if cfg.speculate else _single
     bans = Bans(tuple(banned), tuple(banned_last))
     hyps = run(model, layout, order, cfg, bans, forced, on_step, examples, encoded)
     if cfg.refine_iters:
