@@ -261,7 +261,7 @@ RESULTS = Path(__file__).resolve().parents[2] / "experiments" / "results" / "ben
 
 
 # Draft settings of the speculative table, as ``--speculate`` takes them: chains of k drafts, draft trees treeD:A+B.
-DRAFTS = ("2", "4", "8", "tree1:2+2", "tree2:1+1", "tree2:2+2")
+DRAFTS = ("2", "4", "8", "tree1:4+4", "tree2:4+4/2")
 
 
 def speculative_rows(tr, sources: list[list[int]], order: str, drafts=DRAFTS, batch: int = 1,

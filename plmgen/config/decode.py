@@ -25,7 +25,8 @@ class DecodeConfig(YamlConfig):
     speculate: k > 0 drafts k (position, token) pairs per pass and verifies them in the next pass
     (``decoding.speculative``): greedy output identical to speculate 0, sampling distributed identically.
     draft: "chain" (k drafts in a row) or "tree" (greedy only, ``decoding.tree``): speculate = D is the depth of a
-    draft tree whose nodes each get tree_positions best-scored slots + tree_tokens tokens per neighbour slot.
+    draft tree whose nodes each get tree_positions best-scored slots + tree_tokens tokens per neighbour slot
+    (tree_expand r > 0: only each node's r likeliest drafts get children of their own).
     """
 
     order: str = "l2r"
@@ -47,6 +48,7 @@ class DecodeConfig(YamlConfig):
     draft: Literal["chain", "tree"] = "chain"
     tree_positions: int = 2
     tree_tokens: int = 2
+    tree_expand: int = 0
 
     def __post_init__(self) -> None:
         from plmgen.decoding.orders import ORDERS, window_error
@@ -72,7 +74,7 @@ class DecodeConfig(YamlConfig):
         check(not self.speculate or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
                     "speculate verifies one-position-per-step decoding: use k_per_step 1 and no threshold")
         check(self.draft in ("chain", "tree"), n, f"draft must be 'chain' or 'tree', got {self.draft!r}")
-        for f in ("tree_positions", "tree_tokens"):
+        for f in ("tree_positions", "tree_tokens", "tree_expand"):
             v = getattr(self, f)
             check(isinstance(v, int) and v >= 0, n, f"{f} must be an int >= 0, got {v!r}")
         if self.draft == "tree" and self.speculate:
@@ -86,7 +88,8 @@ class DecodeConfig(YamlConfig):
 
 def parse_speculate(spec: int | str) -> dict:
     """``--speculate`` -> DecodeConfig fields: K (a chain of K drafts; 0 = off), ``treeD`` (a draft tree D levels
-    deep, default sizes) or ``treeD:A+B`` (A best-scored slots + B tokens per neighbour slot under each node)."""
+    deep, default sizes), ``treeD:A+B`` (A best-scored slots + B tokens per neighbour slot under each node) or
+    ``treeD:A+B/R`` (only each node's R likeliest drafts get children)."""
     text = str(spec).strip()
     if not text.startswith("tree"):
         try:
@@ -94,11 +97,13 @@ def parse_speculate(spec: int | str) -> dict:
         except ValueError:
             raise UserError(f"--speculate {spec!r}: expected K (drafts per pass), treeD or treeD:A+B") from None
     depth, _, sizes = text[4:].partition(":")
+    sizes, _, expand = sizes.partition("/")
     try:
         a, b = (int(x) for x in sizes.split("+")) if sizes else (2, 2)
-        out = {"speculate": int(depth), "draft": "tree", "tree_positions": a, "tree_tokens": b}
+        out = {"speculate": int(depth), "draft": "tree", "tree_positions": a, "tree_tokens": b,
+               "tree_expand": int(expand) if expand else 0}
     except ValueError:
-        raise UserError(f"--speculate {spec!r}: a tree is treeD or treeD:A+B, e.g. tree2:2+2") from None
+        raise UserError(f"--speculate {spec!r}: a tree is treeD, treeD:A+B or treeD:A+B/R, e.g. tree2:4+4/3") from None
     if out["speculate"] < 1:
         raise UserError(f"--speculate {spec!r}: a tree needs a depth D >= 1")
     return out

@@ -43,35 +43,43 @@ def tree_sizes(depth: int, a: int, b: int, fixed: bool) -> list[int]:
 
 @dataclass
 class Tree:
-    """A tree shape shared by every row: nodes level by level, node 0 the root."""
+    """A tree shape shared by every row: nodes level by level, node 0 the root. Every node of ``expanded[d]`` has
+    ``sizes[d]`` children (contiguous, best draft first); with ``expand`` = r > 0 only each parent's first r
+    children get children of their own."""
 
-    sizes: list[int]  # children per node at depth 1..D
+    sizes: list[int]  # children per expanded node at depth 1..D
     starts: list[int]  # first node of each level 0..D (and N at the end)
+    expanded: list[list[int]]  # per level 0..D-1: the nodes that have children, in order
     parent: Tensor  # [N] long, −1 for the root
+    slot: Tensor  # [N] long: a node's index in its level's ``expanded`` (−1: no children)
     anc: Tensor  # [N, N] bool: node n's ancestors and n itself
 
     @staticmethod
-    def build(sizes: list[int], device) -> "Tree":
-        parent, starts = [-1], [0]
-        for m in sizes:
+    def build(sizes: list[int], device, expand: int = 0) -> "Tree":
+        parent, starts, expanded = [-1], [0], [[0]]
+        for d, m in enumerate(sizes):
             starts.append(len(parent))
-            parent += [p for p in range(starts[-2], starts[-1]) for _ in range(m)]
+            parent += [p for p in expanded[d] for _ in range(m)]
+            if d + 1 < len(sizes):
+                first = range(starts[-1], len(parent), m)
+                expanded.append([f + j for f in first for j in range(min(expand, m) if expand else m)])
         starts.append(len(parent))
+        slot = torch.full((len(parent),), -1, dtype=torch.long)
+        for level in expanded:
+            slot[level] = torch.arange(len(level))
         anc = torch.eye(len(parent), dtype=torch.bool)
         for n in range(1, len(parent)):
             anc[n] |= anc[parent[n]]
-        return Tree(sizes, starts, torch.tensor(parent, device=device), anc.to(device))
+        return Tree(sizes, starts, expanded, torch.tensor(parent, device=device), slot.to(device), anc.to(device))
 
     @property
     def n(self) -> int:
         return self.starts[-1]
 
-    def children(self, nodes: Tensor, depth: int) -> Tensor:
-        """Children [R, m] of nodes [R] at ``depth`` (< D); a node off that level reads the level's first node."""
-        m = self.sizes[depth]
-        i = (nodes - self.starts[depth]).clamp(0, self.starts[depth + 1] - self.starts[depth] - 1)
-        first = self.starts[depth + 1] + i * m
-        return first[:, None] + torch.arange(m, device=nodes.device)
+    def children(self, nodes: Tensor, depth: int) -> tuple[Tensor, Tensor]:
+        """Children [R, m] of nodes [R] at ``depth`` (< D), and whether the node has any [R]."""
+        m, s = self.sizes[depth], self.slot[nodes]
+        return self.starts[depth + 1] + s.clamp(min=0)[:, None] * m + torch.arange(m, device=nodes.device), s >= 0
 
 
 @dataclass
@@ -114,7 +122,7 @@ def tree_speculative(model, layout, order: Order, cfg, bans: Bans, forced, on_st
     R, dev = st.tokens.shape[0], st.tokens.device
     plan = order.init(layout.tgt_len.tolist(), st.tokens.shape[1], dev, examples)
     fixed = isinstance(order, FixedOrder)
-    tree = Tree.build(tree_sizes(cfg.speculate, cfg.tree_positions, cfg.tree_tokens, fixed), dev)
+    tree = Tree.build(tree_sizes(cfg.speculate, cfg.tree_positions, cfg.tree_tokens, fixed), dev, cfg.tree_expand)
     node_pos = torch.zeros(R, tree.n, dtype=torch.long, device=dev)
     node_tok, node_ok = torch.zeros_like(node_pos), torch.zeros(R, tree.n, dtype=torch.bool, device=dev)
     while bool(st.open.any()):
@@ -172,8 +180,8 @@ def _walk(order: Order, tree: Tree, st: RowState, view: _PassView, alive: Tensor
         st.fill(pos[:, None], tok[:, None], tok_lp, live[:, None])
         hit = torch.zeros_like(live)
         if d < len(tree.sizes):
-            kids = tree.children(cur, d)  # [R, m]
-            match = node_ok.gather(1, kids) & (node_pos.gather(1, kids) == pos[:, None]) & (
+            kids, has = tree.children(cur, d)  # [R, m], [R]
+            match = has[:, None] & node_ok.gather(1, kids) & (node_pos.gather(1, kids) == pos[:, None]) & (
                 node_tok.gather(1, kids) == tok[:, None])
             hit = live & match.any(1)
             nxt = kids[rows, match.int().argmax(1)]
@@ -196,7 +204,7 @@ def _draft(order: Order, tree: Tree, view: _PassView, stop: Tensor, c: tuple, cf
     node_pos[:, 0], node_tok[:, 0], node_ok[:, 0] = c
     a, b = cfg.tree_positions, cfg.tree_tokens
     for d, m in enumerate(tree.sizes, start=1):
-        parents = torch.arange(tree.starts[d - 1], tree.starts[d], device=dev)  # [P]
+        parents = torch.tensor(tree.expanded[d - 1], dtype=torch.long, device=dev)  # [P]
         if fixed:  # the plan's slot d (row d of the stop state's rows), a + 2b likeliest tokens
             tok = lp[:, d].topk(min(m, lp.shape[-1]), dim=-1).indices  # [R, m]
             pos = qp[:, d, None].expand_as(tok)
@@ -236,13 +244,17 @@ def _candidates(order: Order, lp: Tensor, qp: Tensor, qok: Tensor, node_pos: Ten
     score = score.masked_fill(~(avail & ~is_nb), float("-inf"))
     k = min(a, qp.shape[1])
     best = score.topk(k, dim=-1)
-    b_pos, b_tok = qp[:, None, :].expand(R, P, -1).gather(2, best.indices), lp.argmax(-1)
-    b_tok = b_tok[:, None, :].expand(R, P, -1).gather(2, best.indices)
+    top1 = lp.max(-1)  # the argmax token and its log-prob per row
+    pick = lambda t: t[:, None, :].expand(R, P, -1).gather(2, best.indices)  # noqa: E731  [R, P, k]
+    b_pos, b_tok, b_lp = pick(qp), pick(top1.indices), pick(top1.values.float())
     b_ok = torch.isfinite(best.values)
-    top = lp.topk(min(b, lp.shape[-1]), dim=-1).indices  # [R, W, b]
-    n_tok = top[torch.arange(R, device=qp.device)[:, None, None], row]  # [R, P, 2n, b]
+    top = lp.topk(min(b, lp.shape[-1]), dim=-1)  # [R, W, b]
+    at = (torch.arange(R, device=qp.device)[:, None, None], row)
+    n_tok, n_lp = top.indices[at], top.values.float()[at]  # [R, P, 2n, b]
     n_pos, n_ok = nb[..., None].expand_as(n_tok), has[..., None].expand_as(n_tok)
-    pad = a - k  # fewer open slots than a
-    z = torch.zeros(R, P, pad, dtype=torch.long, device=qp.device)
-    return (torch.cat([b_pos, z, n_pos.flatten(2)], 2), torch.cat([b_tok, z, n_tok.flatten(2)], 2),
-            torch.cat([b_ok, z.bool(), n_ok.flatten(2)], 2))
+    z = torch.zeros(R, P, a - k, dtype=torch.long, device=qp.device)  # fewer open slots than a
+    pos, tok = torch.cat([b_pos, z, n_pos.flatten(2)], 2), torch.cat([b_tok, z, n_tok.flatten(2)], 2)
+    ok = torch.cat([b_ok, z.bool(), n_ok.flatten(2)], 2)
+    score = torch.cat([b_lp, z.float(), n_lp.flatten(2)], 2).masked_fill(~ok, float("-inf"))
+    order_ = score.sort(dim=2, descending=True, stable=True).indices  # likeliest drafts first (expanded first)
+    return pos.gather(2, order_), tok.gather(2, order_), ok.gather(2, order_)

@@ -27,10 +27,10 @@ def tree(**kw):
 
 
 @pytest.mark.parametrize("order", ORDERS_1)
-@pytest.mark.parametrize("depth,a,b", [(1, 2, 2), (2, 1, 1), (3, 0, 1)])
-def test_tree_speculative_equals_sequential(m, order, depth, a, b):
+@pytest.mark.parametrize("depth,a,b,r", [(1, 2, 2, 0), (2, 1, 1, 0), (3, 0, 1, 0), (2, 2, 2, 2)])
+def test_tree_speculative_equals_sequential(m, order, depth, a, b, r):
     seq = dec(m, order=order, seed=2)
-    spec = dec(m, order=order, seed=2, speculate=depth, **tree(tree_positions=a, tree_tokens=b))
+    spec = dec(m, order=order, seed=2, speculate=depth, **tree(tree_positions=a, tree_tokens=b, tree_expand=r))
     assert_same(spec, seq)
     assert all(1 <= h.passes <= h.steps for h in spec)
     assert sum(h.passes for h in spec) < sum(h.steps for h in spec)  # some drafted paths were accepted
@@ -67,11 +67,13 @@ def test_tree_paths_are_accepted_when_the_verifier_agrees(order):
     assert spec[0].steps == 9 and spec[0].passes == 3  # 1, then 4 (c + a path of 3), then 4
 
 
-def test_tree_shape_matches_a_brute_force_walk_of_parents():
-    sizes = tree_sizes(3, 2, 1, fixed=False)  # 4, 6, 6 children per node
-    t = Tree.build(sizes, "cpu")
+@pytest.mark.parametrize("expand", [0, 2])
+def test_tree_shape_matches_a_brute_force_walk_of_parents(expand):
+    sizes = tree_sizes(3, 2, 1, fixed=False)  # 4, 6, 6 children per expanded node
+    t = Tree.build(sizes, "cpu", expand)
     parent = t.parent.tolist()
-    assert t.n == 1 + 4 + 4 * 6 + 4 * 6 * 6
+    n_expanded = [1, 4 if not expand else 2, 4 * 6 if not expand else 2 * 2]
+    assert t.n == 1 + sum(e * m for e, m in zip(n_expanded, sizes))
     for n in range(t.n):  # brute force: walk up the parents
         up, p = {n}, parent[n]
         while p >= 0:
@@ -80,9 +82,14 @@ def test_tree_shape_matches_a_brute_force_walk_of_parents():
         assert set(t.anc[n].nonzero().flatten().tolist()) == up
     for d in range(len(sizes)):
         level = torch.arange(t.starts[d], t.starts[d + 1])
-        kids = t.children(level, d)
-        assert (t.parent[kids] == level[:, None]).all()
-        assert sorted(kids.flatten().tolist()) == list(range(t.starts[d + 1], t.starts[d + 2]))
+        kids, has = t.children(level, d)
+        for n, k, h in zip(level.tolist(), kids.tolist(), has.tolist()):
+            brute = [c for c, p in enumerate(parent) if p == n]
+            assert (k if h else []) == brute
+        if d:  # only each parent's first `expand` children have children
+            rank = (level - t.starts[d]) % sizes[d - 1]
+            assert has.tolist() == [bool(t.slot[p] >= 0) and (not expand or r < expand)
+                                    for p, r in zip(t.parent[level].tolist(), rank.tolist())]
 
 
 def test_tree_draft_rejects_sampling_and_the_recompute_backend():
