@@ -149,6 +149,8 @@ CASES = {
     "generate order unknown": (GEN + ["--order", "sideways"], "sideways"),
     "generate temperature nan": (GEN + ["--temperature", "nan"], "temperature"),
     "generate precision": (GEN + ["--precision", "16"], "precision"),
+    "generate speculate": (GEN + ["--speculate", "bush"], "--speculate"),
+    "generate tree sampling": (GEN + ["--speculate", "tree2", "--sample", "true"], "greedy"),
     "generate empty line": (["generate", "--checkpoint", CK + "last.ckpt", "--input", P + "/in.txt"], "in.txt:2"),
     "generate input and split": (GEN + ["--split", "dev"], "exactly one"),
     "generate missing input": (["generate", "--checkpoint", CK + "last.ckpt", "--input", "nope.txt"], "not found"),
@@ -160,6 +162,7 @@ CASES = {
     # bench
     "bench unknown": (["bench", "nosuch"], "unknown benchmark"),
     "bench checkpoint missing": (["bench", "decode", "--checkpoint", "nope.ckpt"], "nope.ckpt"),
+    "bench drafts": (["bench", "decode", "--drafts", "2,tree"], "--speculate"),
     "bench flag misplaced": (["bench", "backbone", "--checkpoint", CK + "last.ckpt"], "--checkpoint"),
     # experiments/hf_to_ckpt.py
     "hf missing folder": (["hf_to_ckpt", "--hf", "nope", "--out", "o/c/x.ckpt"], "not found"),

@@ -16,7 +16,8 @@ BENCHMARKS = ("backbone", "train", "decode")
 def bench(what: str, steps: int | None = None, batch: int | None = None, checkpoint: str | None = None,
           precision: str | None = None, experiment: str | None = None, objectives: str | None = None,
           device: str | None = None, out: str | None = None, threads: int | None = None,
-          limit: int | None = None, repeats: int | None = None, record: bool | None = None) -> None:
+          limit: int | None = None, repeats: int | None = None, record: bool | None = None,
+          drafts: str | None = None) -> None:
     """Run one benchmark.
 
     Args:
@@ -35,6 +36,7 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
         limit: decode only: test sentences for the speculative table with --checkpoint (default 100, 0 = all).
         repeats: decode only: timed runs per side, medians of alternating repeats (default 5).
         record: decode only: also rewrite experiments/results/bench_decode.md (a plain run writes under runs/).
+        drafts: decode only: the speculative table's --speculate values (default 2,4,8; add trees: tree1:4+4).
     """
     if what not in BENCHMARKS:
         raise UserError(f"unknown benchmark {what!r}; choose one of {', '.join(BENCHMARKS)}")
@@ -47,7 +49,8 @@ def bench(what: str, steps: int | None = None, batch: int | None = None, checkpo
         raise UserError(f"--device must be cpu or cuda, got {device!r}")
     given = {k: v for k, v in dict(steps=steps, batch=batch, checkpoint=checkpoint, precision=precision,
                                    experiment=experiment, objectives=objectives, device=device, out=out,
-                                   limit=limit, repeats=repeats, record=record).items() if v is not None}
+                                   limit=limit, repeats=repeats, record=record, drafts=drafts).items()
+             if v is not None}
     accepted = inspect.signature(run).parameters
     for name in given:
         if name not in accepted:

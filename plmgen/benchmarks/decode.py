@@ -12,7 +12,7 @@ in the timed precision.
    its ``prepare_inputs_for_generation`` does (append a dummy token blocked by perm_mask, predict it through
    target_mapping, re-feed the last two tokens and reuse mems) -> ``ratio l2r_greedy_tokens_per_s_vs_hf: X``.
 3. parallel decoding with k = 1, 2, 4 positions per step: steps taken.
-4. with ``--checkpoint C``: speculative decoding (``DRAFTS``: chains of 2, 4, 8 drafts and draft trees)
+4. with ``--checkpoint C``: speculative decoding (``--drafts``: chains of 2, 4, 8 drafts, and draft trees on request)
    against sequential greedy for l2r and confidence, at batch 1 and 32, on the first ``limit`` test
    sentences (predicted lengths): tokens per forward pass and the wall-clock ratio, identical outputs asserted ->
    ``ratio speculative_tokens_per_pass: X`` (the draft with the most, confidence order, batch 1) and
@@ -33,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from ..config import DecodeConfig, ModelConfig, parse_precision
+from ..config import DecodeConfig, ModelConfig, parse_precision, parse_speculate
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..decoding import decode
@@ -42,6 +42,10 @@ from ..decoding.translate import load_translator
 from ..model import XLNet
 
 SEP, PAD = 4, 5
+
+# Draft settings of the speculative table, as ``--speculate`` takes them: chains of k drafts (draft trees,
+# treeD:A+B[/R], through ``--drafts``: on a CPU each costs minutes per order and batch size).
+DRAFTS = ("2", "4", "8")
 
 
 def _timed(fn):
@@ -120,7 +124,7 @@ def parallel_rows(model, src, lens, ks=(1, 2, 4), quality: Callable | None = Non
 def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256, n_layer: int = 6,
         vocab_size: int = 8000, seed: int = 0, hf: bool = True, precision: str = "bf16",
         out: str | None = None, checkpoint: str | None = None, dev_limit: int = 200, limit: int = 100,
-        repeats: int = 5, record: bool = False, device: str = "cpu") -> dict:
+        repeats: int = 5, record: bool = False, device: str = "cpu", drafts: str = ",".join(DRAFTS)) -> dict:
     """Run the decoding benchmark and write a markdown report to ``out``.
 
     Args:
@@ -139,12 +143,16 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
         limit: test sentences for the speculative table (0 = the whole split).
         repeats: timed runs per side (medians, alternating sides), at least 5 for the headline numbers.
         record: also rewrite experiments/results/bench_decode.md.
+        drafts: the speculative table's --speculate values (K: a chain; trees such as tree1:4+4 cost minutes).
         device: where the random-weight models run (cpu or cuda; bf16 autocast is the CPU path, use fp32 on cuda).
     """
     precision = parse_precision(precision, "--precision")
     if not isinstance(repeats, int) or repeats < 1:
         raise UserError(f"--repeats must be an int >= 1, got {repeats!r}")
     bf16 = precision == "bf16"
+    specs = [x.strip() for x in str(drafts).split(",") if x.strip()]
+    for x in specs:  # a bad --drafts fails now, not after minutes of benchmarks
+        DecodeConfig(**parse_speculate(x))
     tgt_len = steps
     tr = load_translator(checkpoint) if checkpoint else None  # a bad checkpoint fails now, not minutes later
     model, src, gen = _random_model_and_sources(batch, src_len, d_model, n_layer, vocab_size, seed, device)
@@ -162,7 +170,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     for r in prow:
         print(f"parallel k={r['k']}: mean steps {r['mean_steps']:.1f} ({r['seconds']:.2f} s)")
 
-    spec_md = speculative_table(tr, checkpoint, limit, precision, repeats, res) if checkpoint else []
+    spec_md = speculative_table(tr, checkpoint, limit, precision, repeats, res, specs) if checkpoint else []
     bleu_md = dev_bleu_rows(checkpoint, dev_limit, [r["k"] for r in prow], precision) if checkpoint else []
     md = _report(res, repeats, lines, hf_lines, prow, bleu_md, spec_md, src_len, precision)
     run_dir = Path(checkpoint).resolve().parent.parent if checkpoint else Path("runs")
@@ -260,16 +268,12 @@ def _report(res: dict, repeats: int, lines, hf_lines, prow, bleu_md, spec_md, sr
 RESULTS = Path(__file__).resolve().parents[2] / "experiments" / "results" / "bench_decode.md"
 
 
-# Draft settings of the speculative table, as ``--speculate`` takes them: chains of k drafts, draft trees treeD:A+B.
-DRAFTS = ("2", "4", "8", "tree1:4+4", "tree2:4+4/2")
-
-
 def speculative_rows(tr, sources: list[list[int]], order: str, drafts=DRAFTS, batch: int = 1,
                      bf16: bool = False, repeats: int = 5) -> list[dict]:
     """Sequential greedy and each draft setting (``--speculate`` specs, e.g. ``DRAFTS``) for one order and batch
     size on token-id sources (predicted lengths): tokens per forward pass, median seconds (sequential and
     speculative alternating), identical outputs asserted."""
-    from ..config import TranslateConfig, parse_speculate
+    from ..config import TranslateConfig
     from ..decoding.translate import translate
 
     def cfg(spec):
@@ -289,15 +293,16 @@ def speculative_rows(tr, sources: list[list[int]], order: str, drafts=DRAFTS, ba
     return rows
 
 
-def speculative_table(tr, checkpoint: str, limit: int, precision: str, repeats: int, res: dict) -> list[str]:
-    """The speculative table (l2r and confidence, every ``DRAFTS`` setting, batch 1 and 32) on the test split of
+def speculative_table(tr, checkpoint: str, limit: int, precision: str, repeats: int, res: dict,
+                      specs=DRAFTS) -> list[str]:
+    """The speculative table (l2r and confidence, every draft of ``specs``, batch 1 and 32) on the test split of
     ``tr`` (loaded from ``checkpoint``); prints the two tracked ratios, returns markdown lines."""
     from ..decoding.generate import read_inputs
 
     texts, _, what = read_inputs(None, "test", None, None, tr, limit)
     sources = tr.tokenizer.encode_batch(texts)
     rows = [r for order in ("l2r", "confidence") for batch in (1, 32)
-            for r in speculative_rows(tr, sources, order, batch=batch, bf16=precision == "bf16", repeats=repeats)]
+            for r in speculative_rows(tr, sources, order, specs, batch, precision == "bf16", repeats)]
     for r in rows:
         print(f"speculative {r['order']} batch {r['batch']} {r['k']}: {r['tokens_per_pass']:.2f} tokens/pass, "
               f"wall x{r['wall_ratio']:.2f} vs sequential (identical)")
