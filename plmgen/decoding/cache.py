@@ -275,11 +275,12 @@ class IncrementalCache:
     def commit(self, node_pos: Tensor, accepted: Tensor) -> None:
         """Keep the accepted nodes [B, N] of the last :meth:`tree_step` (one path per row): their scratch
         keys/values move into their target slots, which become visible."""
-        B, N = node_pos.shape
-        scratch = self.dummy + 1 + torch.arange(N, device=node_pos.device).expand(B, N)
-        dst = torch.where(accepted, self.M + self.C + node_pos, torch.full_like(node_pos, self.dummy))
-        self.kv.copy_slots(torch.where(accepted, scratch, torch.full_like(scratch, self.dummy)), dst)
-        self.k_ok = self.k_ok.scatter(1, dst, accepted)
+        n = max(int(accepted.sum(1).max()), 1)  # the longest accepted path: copy only those nodes
+        node = torch.sort((~accepted).to(torch.int8), dim=1, stable=True).indices[:, :n]  # [B, n] accepted first
+        ok = accepted.gather(1, node)
+        dst = torch.where(ok, self.M + self.C + node_pos.gather(1, node), torch.full_like(node, self.dummy))
+        self.kv.copy_slots(torch.where(ok, self.dummy + 1 + node, torch.full_like(node, self.dummy)), dst)
+        self.k_ok = self.k_ok.scatter(1, dst, ok)
 
 
 class NaiveRecompute:

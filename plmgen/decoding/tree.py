@@ -87,10 +87,11 @@ class _PassView:
     """One pass's log-probs, computed only for the query rows some node needs (``q_ok``), read back per node."""
 
     logp: Tensor  # [R, K, V] the kept rows' log-probs (K = most kept rows in a batch row)
-    blp: Tensor  # [R, K, V] the same with the banned ids at −inf
     col: Tensor  # [R, N, W] each node row's column in logp (0 where not kept)
     q_pos: Tensor  # [R, N, W]
     q_ok: Tensor  # [R, N, W]
+    bans: Bans
+    last_slot: Tensor  # [R]
 
     @staticmethod
     def run(backend: IncrementalCache, bans: Bans, last_slot: Tensor, tree: Tree, node_pos: Tensor,
@@ -103,13 +104,14 @@ class _PassView:
         col.scatter_(1, keep, torch.arange(K, device=q_pos.device).expand(R, K))
         k_pos, k_ok = q_pos.reshape(R, -1).gather(1, keep), flat_ok.gather(1, keep)
         logp = backend.tree_step(node_pos, node_tok, node_ok, tree.anc, k_pos, k_ok, keep // W)  # [R, K, V]
-        return _PassView(logp, bans.apply(logp, k_pos, last_slot), col.view(R, N, W), q_pos, q_ok)
+        return _PassView(logp, col.view(R, N, W), q_pos, q_ok, bans, last_slot)
 
     def rows(self, node: Tensor, banned: bool = True) -> tuple[Tensor, Tensor, Tensor]:
-        """Node node[r]'s query rows for every batch row r -> (log-probs [R, W, V], q_pos [R, W], q_ok [R, W])."""
+        """Node node[r]'s query rows for every batch row r -> (log-probs [R, W, V] (banned ids at −inf unless
+        ``banned`` is False), q_pos [R, W], q_ok [R, W])."""
         r = torch.arange(node.shape[0], device=node.device)
-        lp = self.blp if banned else self.logp
-        return lp[r[:, None], self.col[r, node]], self.q_pos[r, node], self.q_ok[r, node]
+        lp, qp = self.logp[r[:, None], self.col[r, node]], self.q_pos[r, node]
+        return (self.bans.apply(lp, qp, self.last_slot) if banned else lp), qp, self.q_ok[r, node]
 
 
 def tree_speculative(model, layout, order: Order, cfg, bans: Bans, forced, on_step, examples, encoded=None):
