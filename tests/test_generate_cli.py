@@ -404,3 +404,30 @@ def test_draft_coverage_grows_with_the_candidate_set(ckpt, tmp_path, capsys):
     import re
 
     assert int(re.search(r"; (\d+) steps\.", (tmp_path / "cov.md").read_text()).group(1)) > 0
+
+
+@pytest.mark.parametrize("fp32_agrees", [True, False])
+def test_bench_speculative_rows_check_bf16_differences_in_fp32(monkeypatch, fp32_agrees):
+    """Under bf16 an output that differs from sequential decoding is re-decoded in fp32, where it must agree
+    (rounding near ties); a difference that survives fp32 fails the benchmark."""
+    from types import SimpleNamespace
+
+    import plmgen.decoding.translate as translate_mod
+    from plmgen.benchmarks.decode import speculative_rows
+
+    def fake(tr, sources, cfg):
+        d = cfg.decode
+        flip = d.speculate and (d.bf16 or not fp32_agrees)
+        hyps = [SimpleNamespace(tokens=[s[0] + (1 if flip and i == 1 else 0)], passes=1) for i, s in enumerate(sources)]
+        if len(sources) == 1 and not d.bf16:  # the fp32 re-decode of the one differing source
+            hyps = [SimpleNamespace(tokens=[sources[0][0] + (1 if flip else 0)], passes=1)]
+        return SimpleNamespace(hypotheses=hyps, tokens=len(hyps))
+
+    monkeypatch.setattr(translate_mod, "translate", fake)
+    srcs = [[5], [6], [7]]
+    if fp32_agrees:
+        rows = speculative_rows(None, srcs, "confidence", drafts=("2",), bf16=True, repeats=1)
+        assert rows[0]["bf16_flips"] == 1
+    else:
+        with pytest.raises(AssertionError, match="differs from sequential"):
+            speculative_rows(None, srcs, "confidence", drafts=("2",), bf16=True, repeats=1)
