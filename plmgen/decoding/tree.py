@@ -172,13 +172,14 @@ def _walk(order: Order, tree: Tree, st: RowState, view: _PassView, alive: Tensor
     stop = cur.clone()
     c_pos, c_tok, c_ok = torch.zeros_like(cur), torch.zeros_like(cur), torch.zeros_like(alive)
     for d in range(len(tree.sizes) + 1):
-        blp, qp, ok = view.rows(cur)  # [R, W, V], [R, W]
+        lp, qp, ok = view.rows(cur, banned=False)  # [R, W, V], [R, W]
         live = alive & ok.any(1)
         if not bool(live.any()):
             break
+        blp = view.bans.apply(lp, qp, view.last_slot)
         s = order.choose(blp, ok)[0][:, 0]  # [R] (fixed orders: the first row)
         pos, tok = qp[rows, s], blp[rows, s].argmax(-1)
-        tok_lp = view.rows(cur, banned=False)[0][rows, s].gather(1, tok[:, None])
+        tok_lp = lp[rows, s].gather(1, tok[:, None])
         st.fill(pos[:, None], tok[:, None], tok_lp, live[:, None])
         hit = torch.zeros_like(live)
         if d < len(tree.sizes):
