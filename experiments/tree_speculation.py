@@ -38,6 +38,7 @@ def main(checkpoint: str, specs: str = "4,tree1:4+4,tree2:4+4", order: str = "co
     """
     from plmgen.benchmarks.decode import alternating
     from plmgen.config import DecodeConfig, TranslateConfig, parse_precision, parse_speculate
+    from plmgen.decoding.cache import model_device
     from plmgen.decoding.generate import read_inputs
     from plmgen.decoding.translate import load_translator, translate
     from plmgen.errors import UserError
@@ -58,10 +59,12 @@ def main(checkpoint: str, specs: str = "4,tree1:4+4,tree2:4+4", order: str = "co
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    translate(tr, sources[:2], cfg(kws[names[0]]))  # warm-up in the timed precision, on the device
+    record = lambda name: folder / f"{name.replace(':', '_').replace('/', '_')}.json"  # noqa: E731
+    if not all(record(n).exists() for n in names):
+        translate(tr, sources[:2], cfg(kws[names[0]]))  # warm-up in the timed precision, on the device
     rows = []
     for name in names:
-        rec = folder / f"{name.replace(':', '_').replace('/', '_')}.json"
+        rec = record(name)
         if rec.exists():
             rows.append(json.loads(rec.read_text(encoding="utf-8")))
             continue
@@ -81,7 +84,7 @@ def main(checkpoint: str, specs: str = "4,tree1:4+4,tree2:4+4", order: str = "co
     env = environment()
     lines = ["# Speculative decoding: tokens per forward pass (experiments/tree_speculation.py)", "",
              f"`{checkpoint}` (sha256 `{sha256_file(checkpoint)[:16]}…`), {what}, {len(sources)} sentences, "
-             f"{order} order, greedy, predicted length, {precision}, batch {batch_size}, {tr.model.lm_bias.device}; "
+             f"{order} order, greedy, predicted length, {precision}, batch {batch_size}, {model_device(tr.model)}; "
              f"every output identical to sequential greedy decoding ({rows[0]['tokens'] if rows else 0} tokens). "
              f"Seconds: medians of {repeats} alternating runs (sequential, speculative) after a warm-up"
              f"{' (single runs: no speed claim)' if repeats == 1 else ''}; wall ratio = sequential / speculative.", "",

@@ -431,3 +431,32 @@ def test_bench_speculative_rows_check_bf16_differences_in_fp32(monkeypatch, fp32
     else:
         with pytest.raises(AssertionError, match="differs from sequential"):
             speculative_rows(None, srcs, "confidence", drafts=("2",), bf16=True, repeats=1)
+
+
+def test_tree_speculation_table_and_resume(ckpt, tmp_path, monkeypatch):
+    """experiments/tree_speculation.py: each spec decoded against sequential greedy (identical), tokens per pass in
+    the table; a rerun reads the per-spec records instead of decoding again."""
+    import importlib.util
+
+    import plmgen.decoding.translate as tr_mod
+
+    spec = importlib.util.spec_from_file_location("tree_speculation", ROOT / "experiments" / "tree_speculation.py")
+    ts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ts)
+    path, _, _ = ckpt
+    kw = dict(checkpoint=str(path), specs="2,tree2:1+1", limit=4, batch_size=2, precision="fp32", device="cpu",
+              out=str(tmp_path / "out"))
+    ts.main(**kw)
+    text = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
+    rows = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["rows"]
+    assert [r["spec"] for r in rows] == ["2", "tree2:1+1"] and "| `tree2:1+1` |" in text
+    assert all(1.0 <= r["tokens_per_pass"] <= 3.0 and r["passes"] <= r["tokens"] for r in rows)
+
+    def no_decoding(*_, **__):
+        raise AssertionError("decoded again instead of resuming")
+
+    monkeypatch.setattr(tr_mod, "translate", no_decoding)
+    ts.main(**kw)
+    assert json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["rows"] == rows
+    with pytest.raises(UserError, match="--speculate"):
+        ts.main(**{**kw, "specs": "tree"})
