@@ -24,8 +24,10 @@ chunk's states become memory: decoding has no ``reuse_len``).
 
 Cache layout (pre-allocated, never concatenated): per layer k, v [B, H, J, D]; slot regions
 ``[memory M | context C | target L | dummy]`` with per-row positions ``k_pos`` [B, J] and validity ``k_ok`` [B, J]
-(padding and open target slots are invalid, a filled target slot becomes valid). The positional table covers every
-distance once and is projected per layer once; a step only gathers indices.
+(padding and open target slots are invalid, a filled target slot becomes valid). A draft tree's pass
+(``tree_step``) appends scratch slots after the dummy for its nodes (allocated once); ``commit`` copies the
+accepted ones home. The positional table covers every distance once and is projected per layer once; a step only
+gathers indices.
 """
 
 from __future__ import annotations
