@@ -27,6 +27,7 @@ plan's slot of that depth. Sampling keeps the chain drafts of ``decoding.specula
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -206,6 +207,7 @@ def _draft(order: Order, tree: Tree, view: _PassView, stop: Tensor, c: tuple, cf
     node_tok, node_ok = torch.zeros_like(node_pos), torch.zeros(R, tree.n, dtype=torch.bool, device=dev)
     node_pos[:, 0], node_tok[:, 0], node_ok[:, 0] = c
     a, b = cfg.tree_positions, cfg.tree_tokens
+    stats = None if fixed else _RowStats.of(order, lp, b)  # once per pass: every level reads the same rows
     for d, m in enumerate(tree.sizes, start=1):
         parents = torch.tensor(tree.expanded[d - 1], dtype=torch.long, device=dev)  # [P]
         if fixed:  # the plan's slot d (row d of the stop state's rows), a + 2b likeliest tokens
@@ -216,7 +218,7 @@ def _draft(order: Order, tree: Tree, view: _PassView, stop: Tensor, c: tuple, cf
         else:
             path = tree.anc[parents][None] & node_ok[:, None, :]  # [R, P, N]
             around = [node_pos[:, parents]] + ([node_pos[:, tree.parent[parents]]] if d > 1 else [])
-            pos, tok, ok = _candidates(order, lp, qp, qok, node_pos, path, torch.stack(around, 2), a, b)
+            pos, tok, ok = _candidates(stats, qp, qok, node_pos, path, torch.stack(around, 2), a)
         sl = slice(tree.starts[d], tree.starts[d + 1])
         ok = ok & node_ok[:, parents, None]
         node_pos[:, sl], node_tok[:, sl] = (pos * ok).reshape(R, -1), (tok * ok).reshape(R, -1)
@@ -224,13 +226,28 @@ def _draft(order: Order, tree: Tree, view: _PassView, stop: Tensor, c: tuple, cf
     return node_pos, node_tok, node_ok
 
 
-def _candidates(order: Order, lp: Tensor, qp: Tensor, qok: Tensor, node_pos: Tensor, path: Tensor, around: Tensor,
-                a: int, b: int) -> tuple[Tensor, Tensor, Tensor]:
+class _RowStats(NamedTuple):
+    """What drafting reads of the stop state's rows lp [R, W, V] (banned log-probs), computed once per pass."""
+
+    priority: Tensor  # [R, W] fp32: the order's score of each slot
+    top1_tok: Tensor  # [R, W] the argmax token
+    top1_lp: Tensor  # [R, W] fp32: its log-prob
+    top_tok: Tensor  # [R, W, b] the b likeliest tokens
+    top_lp: Tensor  # [R, W, b] fp32: their log-probs
+
+    @staticmethod
+    def of(order: Order, lp: Tensor, b: int) -> "_RowStats":
+        top1, top = lp.max(-1), lp.topk(min(b, lp.shape[-1]), dim=-1)
+        return _RowStats(order.priority(lp).float(), top1.indices, top1.values.float(), top.indices,
+                         top.values.float())
+
+
+def _candidates(stats: _RowStats, qp: Tensor, qok: Tensor, node_pos: Tensor, path: Tensor, around: Tensor,
+                a: int) -> tuple[Tensor, Tensor, Tensor]:
     """Children of P parents for an adaptive order -> (pos, tok, ok) [R, P, a + 2·n_around·b].
 
-    lp [R, W, V] banned log-probs of the stop state's rows at slots qp [R, W] (qok: open there), node_pos [R, N]
-    with path [R, P, N] (each parent's filled path), around [R, P, n_around] the slots whose neighbours get b
-    tokens each."""
+    stats: the stop state's rows at slots qp [R, W] (qok: open there), node_pos [R, N] with path [R, P, N] (each
+    parent's filled path), around [R, P, n_around] the slots whose neighbours get b tokens each."""
     R, P = path.shape[:2]
     on_path = ((qp[:, None, :, None] == node_pos[:, None, None, :]) & path[:, :, None, :]).any(-1)  # [R, P, W]
     avail = qok[:, None, :] & ~on_path
@@ -243,17 +260,14 @@ def _candidates(order: Order, lp: Tensor, qp: Tensor, qok: Tensor, node_pos: Ten
     dup = ((nb[..., :, None] == nb[..., None, :]) & has[..., None, :] & earlier).any(-1)
     has = has & ~dup
     is_nb = (eq & has[..., None]).any(2)  # [R, P, W]
-    score = order.priority(lp).float()[:, None, :].expand(R, P, -1)  # [R, P, W]
-    score = score.masked_fill(~(avail & ~is_nb), float("-inf"))
+    score = stats.priority[:, None, :].expand(R, P, -1).masked_fill(~(avail & ~is_nb), float("-inf"))  # [R, P, W]
     k = min(a, qp.shape[1])
     best = score.topk(k, dim=-1)
-    top1 = lp.max(-1)  # the argmax token and its log-prob per row
     pick = lambda t: t[:, None, :].expand(R, P, -1).gather(2, best.indices)  # noqa: E731  [R, P, k]
-    b_pos, b_tok, b_lp = pick(qp), pick(top1.indices), pick(top1.values.float())
+    b_pos, b_tok, b_lp = pick(qp), pick(stats.top1_tok), pick(stats.top1_lp)
     b_ok = torch.isfinite(best.values)
-    top = lp.topk(min(b, lp.shape[-1]), dim=-1)  # [R, W, b]
     at = (torch.arange(R, device=qp.device)[:, None, None], row)
-    n_tok, n_lp = top.indices[at], top.values.float()[at]  # [R, P, 2n, b]
+    n_tok, n_lp = stats.top_tok[at], stats.top_lp[at]  # [R, P, 2n, b]
     n_pos, n_ok = nb[..., None].expand_as(n_tok), has[..., None].expand_as(n_tok)
     z = torch.zeros(R, P, a - k, dtype=torch.long, device=qp.device)  # fewer open slots than a
     pos, tok = torch.cat([b_pos, z, n_pos.flatten(2)], 2), torch.cat([b_tok, z, n_tok.flatten(2)], 2)
