@@ -429,7 +429,7 @@ def test_bench_speculative_rows_check_bf16_differences_in_fp32(monkeypatch, fp32
         rows = speculative_rows(None, srcs, "confidence", drafts=("2",), bf16=True, repeats=1)
         assert rows[0]["bf16_flips"] == 1
     else:
-        with pytest.raises(AssertionError, match="differs from sequential"):
+        with pytest.raises(UserError, match="differ from sequential"):
             speculative_rows(None, srcs, "confidence", drafts=("2",), bf16=True, repeats=1)
 
 
@@ -449,7 +449,7 @@ def test_tree_speculation_table_and_resume(ckpt, tmp_path, monkeypatch):
     ts.main(**kw)
     text = (tmp_path / "out" / "README.md").read_text(encoding="utf-8")
     rows = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["rows"]
-    assert [r["spec"] for r in rows] == ["2", "tree2:1+1"] and "| `tree2:1+1` |" in text
+    assert [r["k"] for r in rows] == ["2", "tree2:1+1"] and "| `tree2:1+1` |" in text
     assert all(1.0 <= r["tokens_per_pass"] <= 3.0 and r["passes"] <= r["tokens"] for r in rows)
 
     def no_decoding(*_, **__):

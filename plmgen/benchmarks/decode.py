@@ -33,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from ..config import DecodeConfig, ModelConfig, parse_precision, parse_speculate
+from ..config import DecodeConfig, ModelConfig, parse_precision, parse_speculate, parse_speculate_list
 from ..errors import UserError
 from ..files import atomic_write_text
 from ..decoding import decode
@@ -150,9 +150,7 @@ def run(batch: int = 32, steps: int = 64, src_len: int = 32, d_model: int = 256,
     if not isinstance(repeats, int) or repeats < 1:
         raise UserError(f"--repeats must be an int >= 1, got {repeats!r}")
     bf16 = precision == "bf16"
-    specs = [x.strip() for x in str(drafts).split(",") if x.strip()]
-    for x in specs:  # a bad --drafts fails now, not after minutes of benchmarks
-        DecodeConfig(**parse_speculate(x))
+    specs = parse_speculate_list(drafts, "--drafts")  # a bad one fails now, not after minutes of benchmarks
     tgt_len = steps
     tr = load_translator(checkpoint) if checkpoint else None  # a bad checkpoint fails now, not minutes later
     model, src, gen = _random_model_and_sources(batch, src_len, d_model, n_layer, vocab_size, seed, device)
@@ -292,7 +290,8 @@ def speculative_rows(tr, sources: list[list[int]], order: str, drafts=DRAFTS, ba
             if [h.tokens for h in a.hypotheses] == [h.tokens for h in b.hypotheses]:
                 differ = []
         if differ:
-            raise AssertionError(f"{order} {name} (batch {batch}): output differs from sequential greedy")
+            raise UserError(f"--speculate {name}, {order} order, batch {batch}: {len(differ)} outputs differ from "
+                            "sequential greedy decoding")
         passes = sum(h.passes for h in spec.hypotheses)
         rows.append({"order": order, "batch": batch, "k": name, "tokens": spec.tokens, "passes": passes,
                      "tokens_per_pass": spec.tokens / max(passes, 1), "seq_s": t_seq, "spec_s": t_spec,

@@ -15,7 +15,7 @@ The atomic file writers once defined here live in ``plmgen.files`` and are re-ex
 
 from ..files import atomic_write_text, fsync_file, temp_beside, user_mode
 from .base import PRECISIONS, YamlConfig, check, parse_precision
-from .decode import DecodeConfig, TranslateConfig, parse_speculate
+from .decode import DecodeConfig, TranslateConfig, parse_speculate, parse_speculate_list
 from .experiment import DataConfig, ExperimentConfig, TrainConfig
 from .model import NAMED_SIZES, ModelConfig
 from .objective import (OBJECTIVE_NAMES, SEQ2SEQ_ORDERS, ObjectiveConfig, Seq2SeqConfig, parse_mixture, parse_order_mix,

@@ -109,6 +109,20 @@ def parse_speculate(spec: int | str) -> dict:
     return out
 
 
+def parse_speculate_list(text, flag: str) -> list[str]:
+    """A comma-separated list of ``--speculate`` values (``bench decode --drafts``, experiments) -> the values, each
+    checked as a DecodeConfig now, so that a bad one fails before minutes of decoding, naming ``flag``."""
+    specs = [x.strip() for x in str(text).split(",") if x.strip()]
+    if not specs:
+        raise UserError(f"{flag}: expected comma-separated --speculate values (K, treeD:A+B[/R]), got {text!r}")
+    for x in specs:
+        try:
+            DecodeConfig(**parse_speculate(x))
+        except UserError as e:
+            raise UserError(f"{flag}: {e}") from None
+    return specs
+
+
 @dataclasses.dataclass
 class TranslateConfig(YamlConfig):
     """A translation run (``plmgen.decoding.translate``): how to decode, how to choose each target length, how many
