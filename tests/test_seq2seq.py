@@ -322,10 +322,13 @@ def test_unlikelihood_term_is_weighted_and_trains():
     assert model.mask_emb.grad is not None
 
 
-def test_empty_slots_train_the_real_length_and_spare_empty_neighbours():
+@pytest.mark.parametrize("skip_empty", [False, True])
+def test_empty_slots_train_the_real_length_and_spare_empty_neighbours(skip_empty):
     """With empty slots: the query stream predicts every slot (empty ones too), the length head's label is the
-    real target length, and the unlikelihood term counts only real neighbour tokens (brute force)."""
-    obj, model = _objective(unlikelihood=1.0, max_len=16, end_marker=True, empty_slots=3)
+    real target length, and the unlikelihood term counts only real neighbour tokens (brute force) — with
+    ``unlikelihood_skip_empty`` the nearest real slot on each side, across empty ones."""
+    obj, model = _objective(unlikelihood=1.0, max_len=16, end_marker=True, empty_slots=3,
+                            unlikelihood_skip_empty=skip_empty)
     batch, _, tgts = _batch(torch.Generator().manual_seed(0), B=5)
     labels_seen = []
     loss = obj.length_head.loss
@@ -337,13 +340,25 @@ def test_empty_slots_train_the_real_length_and_spare_empty_neighbours():
     sm = obj.sample(prep, g)
     ids, tgt = prep["input_ids"], prep["target"] & prep["valid"]
     assert out.n_tokens["seq2seq"] == int(tgt.sum()) > sum(len(t) for t in tgts)
-    want = 0
+    want, across = 0, 0
     for b, p in zip(*torch.nonzero(sm.target_valid, as_tuple=True)):
         i = int(sm.target_pos[b, p])
-        for j in (i - 1, i + 1):
+        for step in (-1, 1):
+            j = i + step
+            while skip_empty and 0 <= j < ids.shape[1] and tgt[b, j] and ids[b, j] == EMPTY:
+                j += step  # across empty slots to the nearest real one
             if 0 <= j < ids.shape[1] and tgt[b, j] and sm.query[b, p, j] and ids[b, j] not in (EMPTY, ids[b, i]):
                 want += 1
+                across += abs(j - i) > 1
     assert (ids == EMPTY).any() and out.n_tokens["unlikelihood"] == want
+    assert (across > 0) == skip_empty  # the setting reaches across empty slots, and only then
+
+
+def test_unlikelihood_skip_empty_needs_both_terms():
+    from plmgen.errors import UserError
+
+    with pytest.raises(UserError, match="unlikelihood_skip_empty needs"):
+        Seq2SeqConfig(unlikelihood=1.0, unlikelihood_skip_empty=True)
 
 
 def test_local_order_swaps_only_near_slots_and_width_one_is_l2r():

@@ -72,6 +72,9 @@ class Seq2SeqConfig(YamlConfig):
     # label is the empty token (the tokenizer's <eop>); decoding may fill a slot with it and the text drops it, so a
     # target that needs fewer slots than the decoder gives it has a way out other than repeating a word
     empty_slots: int = 0
+    # with unlikelihood and empty slots: the neighbours are the nearest non-empty slots on each side (the word across
+    # an empty slot, which the dropped empty slot would make adjacent), not the slots at p ∓ 1
+    unlikelihood_skip_empty: bool = False
 
     def __post_init__(self) -> None:
         n = "Seq2SeqConfig"
@@ -88,6 +91,8 @@ class Seq2SeqConfig(YamlConfig):
         check(self.unlikelihood >= 0, n, f"unlikelihood must be >= 0, got {self.unlikelihood!r}")
         check(isinstance(self.empty_slots, int) and not isinstance(self.empty_slots, bool) and self.empty_slots >= 0,
               n, f"empty_slots must be an int >= 0, got {self.empty_slots!r}")
+        check(not self.unlikelihood_skip_empty or (self.unlikelihood > 0 and self.empty_slots > 0), n,
+              "unlikelihood_skip_empty needs unlikelihood > 0 and empty_slots > 0")
 
 
 def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
@@ -95,7 +100,8 @@ def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
     switches nothing is an error, raised when the config is built, before a study or a training starts)."""
     default = Seq2SeqConfig()
     unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight", "end_marker",
-                          "unlikelihood", "empty_slots") if getattr(s2s, f) != getattr(default, f)]
+                          "unlikelihood", "empty_slots", "unlikelihood_skip_empty")
+              if getattr(s2s, f) != getattr(default, f)]
     if s2s.order not in (default.order, "l2r"):
         unused.insert(0, "order")
     if unused:

@@ -182,20 +182,36 @@ def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
     return out
 
 
-def neighbour_candidates(labels: Tensor, ids: Tensor, target: Tensor, sm: StreamMasks) -> tuple[Tensor, Tensor]:
+def neighbour_candidates(labels: Tensor, ids: Tensor, target: Tensor, sm: StreamMasks,
+                         skip: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The visible neighbours' tokens of every prediction -> (tokens, counts) [B, P, 2] (left, right neighbour).
 
     labels [B, P], ids/target [B, T]. A neighbour counts when it is a target token at target position p ∓ 1 of
-    prediction p, the prediction's query sees it (already decoded) and it is not the label.
+    prediction p, the prediction's query sees it (already decoded) and it is not the label. With ``skip`` [B, T]
+    (the empty slots), the neighbours are the nearest target slots on each side that are not skipped: the word on
+    the other side of an empty slot is the one a repetition would touch once the empty slot is dropped.
     """
     T = ids.shape[1]
     col = sm.target_pos[:, :, None] + torch.arange(-1, 2, 2, device=ids.device)  # [B, P, 2]: p − 1, p + 1
+    if skip is not None:  # the nearest kept slot at or left of p − 1, at or right of p + 1
+        near, c = _nearest_kept(target & ~skip), col.clamp(0, T - 1)
+        col = torch.stack([torch.where(col[..., 0] >= 0, near[..., 0].gather(1, c[..., 0]), -1),
+                           torch.where(col[..., 1] < T, near[..., 1].gather(1, c[..., 1]), T)], 2)
     inside = (col >= 0) & (col < T)
     col = col.clamp(0, T - 1).flatten(1)  # [B, 2P]
     cand = ids.gather(1, col).view_as(inside)
     seen = sm.query.gather(2, col.view(*inside.shape))
     ok = sm.target_valid[:, :, None] & inside & target.gather(1, col).view_as(inside) & seen
     return cand, ok & (cand != labels[:, :, None])
+
+
+def _nearest_kept(kept: Tensor) -> Tensor:
+    """kept [B, T] bool -> [B, T, 2] long: for column c, the nearest kept column ≤ c (−1: none) and ≥ c (T: none)."""
+    B, T = kept.shape
+    idx = torch.arange(T, device=kept.device).expand(B, T)
+    left = torch.where(kept, idx, -1).cummax(1).values
+    right = torch.where(kept, idx, T).flip(1).cummin(1).values.flip(1)
+    return torch.stack([left, right], 2)
 
 
 def neighbour_unlikelihood(cand_logp: Tensor, ok: Tensor, target_valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -266,7 +282,9 @@ class Seq2SeqObjective(Objective):
         logp = torch.log_softmax(logits.float(), dim=-1)  # [B, P, V] once, for both terms
         picked = None  # [B, P, 3] the labels' and both neighbours' log-probs, when the unlikelihood term is on
         if self.s2s.unlikelihood > 0:
-            cand, ok = neighbour_candidates(labels, batch["input_ids"], batch["target"] & batch["valid"], sm)
+            ids = batch["input_ids"]
+            skip = ids == self.special.empty_id if self.s2s.unlikelihood_skip_empty else None
+            cand, ok = neighbour_candidates(labels, ids, batch["target"] & batch["valid"], sm, skip)
             ok = ok & (cand != self.special.empty_id) if self.s2s.empty_slots else ok  # two empty slots may touch
             # One gather for the labels and both neighbours: its backward is one zero-filled [B, P, V] scatter
             # instead of three (their fills were ~8 % of the demo fine-tuning step under torch.profiler).
