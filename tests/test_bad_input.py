@@ -163,6 +163,8 @@ CASES = {
     "bench unknown": (["bench", "nosuch"], "unknown benchmark"),
     "bench checkpoint missing": (["bench", "decode", "--checkpoint", "nope.ckpt"], "nope.ckpt"),
     "bench drafts": (["bench", "decode", "--drafts", "2,tree"], "--speculate"),
+    "bench drafts too deep": (["bench", "decode", "--drafts", "4,tree5:1+1"], "depth (speculate) must be <= 4"),
+    "bench drafts empty": (["bench", "decode", "--drafts", ","], "--drafts: expected"),
     "bench flag misplaced": (["bench", "backbone", "--checkpoint", CK + "last.ckpt"], "--checkpoint"),
     # experiments/hf_to_ckpt.py
     "hf missing folder": (["hf_to_ckpt", "--hf", "nope", "--out", "o/c/x.ckpt"], "not found"),
