@@ -5,10 +5,10 @@
 
 Decodes the split sequentially (greedy, predicted length) and with each ``--speculate`` spec at the same batch size,
 precision and device, alternating the two ``--repeats`` times (medians, after a warm-up), asserts token-for-token
-identical outputs (``bench decode``'s ``speculative_rows``: under bf16 a difference must vanish in fp32), and reports tokens per forward pass (the issue's ≥ 2.0 goal) and the wall-clock ratio
-sequential / speculative. With ``--repeats 1`` the seconds are single runs (no speed claim). Writes
-``DIR/README.md`` (table + provenance) and ``DIR/results.json``; resumable: a spec whose record
-``DIR/<spec>.json`` exists is not decoded again.
+identical outputs (``bench decode``'s ``speculative_rows``: under bf16 a difference must vanish in fp32), and
+reports tokens per forward pass (the issue's ≥ 2.0 goal) and the wall-clock ratio sequential / speculative. With
+``--repeats 1`` the seconds are single runs (no speed claim). Writes ``DIR/README.md`` (table + provenance) and
+``DIR/results.json``; resumable: a spec whose record ``DIR/<spec>.json`` exists is not decoded again.
 """
 
 from __future__ import annotations

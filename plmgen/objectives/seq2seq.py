@@ -206,7 +206,8 @@ def neighbour_candidates(labels: Tensor, ids: Tensor, target: Tensor, sm: Stream
 
 
 def _nearest_kept(kept: Tensor) -> Tensor:
-    """kept [B, T] bool -> [B, T, 2] long: for column c, the nearest kept column ≤ c (−1: none) and ≥ c (T: none)."""
+    """kept [B, T] bool -> [B, T, 2] long: for column c, the nearest kept column ≤ c (−1: none) and ≥ c
+    (T: none)."""
     B, T = kept.shape
     idx = torch.arange(T, device=kept.device).expand(B, T)
     left = torch.where(kept, idx, -1).cummax(1).values
