@@ -393,3 +393,34 @@ def test_uniform_ranks_unchanged_by_the_local_order():
     u = torch.rand(50, 6, generator=torch.Generator().manual_seed(7))
     want = torch.argsort(torch.argsort(torch.where(target, u, 2.0), 1), 1)
     assert torch.equal(rank, torch.where(target, want, -1))
+
+
+def test_ends_order_fills_a_prefix_and_a_suffix_and_leaves_other_orders_unchanged():
+    """Brute force over every prefix of each ends row's order: the filled slots are the first a and the last b target
+    slots; the split point reaches both extremes (pure l2r and pure r2l rows) and the runs interleave. A mixed batch
+    with ``ends`` gives its uniform and l2r rows the same ranks as without ``ends`` in the batch."""
+    target = torch.ones(300, 10, dtype=torch.bool)
+    target[:150, :4] = False  # rows with the target after a 4-token source
+    orders = torch.full((300,), ORDER_IDS["ends"])
+    rank = target_ranks(target, orders, torch.Generator().manual_seed(5), ends=True)
+    pure_l2r = pure_r2l = interleaved = 0
+    for b in range(300):
+        slots = target[b].nonzero()[:, 0].tolist()
+        assert sorted(rank[b, slots].tolist()) == list(range(len(slots)))
+        assert bool((rank[b][~target[b]] == -1).all())
+        by_rank = [slots[i] for i in sorted(range(len(slots)), key=lambda i: int(rank[b, slots[i]]))]
+        for k in range(1, len(slots) + 1):
+            filled = sorted(slots.index(s) for s in by_rank[:k])
+            a = next((i for i in range(len(filled)) if filled[i] != i), len(filled))  # longest filled prefix
+            assert filled[a:] == list(range(len(slots) - (len(filled) - a), len(slots))), (b, k, filled)
+        first_is_left = [slots.index(s) < len(slots) / 2 for s in by_rank]
+        pure_l2r += by_rank == slots
+        pure_r2l += by_rank == slots[::-1]
+        interleaved += len(set(first_is_left[:4])) == 2
+    assert pure_l2r > 5 and pure_r2l > 5 and interleaved > 100
+    mixed = torch.tensor([ORDER_IDS["uniform"], ORDER_IDS["l2r"], ORDER_IDS["ends"]] * 100)
+    with_ends = target_ranks(target, mixed, torch.Generator().manual_seed(9), ends=True)
+    without = target_ranks(target, mixed, torch.Generator().manual_seed(9))
+    keep = mixed != ORDER_IDS["ends"]
+    assert torch.equal(with_ends[keep], without[keep])
+    assert not torch.equal(with_ends[~keep], without[~keep])  # without the flag ends rows fall back to uniform keys

@@ -11,7 +11,7 @@ from .base import YamlConfig, check
 
 # --- seq2seq fine-tuning ---------------------------------------------------------------------------------------------
 
-SEQ2SEQ_ORDERS = ("uniform", "l2r", "r2l", "local")
+SEQ2SEQ_ORDERS = ("uniform", "l2r", "r2l", "local", "ends")
 
 
 def parse_weighted(spec: str, choices: tuple[str, ...], field: str) -> list[tuple[str, float]]:
@@ -47,7 +47,8 @@ def parse_order_mix(spec: str) -> list[tuple[str, float]]:
 class Seq2SeqConfig(YamlConfig):
     """Knobs of the seq2seq objective (layout ``[source <sep> target]``, see plmgen/objectives/seq2seq.py)."""
 
-    # factorization orders of the target: uniform | l2r | r2l | local | a mix "l2r:0.5,uniform:0.5"
+    # factorization orders of the target: uniform | l2r | r2l | local | ends | a mix "l2r:0.5,uniform:0.5"
+    # (ends: from both ends towards a random split point, the two runs interleaved at random)
     order: str = "uniform"
     # local: left to right with jitter, slot j ranked by j + local_width·u (u uniform in [0, 1)): two slots can swap
     # only when less than local_width apart (1 = l2r) — the orders an adaptive decoder in a small window takes

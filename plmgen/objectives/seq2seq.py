@@ -47,7 +47,7 @@ from .mass import MassObjective
 
 # --- pure functions: orders -> ranks -> masks ----------------------------------------------------------------------
 
-ORDER_IDS = {"l2r": 0, "r2l": 1, "uniform": 2, "local": 3}  # per-row order code (``sample_orders``/``target_ranks``)
+ORDER_IDS = {"l2r": 0, "r2l": 1, "uniform": 2, "local": 3, "ends": 4}  # per-row order code (``sample_orders``/``target_ranks``)
 
 
 def sample_orders(spec: str, B: int, generator: torch.Generator | None = None, device=None) -> Tensor:
@@ -64,18 +64,36 @@ def sample_orders(spec: str, B: int, generator: torch.Generator | None = None, d
 
 
 def target_ranks(target: Tensor, orders: Tensor, generator: torch.Generator | None = None,
-                 local_width: float = 3.0) -> Tensor:
+                 local_width: float = 3.0, ends: bool = False) -> Tensor:
     """target [B, T] bool, orders [B] codes -> rank [B, T] long: target tokens ranked 0..L−1 by each row's order
-    (l2r, r2l, a uniformly random permutation, or local: by j + local_width·u), the rest −1."""
+    (l2r, r2l, a uniformly random permutation, local: by j + local_width·u, or ends: see :func:`ends_keys`), the
+    rest −1. ``ends``: the mixture may hold ends rows (only then are their random numbers drawn, so the other
+    orders' draws do not change)."""
     B, T = target.shape
     j = torch.cumsum(target.long(), 1) - 1  # place of each target token, left to right
     L = target.sum(1, keepdim=True)
     u = uniform((B, T), generator, target.device)
     o = orders[:, None]
     key = torch.where(o == ORDER_IDS["local"], j + local_width * u, u)  # uniform: a random key per slot
-    shuffled = rank_of(torch.where(target, key, float(T + local_width + 1)))  # targets first
+    if ends:
+        key = torch.where(o == ORDER_IDS["ends"], ends_keys(target, j, L, generator), key)
+    shuffled = rank_of(torch.where(target, key, float("inf")))  # targets first
     rank = torch.where(o == ORDER_IDS["l2r"], j, torch.where(o == ORDER_IDS["r2l"], L - 1 - j, shuffled))
     return torch.where(target, rank, -1)
+
+
+def ends_keys(target: Tensor, j: Tensor, L: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Keys [B, T] of the ``ends`` order: a split s ~ U{0..L} per row; the slots left of it are filled left to right,
+    the others right to left, the two runs interleaved at random (arrival times of two Poisson processes: the next
+    slot comes from either end with probability 1/2 while both have slots). Every prefix of the order is a prefix
+    plus a suffix of the target: the states an adaptive decoder reaches when it writes the end of the sentence early
+    and then has to bridge the middle."""
+    split = (uniform(tuple(L.shape), generator, target.device) * (L + 1)).floor()  # [B, 1] in 0..L
+    left = target & (j < split)
+    gap = -torch.log1p(-uniform(tuple(target.shape), generator, target.device))  # Exp(1) gaps
+    from_left = torch.cumsum(gap * left, 1)
+    from_right = torch.cumsum((gap * (target & ~left)).flip(1), 1).flip(1)
+    return torch.where(left, from_left, from_right)
 
 
 def predicted_ranks(rank: Tensor, fraction: float, sampling: str = "fixed",
@@ -120,7 +138,8 @@ def batch_masks(batch: Batch, cfg: Seq2SeqConfig, generator: torch.Generator | N
     """Sample orders for a collated seq2seq batch (``with_end_marker``'s when cfg.end_marker) -> (rank [B, T], masks)."""
     target = batch["target"] & batch["valid"]
     orders = sample_orders(cfg.order, target.shape[0], generator, target.device)
-    rank = target_ranks(target, orders, generator, cfg.local_width)
+    ends = any(name == "ends" for name, _ in parse_order_mix(cfg.order))
+    rank = target_ranks(target, orders, generator, cfg.local_width, ends)
     predict = predicted_ranks(rank, cfg.predict_fraction, cfg.predict_sampling, generator) >= 0
     return rank, seq2seq_masks(rank, batch["valid"], predict, batch.get("tgt_len_max"), batch.get("end"))
 
