@@ -151,6 +151,7 @@ CASES = {
     "generate precision": (GEN + ["--precision", "16"], "precision"),
     "generate speculate": (GEN + ["--speculate", "bush"], "--speculate"),
     "generate tree sampling": (GEN + ["--speculate", "tree2", "--sample", "true"], "greedy"),
+    "generate workers 0": (GEN + ["--workers", "0"], "--workers"),
     "generate empty line": (["generate", "--checkpoint", CK + "last.ckpt", "--input", P + "/in.txt"], "in.txt:2"),
     "generate input and split": (GEN + ["--split", "dev"], "exactly one"),
     "generate missing input": (["generate", "--checkpoint", CK + "last.ckpt", "--input", "nope.txt"], "not found"),

@@ -110,7 +110,8 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, out: str | None = None,
              trace: str | None = None, evaluate: bool = False, orders: str | None = None, lengths: str | None = None,
              limit: int = 0, batch_size: int = 32, precision: str = "fp32", seed: int = 0, speculate: int | str = 0,
-             device: str | None = None, quiet: bool = False, threads: int | None = None) -> list[DecodeRun]:
+             device: str | None = None, quiet: bool = False, threads: int | None = None,
+             workers: int = 1) -> list[DecodeRun]:
     """Generate translations with a fine-tuned seq2seq checkpoint (any decoding order).
 
     Args:
@@ -146,6 +147,8 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         device: where to decode: cpu, cuda, cuda:N (default: CUDA when available); bf16 autocasts on its type.
         quiet: no progress bar.
         threads: torch CPU threads (default: one per usable core; try 1 when other jobs keep the cores busy).
+        workers: with --orders on a CPU: decode up to N runs at once in N processes, each with threads/N torch
+            threads (a decoding step is too small to keep several cores busy); outputs are the same as with 1.
     """
     from rich.console import Console
 
@@ -153,15 +156,31 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
     specs, labels, modes = _grid_flags(order, orders, length, lengths)
     _check_flags(length_beam, beam, batch_size, limit, refine_iters, temperature, top_p, precision, orders, out)
     spec = parse_speculate(speculate)
-    setup_threads(threads)
+    n_threads = setup_threads(threads)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise UserError(f"--workers must be an integer >= 1, got {workers!r}")
     tr = load_translator(checkpoint, resolve_device(device))
+    if workers > 1 and tr.device.type != "cpu":
+        raise UserError(f"--workers {workers} is for decoding on the CPU (device {tr.device}): use --workers 1")
     sources, refs, ref_ids, max_len = _encoded_inputs(tr, modes, input, text, split, data, ref, limit, evaluate)
     decode_kw = dict(beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, sample=sample,
                      temperature=temperature, top_k=top_k, top_p=top_p, **spec,
                      bf16=parse_precision(precision, "--precision") == "bf16")
     console = Console(stderr=True, quiet=quiet)
-    runs = _run_grid(tr, sources, ref_ids, zip(specs, labels), modes, decode_kw,
-                     dict(length_beam=length_beam, batch_size=batch_size), console, quiet)
+    jobs = [(TranslateConfig(decode=DecodeConfig(**s, **decode_kw), length=m.label, length_beam=length_beam,
+                             batch_size=batch_size), label, f"{label} ({m.label})")
+            for s, label in zip(specs, labels) for m in modes]
+    workers = min(workers, len(jobs))
+    if workers > 1:
+        from plmgen.decoding.workers import run_in_workers
+
+        if not quiet:
+            console.print(f"decoding {len(jobs)} runs in {workers} processes, "
+                          f"{max(1, n_threads // workers)} threads each")
+        runs = run_in_workers(tr, checkpoint, jobs, sources, ref_ids, workers, max(1, n_threads // workers),
+                              console.print)
+    else:
+        runs = _run_grid(tr, sources, ref_ids, jobs, console, quiet)
     _write_outputs(runs, refs, out, trace, evaluate, bool(orders), console)
     return runs
 
@@ -217,9 +236,9 @@ def length_cap(tr: Translator, modes: list, ref_ids: list[list[int]] | None = No
     return max([head.max_len if head is not None else 1] + [m.n for m in modes] + [len(r) for r in ref_ids or []])
 
 
-def _run_grid(tr: Translator, sources, ref_ids, orders, modes: list, decode_kw: dict, translate_kw: dict, console,
+def _run_grid(tr: Translator, sources, ref_ids, jobs: list[tuple[TranslateConfig, str, str]], console,
               quiet: bool) -> list[DecodeRun]:
-    """One ``translate`` run per (order spec, label) in ``orders`` × length mode, under one progress display."""
+    """One ``translate`` run per (config, label, description) in ``jobs``, under one progress display."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from plmgen.progress import make_progress
@@ -230,10 +249,8 @@ def _run_grid(tr: Translator, sources, ref_ids, orders, modes: list, decode_kw: 
     runs: list[DecodeRun] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with make_progress(console, quiet, columns) as progress:  # plain lines when stderr is not a terminal
-        for spec, label in orders:
-            for mode in modes:
-                cfg = TranslateConfig(decode=DecodeConfig(**spec, **decode_kw), length=mode.label, **translate_kw)
-                runs.append(translate(tr, sources, cfg, ref_ids, progress, label=label, desc=f"{label} ({mode.label})"))
+        for cfg, label, desc in jobs:
+            runs.append(translate(tr, sources, cfg, ref_ids, progress, label=label, desc=desc))
     return runs
 
 
