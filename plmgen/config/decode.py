@@ -27,6 +27,9 @@ class DecodeConfig(YamlConfig):
     draft: "chain" (k drafts in a row) or "tree" (greedy only, ``decoding.tree``): speculate = D is the depth of a
     draft tree whose nodes each get tree_positions best-scored slots + tree_tokens tokens per neighbour slot
     (tree_expand r > 0: only each node's r likeliest drafts get children of their own).
+    empty_last: with a checkpoint fine-tuned with empty slots, an adaptive order decides a slot whose likeliest
+    token is the empty one only when no open slot's likeliest token is a word (``decoding.orders``; False: rank
+    every slot by its plain score, as before 2026-12-04).
     """
 
     order: str = "l2r"
@@ -49,6 +52,7 @@ class DecodeConfig(YamlConfig):
     tree_positions: int = 2
     tree_tokens: int = 2
     tree_expand: int = 0
+    empty_last: bool = True  # adaptive orders decide empty-token slots last (checkpoints with empty slots only)
 
     def __post_init__(self) -> None:
         from plmgen.decoding.orders import ORDERS, window_error

@@ -111,7 +111,7 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
              trace: str | None = None, evaluate: bool = False, orders: str | None = None, lengths: str | None = None,
              limit: int = 0, batch_size: int = 32, precision: str = "fp32", seed: int = 0, speculate: int | str = 0,
              device: str | None = None, quiet: bool = False, threads: int | None = None,
-             workers: int = 1) -> list[DecodeRun]:
+             workers: int = 1, empty_last: bool = True) -> list[DecodeRun]:
     """Generate translations with a fine-tuned seq2seq checkpoint (any decoding order).
 
     Args:
@@ -147,42 +147,48 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         device: where to decode: cpu, cuda, cuda:N (default: CUDA when available); bf16 autocasts on its type.
         quiet: no progress bar.
         threads: torch CPU threads (default: one per usable core; try 1 when other jobs keep the cores busy).
-        workers: with --orders on a CPU: decode up to N runs at once in N processes, each with threads/N torch
-            threads (a decoding step is too small to keep several cores busy); outputs are the same as with 1.
+        workers: --orders on a CPU: N runs at once in N processes of threads/N threads each (same outputs).
+        empty_last: empty-slot checkpoints: adaptive orders decide empty-argmax slots last (false: plain score).
     """
-    from rich.console import Console
-
-    # Flags first: a typo must not cost a checkpoint load.
     specs, labels, modes = _grid_flags(order, orders, length, lengths)
-    _check_flags(length_beam, beam, batch_size, limit, refine_iters, temperature, top_p, precision, orders, out)
+    _check_flags(length_beam, beam, batch_size, limit, refine_iters, temperature, top_p, precision, orders, out,
+                 workers)  # flags first: a typo must not cost a checkpoint load
     spec = parse_speculate(speculate)
     n_threads = setup_threads(threads)
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise UserError(f"--workers must be an integer >= 1, got {workers!r}")
     tr = load_translator(checkpoint, resolve_device(device))
-    if workers > 1 and tr.device.type != "cpu":
-        raise UserError(f"--workers {workers} is for decoding on the CPU (device {tr.device}): use --workers 1")
     sources, refs, ref_ids, max_len = _encoded_inputs(tr, modes, input, text, split, data, ref, limit, evaluate)
-    decode_kw = dict(beam=beam, refine_iters=refine_iters, seed=seed, max_len=max_len, sample=sample,
-                     temperature=temperature, top_k=top_k, top_p=top_p, **spec,
-                     bf16=parse_precision(precision, "--precision") == "bf16")
-    console = Console(stderr=True, quiet=quiet)
-    jobs = [(TranslateConfig(decode=DecodeConfig(**s, **decode_kw), length=m.label, length_beam=length_beam,
+    jobs = _jobs(specs, labels, modes, length_beam, batch_size, beam=beam, refine_iters=refine_iters, seed=seed,
+                 max_len=max_len, sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, **spec,
+                 bf16=parse_precision(precision, "--precision") == "bf16", empty_last=empty_last)
+    runs = _run_jobs(tr, checkpoint, jobs, sources, ref_ids, min(workers, len(jobs)), n_threads, quiet)
+    _write_outputs(runs, refs, out, trace, evaluate, bool(orders), quiet)
+    return runs
+
+
+def _jobs(specs: list[dict], labels: list[str], modes: list, length_beam: int, batch_size: int,
+          **decode_kw) -> list[tuple[TranslateConfig, str, str]]:
+    """One (config, order label, description) per order spec × length mode."""
+    return [(TranslateConfig(decode=DecodeConfig(**s, **decode_kw), length=m.label, length_beam=length_beam,
                              batch_size=batch_size), label, f"{label} ({m.label})")
             for s, label in zip(specs, labels) for m in modes]
-    workers = min(workers, len(jobs))
-    if workers > 1:
-        from plmgen.decoding.workers import run_in_workers
 
-        if not quiet:
-            console.print(f"decoding {len(jobs)} runs in {workers} processes, "
-                          f"{max(1, n_threads // workers)} threads each")
-        runs = run_in_workers(tr, checkpoint, jobs, sources, ref_ids, workers, max(1, n_threads // workers),
-                              console.print)
-    else:
-        runs = _run_grid(tr, sources, ref_ids, jobs, console, quiet)
-    _write_outputs(runs, refs, out, trace, evaluate, bool(orders), console)
-    return runs
+
+def _run_jobs(tr: Translator, checkpoint: str, jobs: list, sources, ref_ids, workers: int, n_threads: int,
+              quiet: bool) -> list[DecodeRun]:
+    """The grid's runs in this process (one progress display), or in ``workers`` processes on the CPU."""
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=quiet)
+    if workers <= 1:
+        return _run_grid(tr, sources, ref_ids, jobs, console, quiet)
+    if tr.device.type != "cpu":
+        raise UserError(f"--workers {workers} is for decoding on the CPU (device {tr.device}): use --workers 1")
+    from plmgen.decoding.workers import run_in_workers
+
+    each = max(1, n_threads // workers)
+    if not quiet:
+        console.print(f"decoding {len(jobs)} runs in {workers} processes, {each} threads each")
+    return run_in_workers(tr, checkpoint, jobs, sources, ref_ids, workers, each, console.print)
 
 
 def _grid_flags(order: str, orders: str | None, length: str, lengths: str | None) -> tuple[list[dict], list[str], list]:
@@ -194,12 +200,12 @@ def _grid_flags(order: str, orders: str | None, length: str, lengths: str | None
 
 
 def _check_flags(length_beam, beam, batch_size, limit, refine_iters, temperature, top_p, precision, orders,
-                 out) -> None:
+                 out, workers) -> None:
     """The number, precision and --orders flags, in the order the command has always checked them."""
     for name, v, lo, hi in (("--length_beam", length_beam, 1, MAX_LENGTH_BEAM), ("--beam", beam, 1, MAX_BEAM),
                             ("--batch_size", batch_size, 1, MAX_BATCH), ("--limit", limit, 0, None),
-                            ("--refine_iters", refine_iters, 0, 100)):
-        if not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                            ("--refine_iters", refine_iters, 0, 100), ("--workers", workers, 1, None)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
             raise UserError(f"{name} must be an integer in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
     for name, v in (("--temperature", temperature), ("--top_p", top_p)):
         if not math.isfinite(v):
@@ -254,8 +260,12 @@ def _run_grid(tr: Translator, sources, ref_ids, jobs: list[tuple[TranslateConfig
     return runs
 
 
-def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid: bool, console) -> None:
+def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid: bool, quiet: bool) -> None:
+    from rich.console import Console
+
     from plmgen.evaluation import corpus_scores
+
+    console = Console(stderr=True, quiet=quiet)
 
     if not grid:
         run = runs[0]

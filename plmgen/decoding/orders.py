@@ -18,6 +18,11 @@ least the best one); ``parallel`` and ``threshold`` are the confidence order wit
 Window: an adaptive order with ``window = W`` > 0 queries and chooses among the W leftmost open positions only
 (easy-first inside a sliding window; W = 1 is left to right, W = 0 every open position). It measures how much
 adaptivity a model can afford, and it queries W rows per step instead of every open one.
+Empty slots: with ``empty_id`` (a checkpoint fine-tuned with ``Seq2SeqConfig.empty_slots``), an adaptive order
+decides a slot whose likeliest token is the empty one only when no open slot's likeliest token is a word. Training
+puts the empty slots at random places, so a high empty probability says that the model cannot tell where the spare
+slot goes, not that it knows this slot; ranked by it, easy-first wrote empties into the slots of the words it was
+unsure of ("Calculates the sum." -> "Calculates."). Which token a slot gets is unchanged (nothing is banned).
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ class Order:
     name = ""
     adaptive = False
 
-    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0, window: int = 0):
+    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0, window: int = 0,
+                 empty_id: int | None = None):
         if k < 1:
             raise UserError(f"--order {self.name}@{k}: positions per step must be >= 1")
         if threshold is not None and not self.adaptive:
@@ -61,7 +67,7 @@ class Order:
                             f"entropy, margin, threshold)")
         if (err := window_error(self.name, window)) is not None:
             raise UserError(f"--order {self.name}@w{window}: {err}")
-        self.k, self.threshold, self.seed, self.window = k, threshold, seed, window
+        self.k, self.threshold, self.seed, self.window, self.empty_id = k, threshold, seed, window, empty_id
 
     def init(self, lengths: list[int], L: int, device, examples: Sequence[int] | None = None) -> Tensor | None:
         """Per-example plan [B, L] (fixed orders; padded with 0) or None. ``examples``: each row's index in the
@@ -150,6 +156,9 @@ class BalancedTree(FixedOrder):
         return out
 
 
+EMPTY_LAST = 1e4  # subtracted from a score: beyond any log-probability, entropy or margin gap of a finite model
+
+
 class PriorityOrder(Order):
     """Adaptive: query every open position, fill the ones of highest ``priority`` (higher = fill first)."""
 
@@ -157,6 +166,21 @@ class PriorityOrder(Order):
 
     def priority(self, logp: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def score(self, logp: Tensor) -> Tensor:
+        """What the order ranks slots by: ``priority``, with the slots whose likeliest token is the empty one after
+        every other (their priority order kept among themselves). logp [.., V] -> [..]."""
+        s = self.priority(logp)
+        if self.empty_id is None:
+            return s
+        s = s.double()  # fp64: a shift by 1e4 keeps the fp32 scores' order and distances exactly
+        return torch.where(self.empty_first(logp), s - EMPTY_LAST, s)
+
+    def empty_first(self, logp: Tensor) -> Tensor:
+        """[..] bool: the slot's likeliest token is the empty one (False without ``empty_id``)."""
+        if self.empty_id is None:
+            return torch.zeros(logp.shape[:-1], dtype=torch.bool, device=logp.device)
+        return logp.argmax(-1) == self.empty_id
 
     def queries(self, open_: Tensor, n_filled: Tensor, plan: Tensor | None) -> tuple[Tensor, Tensor]:
         q_pos, ok = self.open_positions(open_)
@@ -176,7 +200,7 @@ class PriorityOrder(Order):
 
     def rank_positions(self, logp: Tensor, q_ok: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """Queried rows sorted by priority (highest first), the first ``n`` kept -> (sel [B, n'], sel_ok)."""
-        s = self.priority(logp).masked_fill(~q_ok, float("-inf"))
+        s = self.score(logp).masked_fill(~q_ok, float("-inf"))
         n = min(n, q_ok.shape[1])
         sel = s.topk(n, dim=1).indices  # [B, n] sorted, best first
         return sel, q_ok.gather(1, sel)
@@ -187,7 +211,7 @@ class PriorityOrder(Order):
             conf = logp.max(-1).values.exp().gather(1, sel)  # [B, Q] max-probability, in priority order
             first = torch.zeros_like(ok)
             first[:, 0] = True
-            ok = ok & ((conf > self.threshold) | first)
+            ok = ok & (((conf > self.threshold) & ~self.empty_first(logp).gather(1, sel)) | first)
         return sel, ok
 
 
@@ -225,8 +249,9 @@ class Threshold(Confidence):
 
     name = "threshold"
 
-    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0, window: int = 0):
-        super().__init__(k, 0.9 if threshold is None else threshold, seed, window)
+    def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0, window: int = 0,
+                 empty_id: int | None = None):
+        super().__init__(k, 0.9 if threshold is None else threshold, seed, window, empty_id)
 
 
 ORDERS: dict[str, type[Order]] = {c.name: c for c in (L2R, R2L, RandomOrder, MiddleOut, BalancedTree, Confidence,
@@ -234,7 +259,7 @@ ORDERS: dict[str, type[Order]] = {c.name: c for c in (L2R, R2L, RandomOrder, Mid
 
 
 def get_order(name: str, **kw) -> Order:
-    """An order strategy by name; ``kw``: k (positions per step), threshold, seed, window."""
+    """An order strategy by name; ``kw``: k (positions per step), threshold, seed, window, empty_id."""
     if name not in ORDERS:
         raise UserError(f"unknown --order {name!r}; choose one of {', '.join(ORDERS)}")
     return ORDERS[name](**kw)

@@ -36,7 +36,8 @@ StepHook = Callable[[Tensor, Tensor, Tensor], None]  # (logp [R, Q, V], q_pos [R
 def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int], cfg: DecodeConfig, *, sep_id: int,
            pad_id: int, banned: Sequence[int] = (), banned_last: Sequence[int] = (),
            force: Sequence[Sequence[int]] | None = None, on_step: StepHook | None = None,
-           examples: Sequence[int] | None = None, end_id: int | None = None) -> list[Hypothesis]:
+           examples: Sequence[int] | None = None, end_id: int | None = None,
+           empty_id: int | None = None) -> list[Hypothesis]:
     """Decode one target of length ``tgt_lengths[b]`` for each source ``src[b]`` (token ids without <sep>).
 
     banned: ids never generated (e.g. the tokenizer's special ids); banned_last: ids never in a target's last slot
@@ -44,7 +45,9 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
     positions are filled with the given tokens; used by ``sequence_logprob``). on_step: called with each step's
     log-probs. examples: each source's index in the whole input (default 0..B-1): random orders and sampling draw from the
     stream of (``cfg.seed``, that index), so an output does not depend on which sentences share its batch.
-    end_id: the end marker of a model fine-tuned with ``end_marker`` (None: none). Returns one ``Hypothesis`` per
+    end_id: the end marker of a model fine-tuned with ``end_marker`` (None: none). empty_id: the empty token of a
+    model fine-tuned with ``empty_slots`` (None: none; adaptive orders decide its slots last unless
+    ``cfg.empty_last`` is False, see ``decoding.orders``). Returns one ``Hypothesis`` per
     example (the best beam). Runs under :func:`inference`; the model should be in eval mode.
     """
     _validate(model, src, tgt_lengths, cfg, force)
@@ -54,18 +57,19 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
     with inference(cfg.bf16, model_device(model)):
         layout = build_layout(model, [list(s) for s in src], list(tgt_lengths), sep_id, pad_id, cfg.max_segment, end_id)
         return decode_layout(model, layout, cfg, banned=banned, banned_last=banned_last, force=force, on_step=on_step,
-                             examples=examples)
+                             examples=examples, empty_id=empty_id)
 
 
 def decode_layout(model: XLNet, layout: DecodeLayout, cfg: DecodeConfig, *, banned: Sequence[int] = (),
                   banned_last: Sequence[int] = (), force: Sequence[Sequence[int]] | None = None,
                   on_step: StepHook | None = None, examples: Sequence[int] | None = None,
-                  encoded: EncodedContext | None = None) -> list[Hypothesis]:
+                  encoded: EncodedContext | None = None, empty_id: int | None = None) -> list[Hypothesis]:
     """``decode`` on sources already laid out (``cache.build_layout``) and, optionally, already encoded
     (``cache.encode_context``: the translate API encodes each source once for the length head and the decoder).
-    examples: as in ``decode`` (default 0..B-1). Call it inside :func:`inference`."""
+    examples, empty_id: as in ``decode`` (default 0..B-1). Call it inside :func:`inference`."""
     examples = list(range(layout.batch)) if examples is None else list(examples)
-    order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed, window=cfg.window)
+    order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed, window=cfg.window,
+                      empty_id=empty_id if cfg.empty_last else None)
     forced = None
     if force is not None:
         forced = torch.full((layout.batch, int(layout.tgt_len.max())), layout.pad_id, dtype=torch.long)

@@ -50,11 +50,15 @@ class Translator:
         return self.tokenizer.eos_id if self.config.objective.seq2seq.end_marker else None
 
     @property
+    def empty_id(self) -> int | None:
+        """The empty token's id when the checkpoint was fine-tuned with ``Seq2SeqConfig.empty_slots``, else None."""
+        return self.tokenizer.empty_id if self.config.objective.seq2seq.empty_slots else None
+
+    @property
     def banned(self) -> list[int]:
         """Ids the decoder never writes: the tokenizer's specials, except the empty token of a checkpoint fine-tuned
         with ``Seq2SeqConfig.empty_slots`` (a slot it leaves empty; ``Tokenizer.decode`` drops it from the text)."""
-        empty = {self.tokenizer.empty_id} if self.config.objective.seq2seq.empty_slots else set()
-        return sorted(self.tokenizer.special_ids - empty)
+        return sorted(self.tokenizer.special_ids - {self.empty_id})
 
 
 @dataclass
@@ -179,6 +183,7 @@ def translate_batch(tr: Translator, sources: list[list[int]], cfg: TranslateConf
         lengths = torch.tensor([n for c in cands for n in c], device=layout.ctx.device)
         flat = layout.index(rows, tgt_len=lengths)
         hyps = decode_layout(tr.model, flat, dcfg, banned=tr.banned, banned_last=tok.blank_ids,
+                             empty_id=tr.empty_id,
                              encoded=enc.index(rows), on_step=on_step,
                              examples=[examples[b] for b in rows.tolist()])
     return best_per_source(hyps, cands)

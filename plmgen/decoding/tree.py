@@ -229,7 +229,7 @@ def _draft(order: Order, tree: Tree, view: _PassView, stop: Tensor, c: tuple, cf
 class _RowStats(NamedTuple):
     """What drafting reads of the stop state's rows lp [R, W, V] (banned log-probs), computed once per pass."""
 
-    priority: Tensor  # [R, W] fp32: the order's score of each slot
+    priority: Tensor  # [R, W] fp64: the order's score of each slot (``Order.score``)
     top1_tok: Tensor  # [R, W] the argmax token
     top1_lp: Tensor  # [R, W] fp32: its log-prob
     top_tok: Tensor  # [R, W, b] the b likeliest tokens
@@ -238,7 +238,7 @@ class _RowStats(NamedTuple):
     @staticmethod
     def of(order: Order, lp: Tensor, b: int) -> "_RowStats":
         top1, top = lp.max(-1), lp.topk(min(b, lp.shape[-1]), dim=-1)
-        return _RowStats(order.priority(lp).float(), top1.indices, top1.values.float(), top.indices,
+        return _RowStats(order.score(lp).double(), top1.indices, top1.values.float(), top.indices,
                          top.values.float())
 
 

@@ -120,3 +120,27 @@ def test_window_needs_an_adaptive_order():
         DecodeConfig(order="balanced-tree", window=2)
     with pytest.raises(UserError, match="window"):
         get_order("r2l", window=2)
+
+
+@pytest.mark.parametrize("name", ["confidence", "entropy", "margin", "parallel", "threshold"])
+def test_empty_slots_are_decided_last(name):
+    """Slot 1 (the most confident, lowest entropy, widest margin) has the empty token (id 0) as its argmax: with
+    ``empty_id`` every slot whose argmax is a word goes first, in the plain order among themselves; without it,
+    slot 1 first. A threshold fills no empty-argmax slot but the first."""
+    p = torch.tensor([[[0.35, 0.3, 0.2, 0.15], [0.9, 0.05, 0.05, 0.0], [0.1, 0.7, 0.2, 0.0], [0.1, 0.1, 0.6, 0.2]]])
+    logp, ok = p.clamp(min=1e-9).log(), torch.ones(1, 4, dtype=torch.bool)
+    kw = dict(k=4) if name == "parallel" else dict(threshold=0.05) if name == "threshold" else {}
+    plain = get_order(name, **kw).rank_positions(logp, ok, 4)[0][0].tolist()
+    last = get_order(name, empty_id=0, **kw).rank_positions(logp, ok, 4)[0][0].tolist()
+    assert plain[0] == 1
+    words = [s for s in plain if s not in (0, 1)]  # slots 2 and 3: a word is their argmax
+    assert last[:2] == words and set(last[2:]) == {0, 1}
+    assert last[2:] == [s for s in plain if s in (0, 1)]  # among the empty-argmax slots: the plain order
+    sel, sel_ok = get_order(name, empty_id=0, **kw).choose(logp, ok)
+    filled = sel[0][sel_ok[0]].tolist()
+    if name == "threshold":
+        assert filled == words  # every word slot is above 0.05, no empty-argmax slot is filled with them
+    elif name == "parallel":
+        assert filled == last
+    else:
+        assert filled == last[:1]
