@@ -76,6 +76,9 @@ class Seq2SeqConfig(YamlConfig):
     # with unlikelihood and empty slots: the neighbours are the nearest non-empty slots on each side (the word across
     # an empty slot, which the dropped empty slot would make adjacent), not the slots at p ∓ 1
     unlikelihood_skip_empty: bool = False
+    # where the empty slots go: random (anywhere in the target) or end (after the last token: a way to stop early
+    # that the model can locate, so its empty probability says "the sentence is over", not "unsure of this word")
+    empty_place: str = "random"
 
     def __post_init__(self) -> None:
         n = "Seq2SeqConfig"
@@ -94,6 +97,8 @@ class Seq2SeqConfig(YamlConfig):
               n, f"empty_slots must be an int >= 0, got {self.empty_slots!r}")
         check(not self.unlikelihood_skip_empty or (self.unlikelihood > 0 and self.empty_slots > 0), n,
               "unlikelihood_skip_empty needs unlikelihood > 0 and empty_slots > 0")
+        check(self.empty_place in ("random", "end"), n, f"empty_place must be random or end, got {self.empty_place!r}")
+        check(self.empty_place == "random" or self.empty_slots > 0, n, "empty_place end needs empty_slots > 0")
 
 
 def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
@@ -101,7 +106,7 @@ def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
     switches nothing is an error, raised when the config is built, before a study or a training starts)."""
     default = Seq2SeqConfig()
     unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight", "end_marker",
-                          "unlikelihood", "empty_slots", "unlikelihood_skip_empty")
+                          "unlikelihood", "empty_slots", "unlikelihood_skip_empty", "empty_place")
               if getattr(s2s, f) != getattr(default, f)]
     if s2s.order not in (default.order, "l2r"):
         unused.insert(0, "order")

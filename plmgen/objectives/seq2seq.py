@@ -166,11 +166,13 @@ def with_end_marker(batch: Batch, end_id: int, pad_id: int) -> Batch:
 
 
 def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
-                     generator: torch.Generator | None = None) -> Batch:
-    """The batch with n ~ U{0..n_max} empty slots per row at uniformly random places of its target ([B, T + n_max]).
+                     generator: torch.Generator | None = None, at_end: bool = False) -> Batch:
+    """The batch with n ~ U{0..n_max} empty slots per row at uniformly random places of its target ([B, T + n_max]),
+    or after its last token (``at_end``).
 
-    Slot j of a row's new target (length L + n) is empty when its uniform draw is among the row's n smallest, else
-    it holds the next original target token, so dropping the empty slots gives the original target back. Sources
+    Slot j of a row's new target (length L + n) is empty when its uniform draw is among the row's n smallest (at_end:
+    when j >= L), else it holds the next original target token, so dropping the empty slots gives the original
+    target back. Sources
     and <sep> are kept; ``tgt_len`` becomes L + n (the length head's label stays the collated batch's); draws come
     from :func:`uniform` on the batch's device (``generator``: tests) and only host ints size the tensors.
     """
@@ -183,7 +185,7 @@ def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
     u = uniform((B, Lm), generator, dev)
     j = torch.arange(Lm, device=dev)[None]
     u = torch.where(j < L + n, u, 2.0)  # slots past the new length are never empty
-    empty = u.argsort(1).argsort(1) < n  # [B, Lm] the n smallest draws
+    empty = (j >= L) & (j < L + n) if at_end else u.argsort(1).argsort(1) < n  # [B, Lm] the n smallest draws
     src_col = (S + 1 + j - empty.long().cumsum(1)).clamp(max=T - 1)  # the original column a kept slot reads
     c = torch.arange(T + n_max, device=dev)[None]
     slot = (c - S - 1).clamp(0, Lm - 1)  # [B, T + n_max] the target slot of column c
@@ -289,7 +291,8 @@ class Seq2SeqObjective(Objective):
     def prepare(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
         """The batch the seq2seq term reads: the collated one, with empty slots and the end marker when configured."""
         if self.s2s.empty_slots:
-            batch = with_empty_slots(batch, self.s2s.empty_slots, self.special.empty_id, self.special.pad_id, generator)
+            batch = with_empty_slots(batch, self.s2s.empty_slots, self.special.empty_id, self.special.pad_id, generator,
+                                     self.s2s.empty_place == "end")
         if not self.s2s.end_marker:
             return batch
         return with_end_marker(batch, self.special.eos_id, self.special.pad_id)
