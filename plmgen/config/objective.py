@@ -76,8 +76,9 @@ class Seq2SeqConfig(YamlConfig):
     # with unlikelihood and empty slots: the neighbours are the nearest non-empty slots on each side (the word across
     # an empty slot, which the dropped empty slot would make adjacent), not the slots at p ∓ 1
     unlikelihood_skip_empty: bool = False
-    # where the empty slots go: random (anywhere in the target) or end (after the last token: a way to stop early
-    # that the model can locate, so its empty probability says "the sentence is over", not "unsure of this word")
+    # where the empty slots go: random (anywhere in the target), end (after the last token: a way to stop early
+    # that the model can locate, so its empty probability says "the sentence is over", not "unsure of this word"),
+    # or mixed (each row one or the other with probability 1/2)
     empty_place: str = "random"
 
     def __post_init__(self) -> None:
@@ -97,8 +98,10 @@ class Seq2SeqConfig(YamlConfig):
               n, f"empty_slots must be an int >= 0, got {self.empty_slots!r}")
         check(not self.unlikelihood_skip_empty or (self.unlikelihood > 0 and self.empty_slots > 0), n,
               "unlikelihood_skip_empty needs unlikelihood > 0 and empty_slots > 0")
-        check(self.empty_place in ("random", "end"), n, f"empty_place must be random or end, got {self.empty_place!r}")
-        check(self.empty_place == "random" or self.empty_slots > 0, n, "empty_place end needs empty_slots > 0")
+        check(self.empty_place in ("random", "end", "mixed"), n,
+              f"empty_place must be random, end or mixed, got {self.empty_place!r}")
+        check(self.empty_place == "random" or self.empty_slots > 0, n,
+              f"empty_place {self.empty_place} needs empty_slots > 0")
 
 
 def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:

@@ -166,9 +166,9 @@ def with_end_marker(batch: Batch, end_id: int, pad_id: int) -> Batch:
 
 
 def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
-                     generator: torch.Generator | None = None, at_end: bool = False) -> Batch:
+                     generator: torch.Generator | None = None, at_end: bool | float = False) -> Batch:
     """The batch with n ~ U{0..n_max} empty slots per row at uniformly random places of its target ([B, T + n_max]),
-    or after its last token (``at_end``).
+    or after its last token (``at_end``; a float: each row with that probability).
 
     Slot j of a row's new target (length L + n) is empty when its uniform draw is among the row's n smallest (at_end:
     when j >= L), else it holds the next original target token, so dropping the empty slots gives the original
@@ -185,7 +185,11 @@ def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
     u = uniform((B, Lm), generator, dev)
     j = torch.arange(Lm, device=dev)[None]
     u = torch.where(j < L + n, u, 2.0)  # slots past the new length are never empty
-    empty = (j >= L) & (j < L + n) if at_end else u.argsort(1).argsort(1) < n  # [B, Lm] the n smallest draws
+    empty = u.argsort(1).argsort(1) < n  # [B, Lm] the n smallest draws
+    if at_end is True:
+        empty = (j >= L) & (j < L + n)
+    elif at_end:  # a share of the rows: one more draw per row
+        empty = torch.where(uniform((B, 1), generator, dev) < at_end, (j >= L) & (j < L + n), empty)
     src_col = (S + 1 + j - empty.long().cumsum(1)).clamp(max=T - 1)  # the original column a kept slot reads
     c = torch.arange(T + n_max, device=dev)[None]
     slot = (c - S - 1).clamp(0, Lm - 1)  # [B, T + n_max] the target slot of column c
@@ -292,7 +296,7 @@ class Seq2SeqObjective(Objective):
         """The batch the seq2seq term reads: the collated one, with empty slots and the end marker when configured."""
         if self.s2s.empty_slots:
             batch = with_empty_slots(batch, self.s2s.empty_slots, self.special.empty_id, self.special.pad_id, generator,
-                                     self.s2s.empty_place == "end")
+                                     {"random": False, "end": True, "mixed": 0.5}[self.s2s.empty_place])
         if not self.s2s.end_marker:
             return batch
         return with_end_marker(batch, self.special.eos_id, self.special.pad_id)
