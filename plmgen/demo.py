@@ -1,6 +1,6 @@
 """The README demo.
 
-``full`` (default), offline on 2 CPU cores in about 13–15 minutes (machine-dependent, see experiments/results/demo/):
+``full`` (default), offline on 2 CPU cores in about 14–16 minutes (machine-dependent, see experiments/results/demo/):
 prepare lo-de-en (Debian's LibreOffice help) → tokenizer → short XLNet pre-training (DAE) → seq2seq fine-tuning →
 generation with several orders → sacrebleu BLEU/chrF table. A training stage is reused only if it finished
 (``complete.json`` in its run folder); an unfinished one resumes exactly from its last checkpoint, or starts again
