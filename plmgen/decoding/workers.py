@@ -4,7 +4,7 @@ On a CPU one decoding step is too small to keep several cores busy, so N process
 threads, decode N runs at once (the README demo's five orders on 2 cores: see experiments/results/demo/). Each
 worker loads the checkpoint once; a run goes to whichever worker is free, the adaptive orders (the slowest) first.
 Outputs are those of one process: every random stream of a run is a function of (seed, example index), never of the
-process or of the other runs (tests/decoding/test_workers.py).
+process or of the other runs (tests/test_generate_cli.py::test_workers_decode_the_grid_as_one_process_does).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from plmgen.config import TranslateConfig
 from plmgen.decoding.translate import DecodeRun, Translator, load_translator, translate
 
 _WORKER: dict = {}  # the worker process's Translator and inputs, set once by _start
-ADAPTIVE = ("confidence", "entropy", "margin", "threshold")  # decoded first: a query pass per open position
 
 
 def _start(checkpoint: str, device: str, threads: int, sources, ref_ids) -> None:
@@ -34,8 +33,10 @@ def _decode(cfg: TranslateConfig, label: str) -> DecodeRun:
 
 
 def cost_rank(cfg: TranslateConfig) -> int:
-    """0 for the runs to start first (adaptive orders, length beams), 1 for the rest."""
-    return 0 if cfg.decode.order in ADAPTIVE or cfg.length_beam > 1 else 1
+    """0 for the runs to start first (adaptive orders: a query row per open slot, length beams), 1 for the rest."""
+    from plmgen.decoding.orders import ORDERS
+
+    return 0 if ORDERS[cfg.decode.order].adaptive or cfg.length_beam > 1 else 1
 
 
 def run_in_workers(tr: Translator, checkpoint: str, jobs: list[tuple[TranslateConfig, str, str]], sources,
