@@ -286,9 +286,11 @@ def test_objective_rejects_uni_attention_and_bi_data():
         DataConfig(kind="parallel", bi_data=True)
 
 
-def test_neighbour_unlikelihood_brute_force():
-    """The unlikelihood term = a loop over predictions and their two neighbours: a neighbour counts when it is a
-    target token, the prediction's query sees it and it differs from the label."""
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_neighbour_unlikelihood_brute_force(window):
+    """The unlikelihood term = a loop over predictions and their neighbours up to ``window`` slots away: a
+    neighbour counts when it is a target token, the prediction's query sees it, it differs from the label and (window
+    > 1) no nearer counted neighbour (left first at equal distance) holds the same token."""
     from plmgen.objectives.seq2seq import neighbour_candidates, neighbour_unlikelihood
 
     g = torch.Generator().manual_seed(4)
@@ -298,23 +300,27 @@ def test_neighbour_unlikelihood_brute_force():
     labels = ids.gather(1, sm.target_pos)
     logits = torch.randn(*labels.shape, 1000, generator=g)
     logp = torch.log_softmax(logits, -1)
-    cand, ok = neighbour_candidates(labels, ids, target, sm)
+    cand, ok = neighbour_candidates(labels, ids, target, sm, window=window)
     loss, count = neighbour_unlikelihood(logp.gather(2, cand), ok, sm.target_valid)
-    want, n, skipped_equal = 0.0, 0, 0
+    want, n, skipped_equal, dups = 0.0, 0, 0, 0
     B, P = labels.shape
     for b in range(B):
         for p in range(P):
             if not sm.target_valid[b, p]:
                 continue
-            i = int(sm.target_pos[b, p])
-            for j in (i - 1, i + 1):
+            i, seen = int(sm.target_pos[b, p]), set()
+            for j in [i + s * d for d in range(1, window + 1) for s in (-1, 1)]:  # nearest first, left first
                 if 0 <= j < ids.shape[1] and target[b, j] and sm.query[b, p, j]:
                     if ids[b, j] == labels[b, p]:
                         skipped_equal += 1
                         continue
+                    if window > 1 and int(ids[b, j]) in seen:  # window 1: both sides count, as always
+                        dups += 1
+                        continue
+                    seen.add(int(ids[b, j]))
                     want -= math.log(1 - math.exp(float(logp[b, p, ids[b, j]])))
                     n += 1
-    assert n > 0 and int(count) == n
+    assert n > 0 and int(count) == n and (dups > 0) == (window > 1)
     torch.testing.assert_close(loss, torch.tensor(want / int(sm.target_valid.sum()), dtype=loss.dtype))
 
 

@@ -69,6 +69,9 @@ class Seq2SeqConfig(YamlConfig):
     # query already sees and that differ from the label: -log(1 - p(neighbour)) (the loop "Click Click" is exactly a
     # high probability for a visible neighbour's token)
     unlikelihood: float = 0.0
+    # the unlikelihood's neighbours: target slots up to this far on each side (1: p ∓ 1; 2 also catches a
+    # two-piece word written twice, whose first piece sits two slots back); each distinct token counted once
+    unlikelihood_window: int = 1
     # > 0: each training target gets 0..empty_slots extra slots (uniformly many, at uniformly random places) whose
     # label is the empty token (the tokenizer's <eop>); decoding may fill a slot with it and the text drops it, so a
     # target that needs fewer slots than the decoder gives it has a way out other than repeating a word
@@ -98,6 +101,10 @@ class Seq2SeqConfig(YamlConfig):
               n, f"empty_slots must be an int >= 0, got {self.empty_slots!r}")
         check(not self.unlikelihood_skip_empty or (self.unlikelihood > 0 and self.empty_slots > 0), n,
               "unlikelihood_skip_empty needs unlikelihood > 0 and empty_slots > 0")
+        check(isinstance(self.unlikelihood_window, int) and 1 <= self.unlikelihood_window <= 8, n,
+              f"unlikelihood_window must be an int in [1, 8], got {self.unlikelihood_window!r}")
+        check(self.unlikelihood_window == 1 or not self.unlikelihood_skip_empty, n,
+              "unlikelihood_skip_empty goes with unlikelihood_window 1")
         check(self.empty_place in ("random", "end", "mixed"), n,
               f"empty_place must be random, end or mixed, got {self.empty_place!r}")
         check(self.empty_place == "random" or self.empty_slots > 0, n,
@@ -109,7 +116,8 @@ def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
     switches nothing is an error, raised when the config is built, before a study or a training starts)."""
     default = Seq2SeqConfig()
     unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight", "end_marker",
-                          "unlikelihood", "empty_slots", "unlikelihood_skip_empty", "empty_place")
+                          "unlikelihood", "empty_slots", "unlikelihood_skip_empty", "empty_place",
+                          "unlikelihood_window")
               if getattr(s2s, f) != getattr(default, f)]
     if s2s.order not in (default.order, "l2r"):
         unused.insert(0, "order")

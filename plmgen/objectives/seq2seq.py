@@ -208,16 +208,20 @@ def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
 
 
 def neighbour_candidates(labels: Tensor, ids: Tensor, target: Tensor, sm: StreamMasks,
-                         skip: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """The visible neighbours' tokens of every prediction -> (tokens, counts) [B, P, 2] (left, right neighbour).
+                         skip: Tensor | None = None, window: int = 1) -> tuple[Tensor, Tensor]:
+    """The visible neighbours' tokens of every prediction -> (tokens, counts) [B, P, 2W] (slots p − W..p − 1,
+    then p + 1..p + W).
 
-    labels [B, P], ids/target [B, T]. A neighbour counts when it is a target token at target position p ∓ 1 of
-    prediction p, the prediction's query sees it (already decoded) and it is not the label. With ``skip`` [B, T]
-    (the empty slots), the neighbours are the nearest target slots on each side that are not skipped: the word on
-    the other side of an empty slot is the one a repetition would touch once the empty slot is dropped.
+    labels [B, P], ids/target [B, T]. A neighbour counts when it is a target token at target position p ∓ d
+    (d ≤ ``window``) of prediction p, the prediction's query sees it (already decoded), it is not the label and,
+    for window > 1, no nearer counted neighbour holds the same token (each distinct token once; window 1 counts
+    both sides, as it always has). With ``skip`` [B, T] (the empty
+    slots; window 1 only), the neighbours are the nearest target slots on each side that are not skipped: the word
+    on the other side of an empty slot is the one a repetition would touch once the empty slot is dropped.
     """
     T = ids.shape[1]
-    col = sm.target_pos[:, :, None] + torch.arange(-1, 2, 2, device=ids.device)  # [B, P, 2]: p − 1, p + 1
+    near = torch.cat([torch.arange(-window, 0, device=ids.device), torch.arange(1, window + 1, device=ids.device)])
+    col = sm.target_pos[:, :, None] + near  # [B, P, 2W]
     if skip is not None:  # the nearest kept slot at or left of p − 1, at or right of p + 1
         near, c = _nearest_kept(target & ~skip), col.clamp(0, T - 1)
         col = torch.stack([torch.where(col[..., 0] >= 0, near[..., 0].gather(1, c[..., 0]), -1),
@@ -227,7 +231,14 @@ def neighbour_candidates(labels: Tensor, ids: Tensor, target: Tensor, sm: Stream
     cand = ids.gather(1, col).view_as(inside)
     seen = sm.query.gather(2, col.view(*inside.shape))
     ok = sm.target_valid[:, :, None] & inside & target.gather(1, col).view_as(inside) & seen
-    return cand, ok & (cand != labels[:, :, None])
+    ok = ok & (cand != labels[:, :, None])
+    if window > 1:  # each distinct token once: drop a candidate that a nearer counted one already holds
+        dist = near.abs()
+        for k in range(cand.shape[-1]):
+            nearer = (dist < dist[k]) | ((dist == dist[k]) & (torch.arange(len(near), device=ids.device) < k))
+            dup = (ok & nearer & (cand == cand[..., k : k + 1])).any(-1)
+            ok[..., k] &= ~dup
+    return cand, ok
 
 
 def _nearest_kept(kept: Tensor) -> Tensor:
@@ -247,7 +258,7 @@ def neighbour_unlikelihood(cand_logp: Tensor, ok: Tensor, target_valid: Tensor) 
     [B, P, 2] which count, target_valid [B, P]; each candidate adds −log(1 − p(token)).
     """
     total = cand_logp.new_zeros(())
-    for j in range(2):  # left, then right: the order of the sums kept from the per-side loop
+    for j in range(cand_logp.shape[-1]):  # left, then right: the order of the sums kept from the per-side loop
         p = cand_logp[:, :, j].exp()
         total = total + (-torch.log1p(-p.clamp(max=1 - 1e-6)) * ok[:, :, j]).sum()
     return total / target_valid.sum().clamp_min(1), ok.sum()
@@ -311,7 +322,8 @@ class Seq2SeqObjective(Objective):
         if self.s2s.unlikelihood > 0:
             ids = batch["input_ids"]
             skip = ids == self.special.empty_id if self.s2s.unlikelihood_skip_empty else None
-            cand, ok = neighbour_candidates(labels, ids, batch["target"] & batch["valid"], sm, skip)
+            cand, ok = neighbour_candidates(labels, ids, batch["target"] & batch["valid"], sm, skip,
+                                            self.s2s.unlikelihood_window)
             ok = ok & (cand != self.special.empty_id) if self.s2s.empty_slots else ok  # two empty slots may touch
             # One gather for the labels and both neighbours: its backward is one zero-filled [B, P, V] scatter
             # instead of three (their fills were ~8 % of the demo fine-tuning step under torch.profiler).
