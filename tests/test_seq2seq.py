@@ -40,15 +40,15 @@ def test_end_marker_layout():
     assert b["end"].tolist() == [[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 1, 0, 0, 0]]
 
 
-@pytest.mark.parametrize("at_end", [False, True, 0.5])
-def test_empty_slots_keep_the_target_and_lay_out_like_pair_batch(at_end):
+@pytest.mark.parametrize("end_share", [0.0, 1.0, 0.5])
+def test_empty_slots_keep_the_target_and_lay_out_like_pair_batch(end_share):
     """Dropping the empty slots gives each target back; the layout is pair_batch's of the targets with them. At the
     end: every empty slot follows the last token."""
     g = torch.Generator().manual_seed(3)
     counts, places, trailing = set(), set(), 0
     for _ in range(20):
         batch, srcs, tgts = _batch(g, B=6)
-        out = with_empty_slots(batch, 3, EMPTY, PAD, g, at_end)
+        out = with_empty_slots(batch, 3, EMPTY, PAD, g, end_share)
         new = []
         for b in range(6):
             row = out["input_ids"][b][out["target"][b]].tolist()
@@ -57,8 +57,8 @@ def test_empty_slots_keep_the_target_and_lay_out_like_pair_batch(at_end):
             assert 0 <= n <= 3 and int(out["tgt_len"][b]) == len(tgts[b]) + n
             counts.add(n)
             places.update(i for i, t in enumerate(row) if t == EMPTY and i < len(tgts[b]))
-            assert at_end is not True or row == tgts[b] + [EMPTY] * n
-            trailing += at_end == 0.5 and n > 0 and row == tgts[b] + [EMPTY] * n
+            assert end_share != 1.0 or row == tgts[b] + [EMPTY] * n
+            trailing += end_share == 0.5 and n > 0 and row == tgts[b] + [EMPTY] * n
             new.append(row)
         ref = pair_batch(srcs, new, SEP, PAD)
         W = ref["input_ids"].shape[1]
@@ -69,8 +69,8 @@ def test_empty_slots_keep_the_target_and_lay_out_like_pair_batch(at_end):
             assert out[key][:, :W].long().tolist() == ref[key].long().tolist(), key
         assert out["tgt_len_max"] >= int(out["tgt_len"].max())
     assert counts == {0, 1, 2, 3}  # every count drawn
-    assert len(places) == 0 if at_end is True else len(places) > 3  # random: empty slots not only at the end
-    assert at_end != 0.5 or trailing > 20  # mixed: about half the rows with empty slots have them at the end
+    assert len(places) == 0 if end_share == 1.0 else len(places) > 3  # random: empty slots not only at the end
+    assert end_share != 0.5 or trailing > 20  # mixed: about half the rows with empty slots have them at the end
 
 
 @pytest.mark.parametrize("order,fraction,marker,empty", [("uniform", 1.0, False, 0), ("l2r", 1.0, False, 0),

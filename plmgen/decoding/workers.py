@@ -19,12 +19,9 @@ _WORKER: dict = {}  # the worker process's Translator and inputs, set once by _s
 
 
 def _start(checkpoint: str, device: str, threads: int, sources, ref_ids) -> None:
-    import torch
+    from plmgen.threads import setup_threads
 
-    from plmgen.threads import keep_freed_memory
-
-    keep_freed_memory()
-    torch.set_num_threads(threads)
+    setup_threads(threads)
     _WORKER.update(tr=load_translator(checkpoint, device), sources=sources, ref_ids=ref_ids)
 
 

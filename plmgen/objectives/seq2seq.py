@@ -166,12 +166,12 @@ def with_end_marker(batch: Batch, end_id: int, pad_id: int) -> Batch:
 
 
 def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
-                     generator: torch.Generator | None = None, at_end: bool | float = False) -> Batch:
+                     generator: torch.Generator | None = None, end_share: float = 0.0) -> Batch:
     """The batch with n ~ U{0..n_max} empty slots per row at uniformly random places of its target ([B, T + n_max]),
-    or after its last token (``at_end``; a float: each row with that probability).
+    or after its last token (each row with probability ``end_share``: 0 none, 1 every row, without a draw).
 
-    Slot j of a row's new target (length L + n) is empty when its uniform draw is among the row's n smallest (at_end:
-    when j >= L), else it holds the next original target token, so dropping the empty slots gives the original
+    Slot j of a row's new target (length L + n) is empty when its uniform draw is among the row's n smallest (at
+    the end: when j >= L), else it holds the next original target token, so dropping the empty slots gives the original
     target back. Sources
     and <sep> are kept; ``tgt_len`` becomes L + n (the length head's label stays the collated batch's); draws come
     from :func:`uniform` on the batch's device (``generator``: tests) and only host ints size the tensors.
@@ -186,10 +186,10 @@ def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
     j = torch.arange(Lm, device=dev)[None]
     u = torch.where(j < L + n, u, 2.0)  # slots past the new length are never empty
     empty = u.argsort(1).argsort(1) < n  # [B, Lm] the n smallest draws
-    if at_end is True:
+    if end_share >= 1:
         empty = (j >= L) & (j < L + n)
-    elif at_end:  # a share of the rows: one more draw per row
-        empty = torch.where(uniform((B, 1), generator, dev) < at_end, (j >= L) & (j < L + n), empty)
+    elif end_share > 0:  # a share of the rows: one more draw per row
+        empty = torch.where(uniform((B, 1), generator, dev) < end_share, (j >= L) & (j < L + n), empty)
     src_col = (S + 1 + j - empty.long().cumsum(1)).clamp(max=T - 1)  # the original column a kept slot reads
     c = torch.arange(T + n_max, device=dev)[None]
     slot = (c - S - 1).clamp(0, Lm - 1)  # [B, T + n_max] the target slot of column c
@@ -233,9 +233,9 @@ def neighbour_candidates(labels: Tensor, ids: Tensor, target: Tensor, sm: Stream
     ok = sm.target_valid[:, :, None] & inside & target.gather(1, col).view_as(inside) & seen
     ok = ok & (cand != labels[:, :, None])
     if window > 1:  # each distinct token once: drop a candidate that a nearer counted one already holds
-        dist = near.abs()
+        dist, idx = near.abs(), torch.arange(len(near), device=ids.device)
         for k in range(cand.shape[-1]):
-            nearer = (dist < dist[k]) | ((dist == dist[k]) & (torch.arange(len(near), device=ids.device) < k))
+            nearer = (dist < dist[k]) | ((dist == dist[k]) & (idx < k))
             dup = (ok & nearer & (cand == cand[..., k : k + 1])).any(-1)
             ok[..., k] &= ~dup
     return cand, ok
@@ -307,7 +307,7 @@ class Seq2SeqObjective(Objective):
         """The batch the seq2seq term reads: the collated one, with empty slots and the end marker when configured."""
         if self.s2s.empty_slots:
             batch = with_empty_slots(batch, self.s2s.empty_slots, self.special.empty_id, self.special.pad_id, generator,
-                                     {"random": False, "end": True, "mixed": 0.5}[self.s2s.empty_place])
+                                     {"random": 0.0, "end": 1.0, "mixed": 0.5}[self.s2s.empty_place])
         if not self.s2s.end_marker:
             return batch
         return with_end_marker(batch, self.special.eos_id, self.special.pad_id)
