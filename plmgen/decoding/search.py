@@ -140,8 +140,10 @@ def pick_tokens(lp: Tensor, cfg: DecodeConfig, gens: list[torch.Generator], ok: 
     return (cdf <= u).sum(-1).clamp(max=lp.shape[-1] - 1)
 
 
-def _query(order: Order, st: "RowState", plan, backend, fill, on_step, bans: Bans, last_slot: Tensor):
-    """One backend pass: fill last step's choices, query the order's next positions; None when all are filled."""
+def _query(order: Order, st: "RowState", plan, backend, fill, on_step, bans: Bans, last_slot: Tensor,
+           inplace: bool = False):
+    """One backend pass: fill last step's choices, query the order's next positions; None when all are filled.
+    inplace: ban in the returned log-probs themselves (the caller reads them only at tokens chosen after banning)."""
     q_pos, q_ok = order.queries(st.open, st.n_filled, plan)
     if not q_ok.any():
         return None
@@ -149,7 +151,7 @@ def _query(order: Order, st: "RowState", plan, backend, fill, on_step, bans: Ban
     st.passes += q_ok.any(1)
     if on_step is not None:
         on_step(logp, q_pos, q_ok)
-    return q_pos, q_ok, logp, bans.apply(logp, q_pos, last_slot)
+    return q_pos, q_ok, logp, bans.apply(logp, q_pos, last_slot, inplace=inplace)
 
 
 def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, bans: Bans, forced, on_step, examples,
@@ -162,12 +164,16 @@ def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, bans: 
     gens = [example_generator(cfg.seed + 1, ex) for ex in examples] if cfg.sample else []
     R = layout.batch
     fill = (st.tokens.new_zeros(R, 0),) * 2 + (st.open.new_zeros(R, 0),)
-    while (nxt := _query(order, st, plan, backend, fill, on_step, bans, layout.tgt_len - 1)) is not None:
+    # Chosen tokens are never banned ones, so unless a hook keeps the log-probs or the tokens are forced (and may
+    # be banned ones), banning needs no copy of the [R, Q, V] log-probs.
+    inplace = forced is None and on_step is None
+    while (nxt := _query(order, st, plan, backend, fill, on_step, bans, layout.tgt_len - 1, inplace)) is not None:
         q_pos, q_ok, logp, blp = nxt  # [R, Q], [R, Q], [R, Q, V] model / banned log-probs
         sel, ok = order.choose(blp, q_ok)  # [R, F]
         pos = q_pos.gather(1, sel)
         rows = torch.arange(R, device=sel.device)[:, None]  # row indexing copies whole vocab rows: cheaper than
-        tok = forced.gather(1, pos) if forced is not None else pick_tokens(blp[rows, sel], cfg, gens, ok)  # a gather
+        chosen = blp if blp.shape[1] == 1 else blp[rows, sel]  # a gather; one queried slot (Q = 1): sel is 0
+        tok = forced.gather(1, pos) if forced is not None else pick_tokens(chosen, cfg, gens, ok)
         tok_lp = logp[rows, sel, tok]  # [R, F] model log-prob of the chosen tokens
         st.fill(pos, tok, tok_lp, ok)
         fill = (pos * ok, tok * ok, ok)

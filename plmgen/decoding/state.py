@@ -93,12 +93,15 @@ class Bans:
     always: tuple[int, ...] = ()
     last: tuple[int, ...] = ()
 
-    def apply(self, logp: Tensor, q_pos: Tensor | None = None, last_slot: Tensor | None = None) -> Tensor:
-        """logp [R, .., V] -> a copy with the banned ids at −inf (``logp`` itself is untouched). q_pos [R, ..] the
-        target slot each row of logp predicts and last_slot [R] each row's last slot (both needed for ``last``)."""
+    def apply(self, logp: Tensor, q_pos: Tensor | None = None, last_slot: Tensor | None = None,
+              inplace: bool = False) -> Tensor:
+        """logp [R, .., V] -> a copy with the banned ids at −inf (``logp`` itself is untouched; with ``inplace``,
+        ``logp`` itself, for a caller that reads the model's log-probs only at tokens it chose from the result).
+        q_pos [R, ..] the target slot each row of logp predicts and last_slot [R] each row's last slot (both needed
+        for ``last``)."""
         if not self.always and not (self.last and q_pos is not None):
             return logp
-        logp = logp.clone()
+        logp = logp if inplace else logp.clone()
         if self.always:
             logp[..., list(self.always)] = float("-inf")
         if self.last and q_pos is not None:

@@ -76,11 +76,19 @@ def test_sampling_seeded_and_temperature_limit(m):
     assert [h.tokens for h in dec(m, order="confidence", sample=True, top_p=1e-6, seed=3)] == greedy
 
 
-def test_banned_ids_never_generated(m):
-    greedy = dec(m, order="l2r")
+@pytest.mark.parametrize("order", ["l2r", "confidence"])
+def test_banned_ids_never_generated(m, order):
+    """Bans change what is chosen, not the scores: a banned decode's log-probability is still the model's
+    chain-rule score of its output (the greedy loop bans in place, the forced scoring on a copy)."""
+    greedy = dec(m, order=order)
     banned = sorted({t for h in greedy for t in h.tokens})
-    hyps = decode(m, SRC, LENS, DecodeConfig(), sep_id=SEP, pad_id=PAD, banned=banned)
+    hyps = decode(m, SRC, LENS, DecodeConfig(order=order), sep_id=SEP, pad_id=PAD, banned=banned)
     assert not {t for h in hyps for t in h.tokens} & set(banned)
+    scored = decode(m, SRC, LENS, DecodeConfig(order=order), sep_id=SEP, pad_id=PAD, banned=banned,
+                    force=[h.tokens for h in hyps])  # the output re-scored, positions chosen under the same bans
+    for h, s in zip(hyps, scored):
+        assert h.trace == s.trace
+        assert h.logprob == pytest.approx(s.logprob, abs=1e-4)
 
 
 @pytest.mark.parametrize("kw", [{"order": "l2r"}, {"order": "confidence"}, {"order": "r2l", "beam": 3},
