@@ -177,7 +177,7 @@ def _single(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, bans: 
         tok_lp = logp[rows, sel, tok]  # [R, F] model log-prob of the chosen tokens
         st.fill(pos, tok, tok_lp, ok)
         fill = (pos * ok, tok * ok, ok)
-    return [st.hypothesis(b, int(layout.tgt_len[b])) for b in range(R)]
+    return st.hypotheses(layout.tgt_len.tolist())
 
 
 def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, bans: Bans, forced, on_step, examples,
@@ -219,4 +219,4 @@ def _beam(model, layout: DecodeLayout, order: Order, cfg: DecodeConfig, bans: Ba
         st.fill(pos * fill_ok, tok[:, None] * fill_ok, tok_lp, fill_ok)
         fill = (pos * fill_ok, tok[:, None] * fill_ok, fill_ok)
     best = st.logprob.view(B, W).argmax(1) + torch.arange(B, device=rows.device) * W
-    return [st.hypothesis(int(r), int(layout.tgt_len[r])) for r in best]
+    return st.hypotheses(layout.tgt_len[best].tolist(), best.tolist())

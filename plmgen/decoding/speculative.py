@@ -103,7 +103,7 @@ def speculative(model, layout, order: Order, cfg, bans: Bans, forced, on_step, e
         if bool(rejected.any()):
             backend.reject(d_pos, rejected)
         d_pos, d_tok, d_ok, d_q = _next_drafts(order, st, q_pos, q_ok, blp, n_acc, c_pos, c_ok, k, fixed, cfg, uni)
-    return [st.hypothesis(b, int(layout.tgt_len[b])) for b in range(R)]
+    return st.hypotheses(layout.tgt_len.tolist())
 
 
 def _verify_pass(order: Order, plan, backend, open0: Tensor, n0: Tensor, c: tuple, d: tuple, W: int):

@@ -35,7 +35,10 @@ class Hypothesis:
 
 @dataclass
 class RowState:
-    """Per-row decoding state (rows = examples × beams)."""
+    """Per-row decoding state (rows = examples × beams). Updating it never waits for the device: the fill order
+    is logged as tensors and turned into per-row traces by :meth:`hypotheses`, and a position filled twice (a
+    decoding bug) is flagged on the device and raised at the latest every L fills and when the hypotheses are read.
+    """
 
     tokens: Tensor  # [R, L] long
     tok_lp: Tensor  # [R, L] float
@@ -44,7 +47,9 @@ class RowState:
     steps: Tensor  # [R] long
     passes: Tensor  # [R] long
     logprob: Tensor  # [R] float, sum of the chosen tokens' log-probabilities
-    trace: list[list[list[int]]]  # per row, per step
+    log: list = field(default_factory=list)  # ("fill", pos [R, F], ok [R, F]) / ("rows", rows [R], None), in order
+    twice: Tensor | None = None  # [] bool: some position was filled twice
+    n_fills: int = 0
 
     @staticmethod
     def new(lengths: Tensor, pad_id: int) -> "RowState":
@@ -55,32 +60,59 @@ class RowState:
                         n_filled=torch.zeros(R, dtype=torch.long, device=dev),
                         steps=torch.zeros(R, dtype=torch.long, device=dev),
                         passes=torch.zeros(R, dtype=torch.long, device=dev), logprob=torch.zeros(R, device=dev),
-                        trace=[[] for _ in range(R)])
+                        twice=torch.zeros((), dtype=torch.bool, device=dev))
 
     def reorder(self, rows: Tensor) -> None:
         for f in ("tokens", "tok_lp", "open", "n_filled", "steps", "passes", "logprob"):
             setattr(self, f, getattr(self, f)[rows])
-        self.trace = [list(self.trace[r]) for r in rows.tolist()]
+        self.log.append(("rows", rows, None))
 
     def fill(self, pos: Tensor, tok: Tensor, lp: Tensor, ok: Tensor) -> None:
-        """Record tokens tok [R, F] with log-probs lp at target indices pos where ok."""
-        r, c = ok.nonzero(as_tuple=True)
-        if not bool(self.open[r, pos[r, c]].all()):
-            raise RuntimeError("decoding bug: a position was filled twice")  # also guarantees termination
-        self.tokens[r, pos[r, c]] = tok[r, c]
-        self.tok_lp[r, pos[r, c]] = lp[r, c]
-        self.open[r, pos[r, c]] = False
+        """Record tokens tok [R, F] with log-probs lp at target indices pos where ok (one-hot over the slots: no
+        index lists, no wait for the device)."""
+        hit = (pos[:, :, None] == torch.arange(self.open.shape[1], device=pos.device)) & ok[:, :, None]  # [R, F, L]
+        filled = hit.any(1)  # [R, L]
+        self.twice |= ((hit.sum(1) > 1) | (filled & ~self.open)).any()
+        zero = torch.zeros((), dtype=self.tok_lp.dtype, device=pos.device)  # where, not a product: lp may be −inf
+        self.tokens = torch.where(filled, torch.where(hit, tok[:, :, None], 0).sum(1), self.tokens)
+        self.tok_lp = torch.where(filled, torch.where(hit, lp[:, :, None].to(zero.dtype), zero).sum(1), self.tok_lp)
+        self.open = self.open & ~filled
         self.n_filled += ok.sum(1)
         self.steps += ok.any(1)
         self.logprob += torch.where(ok, lp, torch.zeros_like(lp)).sum(1)
-        for row, (p, o) in enumerate(zip(pos.tolist(), ok.tolist())):
-            if any(o):
-                self.trace[row].append([x for x, keep in zip(p, o) if keep])
+        self.log.append(("fill", pos, ok))
+        self.n_fills += 1
+        if self.n_fills % max(1, self.open.shape[1]) == 0:  # a position filled twice may never close: stop a loop
+            self.check()
 
-    def hypothesis(self, row: int, length: int) -> Hypothesis:
-        return Hypothesis(tokens=self.tokens[row, :length].tolist(), logprob=float(self.logprob[row]),
-                          token_logprobs=self.tok_lp[row, :length].tolist(), trace=self.trace[row],
-                          steps=int(self.steps[row]), passes=int(self.passes[row]))
+    def check(self) -> None:
+        if bool(self.twice):
+            raise RuntimeError("decoding bug: a position was filled twice")
+
+    def traces(self) -> list[list[list[int]]]:
+        """Per row, the target indices filled at each step (in fill order), read back from the log once."""
+        R = self.tokens.shape[0]
+        events = [(kind, a.tolist(), None if b is None else b.tolist()) for kind, a, b in self.log]
+        out = []
+        for r in range(R):
+            row, steps = r, []
+            for kind, a, b in reversed(events):
+                if kind == "rows":
+                    row = a[row]
+                elif any(b[row]):
+                    steps.append([x for x, keep in zip(a[row], b[row]) if keep])
+            out.append(steps[::-1])
+        return out
+
+    def hypotheses(self, lengths: list[int], rows: list[int] | None = None) -> list[Hypothesis]:
+        """One ``Hypothesis`` per row (or per row of ``rows``) with the given target lengths."""
+        self.check()
+        rows = list(range(self.tokens.shape[0])) if rows is None else rows
+        traces = self.traces()
+        tokens, lps, logprob = self.tokens.tolist(), self.tok_lp.tolist(), self.logprob.tolist()
+        steps, passes = self.steps.tolist(), self.passes.tolist()
+        return [Hypothesis(tokens=tokens[r][:n], logprob=logprob[r], token_logprobs=lps[r][:n], trace=traces[r],
+                           steps=steps[r], passes=passes[r]) for r, n in zip(rows, lengths)]
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,7 @@ def tree_speculative(model, layout, order: Order, cfg, bans: Bans, forced, on_st
         accepted, stop, c = _walk(order, tree, st, view, open0.any(1), node_pos, node_tok, node_ok)
         backend.commit(node_pos, accepted)
         node_pos, node_tok, node_ok = _draft(order, tree, view, stop, c, cfg, fixed)
-    return [st.hypothesis(b, int(layout.tgt_len[b])) for b in range(R)]
+    return st.hypotheses(layout.tgt_len.tolist())
 
 
 def _node_queries(order: Order, plan, open0: Tensor, n0: Tensor, tree: Tree, node_pos: Tensor,

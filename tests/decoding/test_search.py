@@ -135,3 +135,26 @@ def test_bad_config():
                {"temperature": -1.0}, {"backend": "gpu"}):
         with pytest.raises(UserError):
             DecodeConfig(**kw)
+
+
+def test_row_state_flags_a_position_filled_twice():
+    """The state never waits for the device while decoding, but a position filled twice (a decoding bug, which
+    could keep a loop from ending) still raises: when the hypotheses are read, and after at most L fills."""
+    from plmgen.decoding.state import RowState
+
+    st = RowState.new(torch.tensor([3, 2]), pad_id=0)
+    pos, ok = torch.tensor([[0], [1]]), torch.tensor([[True], [True]])
+    st.fill(pos, torch.tensor([[5], [6]]), torch.tensor([[-1.0], [-2.0]]), ok)
+    assert [h.tokens for h in st.hypotheses([3, 2])] == [[5, 0, 0], [0, 6]]
+    st.fill(torch.tensor([[2], [1]]), torch.tensor([[7], [8]]), torch.tensor([[float("-inf")], [-1.0]]), ok)
+    with pytest.raises(RuntimeError, match="filled twice"):
+        st.fill(torch.tensor([[1], [0]]), torch.tensor([[9], [9]]), torch.zeros(2, 1), ok)  # the third of L = 3
+    st = RowState.new(torch.tensor([2]), pad_id=0)  # a −inf log-prob beside a fill does not leak into it
+    st.fill(torch.tensor([[0, 1]]), torch.tensor([[3, 4]]), torch.tensor([[-1.0, float("-inf")]]),
+            torch.tensor([[True, False]]))
+    h = st.hypotheses([2])[0]
+    assert (h.tokens, h.token_logprobs, h.logprob, h.trace) == ([3, 0], [-1.0, 0.0], -1.0, [[0]])
+    st = RowState.new(torch.tensor([4]), pad_id=0)
+    st.fill(torch.tensor([[1, 1]]), torch.tensor([[3, 4]]), torch.zeros(1, 2), torch.tensor([[True, True]]))
+    with pytest.raises(RuntimeError, match="filled twice"):
+        st.hypotheses([4])
