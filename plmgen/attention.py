@@ -6,7 +6,7 @@ R relative distances in the positional table, H heads, D head dim, d model dim.
 Score of query row i against key j (Transformer-XL / XLNet):
     (q_i + u)·k_j  +  (q_i + v)·W_kR r(pos_i − pos_j)  +  (q_i + b)·s_ij        scaled by 1/sqrt(D)
 with u, v, b the content, position and segment biases (parameters r_w_bias, r_r_bias, r_s_bias as in the
-reference code; ``content_bias``, ``position_bias``, ``segment_bias`` in the functions below),
+reference code; ``BiasTerms`` holds them in the form the scores add them),
 where s_ij = seg_embed[0] if rows i and j carry the same segment id else seg_embed[1].
 
 Positions are explicit integers per row and per key, so the same code serves training (contiguous segment after
@@ -155,6 +155,32 @@ def mask_bias(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
                        torch.full((), -1e30, dtype=dtype, device=mask.device))
 
 
+def matmul_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a projection of x comes out in: the autocast dtype when autocast is on for x's device."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+
+@dataclass
+class BiasTerms:
+    """A layer's attention biases u, v, b ([H, D] each) in the form the scores add them: u·s and v·s [H, 1, D]
+    (s = D^−½, the scale the queries get), s+ − s− [H, D] and b·(s+ − s−) [H, 1, 1] in the queries' dtype.
+    Built per call in training (they carry gradients); a decoding cache builds them once per decode."""
+
+    content: Tensor
+    position: Tensor
+    seg_diff: Tensor
+    seg_bias: Tensor
+
+    @staticmethod
+    def build(biases: tuple[Tensor, Tensor, Tensor], seg_embed: Tensor, dtype: torch.dtype) -> "BiasTerms":
+        u, v, b = biases
+        scale = u.shape[-1] ** -0.5
+        ds = (seg_embed[0] - seg_embed[1]).to(dtype)  # [H, D] s+ − s−
+        # (q+b)·ds = q·ds + b·ds: the bias part is one number per head, added to the small [B,H,I,1] result
+        return BiasTerms(u[:, None] * scale, v[:, None] * scale, ds, (b.to(dtype) * ds).sum(-1)[:, None, None])
+
+
 def attend(
     q: Tensor,
     k: Tensor,
@@ -164,8 +190,8 @@ def attend(
     seg_w: Tensor | None,
     same_seg: Tensor | None,
     mask: Tensor | None,
-    content_bias: Tensor,
-    position_bias: Tensor,
+    content_term: Tensor,
+    position_term_bias: Tensor,
     dropatt: float,
     training: bool,
     skew_rows: int = 0,
@@ -173,16 +199,16 @@ def attend(
     """The one attention core. Returns [B, H, I, D].
 
     q [B,H,I,D]; k, v [B,H,J,D]; rk [H,R,D] or [2,H,R,D] (bi_data) projected positional table;
-    rel_index [B|1,I,J]; seg_w [B,H,I,1] = (q+b)·(s+ − s−) or None; same_seg [B|1,I,J] bool;
+    rel_index [B|1,I,J]; seg_w [B,H,I,1] = (q+b)·(s+ − s−) or None; same_seg [B|1,I,J] bool or 0/1 in the scores' dtype;
     mask [B|1,I,J] bool, True = may attend (None = all), or its :func:`mask_bias`;
-    content_bias (u), position_bias (v) [H,D];
+    content_term, position_term_bias: u·s, v·s [H,1,D] (``BiasTerms``; s = D^−½);
     skew_rows: see RelPos (0 = gather every row's positional term, always correct).
     Every full-size [B,H,I,J] step after the first matmul is in place: no extra copies, nothing extra saved.
     """
     scale = q.shape[-1] ** -0.5
     q = q * scale  # scaling the queries instead of the scores saves a full pass
-    score = torch.matmul(q + content_bias[:, None] * scale, k.transpose(-1, -2))  # [B,H,I,J]
-    score = score.add_(position_term(q + position_bias[:, None] * scale, rk, rel_index, skew_rows))
+    score = torch.matmul(q + content_term, k.transpose(-1, -2))  # [B,H,I,J]
+    score = score.add_(position_term(q + position_term_bias, rk, rel_index, skew_rows))
     if seg_w is not None:
         # (q+b)·s_ij = (q+b)·s− + [same_ij]·(q+b)·(s+ − s−); the first part is constant along the row and
         # softmax ignores it, so only the second is added (one fused pass instead of where + add).
@@ -242,14 +268,20 @@ class RelAttention(nn.Module):
         B, L, _ = x.shape
         return x.view(B, L, self.n_head, self.d_head).transpose(1, 2)
 
-    def keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Layer input of the keys [B, J, d] -> k, v [B, H, J, D], contiguous (what a decoding cache stores).
+    def keys_values(self, x: Tensor, contiguous: bool = True) -> tuple[Tensor, Tensor]:
+        """Layer input of the keys [B, J, d] -> k, v [B, H, J, D], contiguous unless asked not to be (a decoding
+        cache copies them into its own storage anyway).
 
         Contiguous because the attention products read them transposed (q·kᵀ, and grad·vᵀ in the backward): a
         transposed head view of the fused projection would be copied there with a 2d-strided inner loop (~8x
         slower than this copy)."""
         k, v = self.kv(x).chunk(2, dim=-1)
-        return self.heads(k).contiguous(), self.heads(v).contiguous()
+        k, v = self.heads(k), self.heads(v)
+        return (k.contiguous(), v.contiguous()) if contiguous else (k, v)
+
+    def bias_terms(self, biases: tuple[Tensor, Tensor, Tensor], dtype: torch.dtype) -> BiasTerms:
+        """The layer's (u, v, b) as ``BiasTerms`` for queries of ``dtype``."""
+        return BiasTerms.build(biases, self.seg_embed, dtype)
 
     def project_table(self, table: Tensor) -> Tensor:
         """[R, d] or [2, R, d] sinusoids -> [H, R, D] or [2, H, R, D], stored as [.., H, D, R] (a transposed view):
@@ -268,20 +300,17 @@ class RelAttention(nn.Module):
         rel_index: Tensor,
         seg_same: Tensor | None,
         mask: Tensor | None,
-        content_bias: Tensor,
-        position_bias: Tensor,
-        segment_bias: Tensor | None,
+        biases: "BiasTerms | tuple[Tensor, Tensor, Tensor]",
         skew_rows: int = 0,
     ) -> Tensor:
-        """x [B, I, d] query rows (content and/or query stream) attending over k, v -> [B, I, d]."""
+        """x [B, I, d] query rows (content and/or query stream) attending over k, v -> [B, I, d]. biases: the
+        layer's (u, v, b) or their ``BiasTerms`` (``bias_terms``)."""
         q = self.heads(self.q(x))  # [B,H,I,D]
+        t = biases if isinstance(biases, BiasTerms) else self.bias_terms(biases, q.dtype)
         seg_w = None
         if seg_same is not None:
-            ds = (self.seg_embed[0] - self.seg_embed[1]).to(q.dtype)  # [H,D] s+ − s−
-            # (q+b)·ds = q·ds + b·ds: the bias part is one number per head, added to the small [B,H,I,1] result
-            bias_part = (segment_bias.to(q.dtype) * ds).sum(-1)[:, None, None]
-            seg_w = torch.matmul(q, ds[..., None]).add_(bias_part)  # [B,H,I,1]
-        a = attend(q, k, v, rk, rel_index, seg_w, seg_same, mask, content_bias, position_bias, self.dropatt,
+            seg_w = torch.matmul(q, t.seg_diff[..., None]).add_(t.seg_bias)  # [B,H,I,1]
+        a = attend(q, k, v, rk, rel_index, seg_w, seg_same, mask, t.content, t.position, self.dropatt,
                    self.training, skew_rows)
         B, H, I, D = a.shape
         out = self.o(a.transpose(1, 2).reshape(B, I, H * D))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .attention import Dropout, FeedForward, RelAttention, RelPos
+from .attention import Dropout, FeedForward, RelAttention, RelPos, matmul_dtype
 from .config import ModelConfig
 from .errors import UserError
 from .masks import causal_mask
@@ -92,6 +92,7 @@ class KVCache:
         self.k: list[Tensor | None] = []
         self.v: list[Tensor | None] = []
         self.rk: list[Tensor | None] = []
+        self.memos: dict = {}  # ``memo``: shared with the caches ``extend`` and ``index`` derive from this one
         span = torch.arange(int(pos.max()) - int(pos.min()) + 1, device=pos.device)[None]
         self.d_max = span.shape[1] - 1
         self.table = RelPos.build(span, span, d_model, clamp_len).table  # distances d_max .. −d_max
@@ -111,7 +112,7 @@ class KVCache:
             self.v[layer] = torch.zeros_like(self.k[layer])
         K, V = self.k[layer], self.v[layer]
         if slots.shape[1]:
-            rows = torch.arange(K.shape[0], device=K.device)[:, None]
+            rows = self.memo(("rows", K.shape[0]), lambda: torch.arange(K.shape[0], device=K.device)[:, None])
             K[rows, :, slots] = k.transpose(1, 2).to(K.dtype)
             V[rows, :, slots] = v.transpose(1, 2).to(V.dtype)
         return K, V
@@ -129,6 +130,13 @@ class KVCache:
                 K[rows, :, dst] = K[rows, :, src]
                 V[rows, :, dst] = V[rows, :, src]
 
+    def memo(self, key, build):
+        """``build()`` once per key for this cache's lifetime: what a decode computes from the weights alone (they
+        do not change while it runs)."""
+        if key not in self.memos:
+            self.memos[key] = build()
+        return self.memos[key]
+
     def projected(self, layer: int, project) -> Tensor:
         """The layer's projected table, computed by ``project(table)`` once."""
         if self.rk[layer] is None:
@@ -141,13 +149,14 @@ class KVCache:
         out = KVCache(torch.cat([self.pos, pos], 1), torch.cat([self.seg, seg], 1), self.table.shape[-1], self.clamp_len)
         pad = lambda t: None if t is None else torch.cat([t, t.new_zeros(*t.shape[:2], pos.shape[1], t.shape[3])], 2)  # noqa: E731
         out.k, out.v, out.rk = [pad(k) for k in self.k], [pad(v) for v in self.v], [None] * len(self.k)
+        out.memos = self.memos
         return out
 
     def index(self, rows: Tensor) -> "KVCache":
         """The cache of batch rows ``rows`` [B'] (beam reordering, length candidates)."""
         out = KVCache.__new__(KVCache)
         out.pos, out.seg, out.clamp_len = self.pos[rows], self.seg[rows], self.clamp_len
-        out.table, out.d_max, out.rk = self.table, self.d_max, self.rk
+        out.table, out.d_max, out.rk, out.memos = self.table, self.d_max, self.rk, self.memos
         out.k = [None if k is None else k.index_select(0, rows) for k in self.k]
         out.v = [None if v is None else v.index_select(0, rows) for v in self.v]
         return out
@@ -160,7 +169,7 @@ class LayerInputs:
     rel_index: Tensor  # [B|1, I, J]
     table: Tensor | None  # [R, d] (or [2, R, d]) positional table; None with a cache (it holds its own)
     skew_rows: int
-    seg_same: Tensor | None  # [B|1, I, J] bool
+    seg_same: Tensor | None  # [B|1, I, J] 1 where row and key share a segment, in the scores' dtype
     mask: Tensor | None  # [B|1, I, J] bool or bias
 
     def rows(self, r: slice) -> "LayerInputs":
@@ -180,18 +189,19 @@ class XLNetLayer(nn.Module):
                 slots: Tensor | None = None) -> tuple[Tensor, ...]:
         """Rows x [B, I, d] attend over the keys/values of ``keys`` [B, N, d] (with a cache: written into its
         ``slots`` [B, N], attending over all its slots) -> one output per row range in ``parts``."""
-        k, v = self.rel_attn.keys_values(keys)  # [B, H, N, D]
+        k, v = self.rel_attn.keys_values(keys, contiguous=cache is None)  # [B, H, N, D]
+        dtype = matmul_dtype(x)
         if cache is None:
             rk = self.rel_attn.project_table(inp.table)
+            terms = self.rel_attn.bias_terms(biases, dtype)
         else:
             k, v = cache.write(index, slots, k, v)
             rk = cache.projected(index, self.rel_attn.project_table)
-        content_bias, position_bias, segment_bias = biases
+            terms = cache.memo(("bias_terms", index, dtype), lambda: self.rel_attn.bias_terms(biases, dtype))
         outs = []
         for r in parts:
             p = inp if r == slice(0, x.shape[1]) else inp.rows(r)
-            a = self.rel_attn(x[:, r], k, v, rk, p.rel_index, p.seg_same, p.mask, content_bias, position_bias,
-                              segment_bias, p.skew_rows)
+            a = self.rel_attn(x[:, r], k, v, rk, p.rel_index, p.seg_same, p.mask, terms, p.skew_rows)
             outs.append(self.ff(a))
         return tuple(outs)
 
@@ -265,7 +275,7 @@ class XLNet(nn.Module):
         if P:
             g = self.dropout(self.mask_emb.to(x.dtype).expand(B, P, -1))  # query stream starts from w
             x = torch.cat([x, g], dim=1)  # [B, N+P, d]
-        inp = self._layer_inputs(rows, M, n_keys, cache, bi_data)
+        inp = self._layer_inputs(rows, M, n_keys, cache, bi_data, matmul_dtype(x))
 
         new_mems: list[Tensor] | None = [] if cfg.mem_len > 0 and cache is None else None
         last = ((slice(0, N), slice(N, N + P)) if need_h else (slice(N, N + P),)) if P and N else (slice(0, N + P),)
@@ -284,8 +294,10 @@ class XLNet(nn.Module):
             h, g = (None, outs[0]) if P else (outs[0], None)
         return XLNetOutput(h=h, g=g, mems=new_mems)
 
-    def _layer_inputs(self, rows: Rows, M: int, n_keys: int, cache: KVCache | None, bi_data: bool) -> LayerInputs:
-        """Relative-position index, table, segment agreement and mask shared by every layer of one call."""
+    def _layer_inputs(self, rows: Rows, M: int, n_keys: int, cache: KVCache | None, bi_data: bool,
+                      dtype: torch.dtype) -> LayerInputs:
+        """Relative-position index, table, segment agreement (as 0/1 in the scores' dtype) and mask shared by every
+        layer of one call."""
         cfg = self.cfg
         dev = rows.ids.device
         if cache is None:
@@ -297,7 +309,7 @@ class XLNet(nn.Module):
                                                              rows.seg[:, :n_keys]], dim=1)
         else:
             index, table, skew, seg_k = cache.rel_index(rows.pos), None, 0, cache.seg
-        seg_same = None if rows.seg is None else rows.seg[:, :, None] == seg_k[:, None, :]  # [B|1, I, J]
+        seg_same = None if rows.seg is None else (rows.seg[:, :, None] == seg_k[:, None, :]).to(dtype)  # [B|1, I, J]
         return LayerInputs(index, table, skew, seg_same, rows.mask)
 
     # -- training / HF-convention forward -------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def reference_forward(model, input_ids, seg_ids, content_mask, query_mask, targe
     for i, layer in enumerate(model.layers):
         k, v = layer.rel_attn.keys_values(torch.cat([mems[i], rows[:, :T]], 1))
         rows = layer.ff(layer.rel_attn(rows, k, v, layer.rel_attn.project_table(rel.table), rel.index,
-                                       seg_q[:, :, None] == seg_k[:, None, :], mask, *model.biases(i)))
+                                       seg_q[:, :, None] == seg_k[:, None, :], mask, model.biases(i)))
     return rows[:, :T], rows[:, T:]
 
 
