@@ -193,7 +193,9 @@ class XLNetLayer(nn.Module):
         dtype = matmul_dtype(x)
         if cache is None:
             rk = self.rel_attn.project_table(inp.table)
-            terms = self.rel_attn.bias_terms(biases, dtype)
+            # Training: each row range builds its own terms (as before the decoding memo), so the two streams of the
+            # last block keep separate gradient paths into the bf16 casts — a shared one changes the rounding.
+            terms = biases
         else:
             k, v = cache.write(index, slots, k, v)
             rk = cache.projected(index, self.rel_attn.project_table)
