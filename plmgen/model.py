@@ -190,7 +190,6 @@ class XLNetLayer(nn.Module):
         """Rows x [B, I, d] attend over the keys/values of ``keys`` [B, N, d] (with a cache: written into its
         ``slots`` [B, N], attending over all its slots) -> one output per row range in ``parts``."""
         k, v = self.rel_attn.keys_values(keys, contiguous=cache is None)  # [B, H, N, D]
-        dtype = matmul_dtype(x)
         if cache is None:
             rk = self.rel_attn.project_table(inp.table)
             # Training: each row range builds its own terms (as before the decoding memo), so the two streams of the
@@ -199,6 +198,7 @@ class XLNetLayer(nn.Module):
         else:
             k, v = cache.write(index, slots, k, v)
             rk = cache.projected(index, self.rel_attn.project_table)
+            dtype = matmul_dtype(x)
             terms = cache.memo(("bias_terms", index, dtype), lambda: self.rel_attn.bias_terms(biases, dtype))
         outs = []
         for r in parts:

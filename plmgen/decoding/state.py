@@ -49,7 +49,6 @@ class RowState:
     logprob: Tensor  # [R] float, sum of the chosen tokens' log-probabilities
     log: list = field(default_factory=list)  # ("fill", pos [R, F], ok [R, F]) / ("rows", rows [R], None), in order
     twice: Tensor | None = None  # [] bool: some position was filled twice
-    n_fills: int = 0
 
     @staticmethod
     def new(lengths: Tensor, pad_id: int) -> "RowState":
@@ -81,8 +80,7 @@ class RowState:
         self.steps += ok.any(1)
         self.logprob += torch.where(ok, lp, torch.zeros_like(lp)).sum(1)
         self.log.append(("fill", pos, ok))
-        self.n_fills += 1
-        if self.n_fills % max(1, self.open.shape[1]) == 0:  # a position filled twice may never close: stop a loop
+        if len(self.log) % max(1, self.open.shape[1]) == 0:  # a position filled twice may never close: stop a loop
             self.check()
 
     def check(self) -> None:
