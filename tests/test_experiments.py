@@ -54,3 +54,43 @@ def test_compare_records_prints_paired_bleu_and_repetition_tests(tmp_path, capsy
     bad = subprocess.run(cmd[:-4] + ["--specs", "confidence"], capture_output=True, text=True)
     assert bad.returncode != 0 and "confidence.json: no such record" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def _experiment(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_repeat_origins_classifies_which_copy_came_later_and_its_neighbours():
+    ro = _experiment("repeat_origins")
+    pieces = {1: "\u2581color", 2: "\u2581two", 3: "\u2581c", 5: "\u2581Mat", 6: "urity", 9: "<e>"}
+    piece, skip = pieces.__getitem__, {9}
+    # "two color color c": the left "color" (slot 1) written last, between two filled slots
+    assert ro.repeat_origin([2, 1, 1, 3], [[0], [2], [3], [1]], piece, skip) == ("left copy later", "both", "adjacent")
+    # left to right: the right copy is the later one, with only its left neighbour filled
+    assert ro.repeat_origin([2, 1, 1, 3], [[0], [1], [2], [3]], piece, skip) == ("right copy later", "left", "adjacent")
+    # across an empty slot; the target's start counts as a filled neighbour
+    assert ro.repeat_origin([1, 9, 1], [[2], [0], [1]], piece, skip) == ("left copy later", "left", "across empty")
+    # words of two pieces ("Maturity Maturity"): a copy is filled when its first piece is
+    assert ro.repeat_origin([5, 6, 5, 6], [[2], [3], [0], [1]], piece, skip) == ("left copy later", "left", "adjacent")
+    assert ro.repeat_origin([2, 1, 3], [[0], [1], [2]], piece, skip) is None
+    # several fills in one step are ranked in order: the second sees the first
+    assert ro.neighbour_kinds([[1, 0], [2]], 3) == {1: "none", 0: "both", 2: "both"}
+    assert ro.neighbour_kinds([[2], [0], [1]], 4) == {2: "none", 0: "left", 1: "both"}
+
+
+def test_repeat_origins_table_reports_shares_of_repeaters_and_of_all_fills():
+    from collections import Counter
+
+    ro = _experiment("repeat_origins")
+    fills = Counter({"both": 1, "left": 6, "right": 2, "none": 1})
+    reps = Counter({("left copy later", "both", "adjacent"): 3, ("right copy later", "left", "across empty"): 1})
+    lines = ro.origins_table({"confidence": (fills, reps, 50, 4)})
+    assert lines[2] == ("| confidence | 4 of 50 | 75 % | 75 % (10 %) | 25 % (60 %) / 0 % (20 %) / 0 % (10 %) "
+                        "| 25 % |")
+    assert ro.precision_table({"l2r": ([60.94, 36.3, 23.5, 15.7], 0.9521, 28.626, 3.189)})[2] == (
+        "| l2r | 28.63 | 60.9 / 36.3 / 23.5 / 15.7 | 0.952 | 3.19 |")
