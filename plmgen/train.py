@@ -342,17 +342,26 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def read_checkpoint(path: Path, device: str | torch.device = "cpu") -> tuple[dict, ExperimentConfig]:
-    from plmgen.model import check_model_limits
-
     """A plmgen checkpoint file read without running code (``weights_only``), and its experiment config, checked
     against :data:`plmgen.model.MODEL_LIMITS`; UserError for a missing, truncated, foreign or malformed file."""
+    import pickle
+    import zipfile
+
+    from plmgen.model import check_model_limits
+
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the end of the file
+        raise UserError(f"{path}: not a readable checkpoint (not a zip archive, as every torch checkpoint is: a "
+                        "truncated copy, or another kind of file)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:  # torch's own message advises weights_only=False, i.e. running the file's code
+        raise UserError(f"{path}: not a readable checkpoint (it holds objects that a weights-only load refuses to "
+                        "build: not a plmgen checkpoint)") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file for the user
         first = str(e).splitlines()[0] if str(e) else ""
-        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})")
+        raise UserError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first})") from None
     meta = ckpt.get("plmgen") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise UserError(f"{path}: not a plmgen training checkpoint (no 'plmgen' entry)")

@@ -59,7 +59,13 @@ def shared(tmp_path_factory):
     def no_meta(c):
         del c["plmgen"]
 
-    for name, edit in (("nan.ckpt", nan), ("vocab.ckpt", huge_vocab), ("shape.ckpt", shape), ("meta.ckpt", no_meta)):
+    def foreign(c):  # an object a weights-only load refuses to build (torch's own message says: load it unsafely)
+        from fractions import Fraction
+
+        c["extra"] = Fraction(1, 2)
+
+    for name, edit in (("nan.ckpt", nan), ("vocab.ckpt", huge_vocab), ("shape.ckpt", shape), ("meta.ckpt", no_meta),
+                       ("foreign.ckpt", foreign)):
         variant(name, edit)
     (bad / "trunc.ckpt").write_bytes(good.read_bytes()[:5000])
     (root / "notes.txt").write_text("not a checkpoint\n", encoding="utf-8")
@@ -136,6 +142,9 @@ CASES = {
     # generate
     "generate missing ckpt": (["generate", "--checkpoint", "nope.ckpt", "--input", P + "/hyp.txt"], "not found"),
     "generate truncated": (["generate", "--checkpoint", CK + "trunc.ckpt", "--input", P + "/hyp.txt"], "readable"),
+    "generate foreign objects": (["generate", "--checkpoint", CK + "foreign.ckpt", "--input", P + "/hyp.txt"],
+                                 "weights-only load refuses"),
+    "generate truncated zip": (["generate", "--checkpoint", CK + "trunc.ckpt", "--input", P + "/hyp.txt"], "zip"),
     "generate no meta": (["generate", "--checkpoint", CK + "meta.ckpt", "--input", P + "/hyp.txt"], "plmgen"),
     "generate nan weights": (["generate", "--checkpoint", CK + "nan.ckpt", "--input", P + "/hyp.txt"], "NaN"),
     "generate huge vocab": (["generate", "--checkpoint", CK + "vocab.ckpt", "--input", P + "/hyp.txt"], "limit"),
