@@ -11,12 +11,15 @@ immediately repeated word (``plmgen.evaluation.has_repeat``), finds the first re
   slot between two decided parts), only the left, only the right, or neither (the target's ends count as filled);
 - whether the two copies are adjacent slots or have empty slots between them.
 The same neighbour classes over *all* fills give the base rate a repeater is compared with. A second table gives
-each order's BLEU n-gram precisions (sacrebleu, against the split's references). Writes the markdown tables
+each order's BLEU n-gram precisions (sacrebleu, against the split's references). A third asks the model itself: given
+the whole output but one slot (``leave_one_out``), does its likeliest token there differ from the one written — at
+the later copy's first-filled slot, at the earlier copy's, and at one random slot per output (the base rate)? Writes the markdown tables
 to stdout and, with ``--out F``, to F (atomically) with the provenance.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 from collections import Counter
 from pathlib import Path
@@ -54,20 +57,70 @@ def words_with_slots(tokens: Sequence[int], piece: Callable[[int], str], skip: s
     return words
 
 
-def repeat_origin(tokens: Sequence[int], trace: Sequence[Sequence[int]], piece: Callable[[int], str],
-                  skip: set[int]) -> tuple[str, str, str] | None:
-    """The first immediately repeated word of one output -> (which copy was later, the repeater's neighbour kind,
-    "adjacent" | "across empty"), or None when no word repeats."""
+def repeat_copies(tokens: Sequence[int], trace: Sequence[Sequence[int]], piece: Callable[[int], str],
+                  skip: set[int]) -> tuple[int, int, bool] | None:
+    """The first immediately repeated word of one output -> (the later-filled copy's first-filled slot, the
+    earlier copy's, whether the copies are adjacent slots), or None when no word repeats."""
     rank = {p: r for r, step in enumerate(trace) for p in step}
-    kinds = neighbour_kinds(trace, len(tokens))
     words = words_with_slots(tokens, piece, skip)
     for (a, sa), (b, sb) in zip(words, words[1:]):
         if a and a == b:
             first_a, first_b = min(sa, key=rank.__getitem__), min(sb, key=rank.__getitem__)
-            later = first_b if rank[first_b] > rank[first_a] else first_a
-            which = "right copy later" if later == first_b else "left copy later"
-            return which, kinds[later], "adjacent" if sb[0] == sa[-1] + 1 else "across empty"
+            later, earlier = (first_b, first_a) if rank[first_b] > rank[first_a] else (first_a, first_b)
+            return later, earlier, sb[0] == sa[-1] + 1
     return None
+
+
+def repeat_origin(tokens: Sequence[int], trace: Sequence[Sequence[int]], piece: Callable[[int], str],
+                  skip: set[int]) -> tuple[str, str, str] | None:
+    """The first immediately repeated word of one output -> (which copy was later, the repeater's neighbour kind,
+    "adjacent" | "across empty"), or None when no word repeats."""
+    if (copies := repeat_copies(tokens, trace, piece, skip)) is None:
+        return None
+    later, earlier, adjacent = copies
+    which = "right copy later" if later > earlier else "left copy later"
+    return which, neighbour_kinds(trace, len(tokens))[later], "adjacent" if adjacent else "across empty"
+
+
+def leave_one_out(model, layout, tokens, slots):
+    """Log-probs [N, V] of each row's target slot ``slots`` [N] given every *other* target token of ``tokens``
+    [N, L] (rows laid out by ``layout``, a ``DecodeLayout``): the slot is the only open one, the rest is context,
+    so no content state has seen the slot's own token."""
+    import torch
+
+    from plmgen.decoding.cache import OPEN_RANK, full_forward
+
+    rank = torch.full(tokens.shape, -1, dtype=torch.long, device=tokens.device)
+    q = slots[:, None]
+    rank.scatter_(1, q, OPEN_RANK)
+    return full_forward(model, layout, tokens, rank, q, torch.ones_like(q, dtype=torch.bool))[:, 0]
+
+
+def rejection_rates(tr, sources, outputs, probes, batch: int = 64) -> dict[str, float]:
+    """probes: [(kind, output index, slot)] -> {kind: % of probes whose leave-one-out argmax (specials banned, as
+    in decoding) differs from the token written there}."""
+    import torch
+
+    from plmgen.decoding.cache import build_layout
+
+    tok, out, n = tr.tokenizer, Counter(), Counter()
+    for i in range(0, len(probes), batch):
+        part = probes[i: i + batch]
+        rows = [outputs[j] for _, j, _ in part]
+        layout = build_layout(tr.model, [sources[j] for _, j, _ in part], [len(r) for r in rows], tok.sep_id,
+                              tok.pad_id, 512, end_id=tr.end_id)
+        tokens = torch.full((len(rows), max(map(len, rows))), tok.pad_id, dtype=torch.long, device=tr.device)
+        for b, r in enumerate(rows):
+            tokens[b, : len(r)] = torch.tensor(r)
+        slots = torch.tensor([s for _, _, s in part], device=tr.device)
+        with torch.no_grad(), torch.autocast(tr.device.type, torch.bfloat16):
+            lp = leave_one_out(tr.model, layout, tokens, slots).float()
+        lp[:, tr.banned] = float("-inf")
+        differs = lp.argmax(-1) != tokens.gather(1, slots[:, None])[:, 0]
+        for (kind, _, _), d in zip(part, differs.tolist()):
+            n[kind] += 1
+            out[kind] += d
+    return {k: 100 * out[k] / n[k] for k in n}
 
 
 def origins_table(per_order: dict[str, tuple[Counter, Counter, int, int]]) -> list[str]:
@@ -93,6 +146,16 @@ def precision_table(rows: dict[str, tuple[list[float], float, float, float]]) ->
     lines = ["| order | BLEU | 1 / 2 / 3 / 4-gram precision | brevity penalty | rep % |", "|---|---|---|---|---|"]
     for order, (prec, bp, bleu, rep) in rows.items():
         lines.append(f"| {order} | {bleu:.2f} | {' / '.join(f'{p:.1f}' for p in prec)} | {bp:.3f} | {rep:.2f} |")
+    return lines
+
+
+def loo_table(rows: dict[str, tuple[int, dict[str, float]]]) -> list[str]:
+    """per order: (repeats probed, {probe kind: % rejected}) -> markdown."""
+    kinds = ("later copy", "earlier copy", "a random slot")
+    lines = ["| order | repeats probed | leave-one-out rejects the later copy | the earlier copy | a random slot |",
+             "|---|---|---|---|---|"]
+    for order, (n, rates) in rows.items():
+        lines.append(f"| {order} | {n} | " + " | ".join(f"{rates.get(k, float('nan')):.0f} %" for k in kinds) + " |")
     return lines
 
 
@@ -122,21 +185,25 @@ def main(checkpoint: str, orders: str = "confidence", split: str = "test", limit
     sources, refs, _ = read_inputs(None, split, data or None, None, tr, limit)
     ids = [tok.encode(s) for s in sources]
     skip = {tr.empty_id} if tr.empty_id is not None else set()
-    per_order, prec, cap = {}, {}, length_cap(tr, [parse_length_mode("predict")])
+    per_order, prec, loo, cap = {}, {}, {}, length_cap(tr, [parse_length_mode("predict")])
     for spec in orders.split(","):
         dcfg = DecodeConfig(**parse_order_spec(spec, "--orders"), bf16=True, max_len=cap)
         run = translate(tr, ids, TranslateConfig(decode=dcfg, batch_size=batch_size))
-        fills, reps, n_rep = Counter(), Counter(), 0
-        for text, h in zip(run.hyps, run.hypotheses):
+        fills, reps, n_rep, probes, rng = Counter(), Counter(), 0, [], random.Random(0)
+        for j, (text, h) in enumerate(zip(run.hyps, run.hypotheses)):
             fills.update(neighbour_kinds(h.trace, len(h.tokens)).values())
+            probes.append(("a random slot", j, rng.randrange(len(h.tokens))))
             if has_repeat(text):
                 n_rep += 1
                 if (origin := repeat_origin(h.tokens, h.trace, tok.sp.id_to_piece, skip)) is not None:
                     reps[origin] += 1
+                    later, earlier, _ = repeat_copies(h.tokens, h.trace, tok.sp.id_to_piece, skip)
+                    probes += [("later copy", j, later), ("earlier copy", j, earlier)]
         per_order[spec] = (fills, reps, len(ids), n_rep)
+        loo[spec] = (sum(reps.values()), rejection_rates(tr, ids, [h.tokens for h in run.hypotheses], probes))
         b = BLEU().corpus_score(run.hyps, [refs])
         prec[spec] = (b.precisions, b.bp, b.score, repetition_rate(run.hyps))
-    table = "\n".join(origins_table(per_order) + [""] + precision_table(prec))
+    table = "\n".join(origins_table(per_order) + [""] + precision_table(prec) + [""] + loo_table(loo))
     print(table)
     if out:
         env = environment()

@@ -94,3 +94,38 @@ def test_repeat_origins_table_reports_shares_of_repeaters_and_of_all_fills():
                         "| 25 % |")
     assert ro.precision_table({"l2r": ([60.94, 36.3, 23.5, 15.7], 0.9521, 28.626, 3.189)})[2] == (
         "| l2r | 28.63 | 60.9 / 36.3 / 23.5 / 15.7 | 0.952 | 3.19 |")
+
+
+def test_repeat_origins_leave_one_out_sees_every_target_token_but_the_probed_one():
+    """The probed slot's own token must not reach its prediction (no leak through any content state); any other
+    target token must (it is context). Checked by changing one token at a time on a random tiny model."""
+    import torch
+
+    from plmgen.decoding.cache import build_layout
+    from tests.decoding.helpers import PAD, SEP, model
+
+    ro = _experiment("repeat_origins")
+    m = model()
+    layout = build_layout(m, [[7, 8, 9], [10, 11, 12, 13]], [4, 4], SEP, PAD, 512)
+    tokens = torch.tensor([[20, 21, 22, 23], [24, 25, 26, 27]])
+    slots = torch.tensor([1, 2])
+    with torch.no_grad():
+        base = ro.leave_one_out(m, layout, tokens, slots)
+        own = tokens.clone()
+        own[0, 1], own[1, 2] = 30, 31
+        assert torch.allclose(ro.leave_one_out(m, layout, own, slots), base, atol=1e-6)
+        for row, other in ((0, 3), (1, 0)):
+            changed = tokens.clone()
+            changed[row, other] = 33
+            out = ro.leave_one_out(m, layout, changed, slots)
+            assert not torch.allclose(out[row], base[row], atol=1e-4)
+            assert torch.allclose(out[1 - row], base[1 - row], atol=1e-6)
+
+
+def test_repeat_origins_copies_and_leave_one_out_table():
+    ro = _experiment("repeat_origins")
+    piece = {1: "\u2581color", 2: "\u2581two"}.__getitem__
+    assert ro.repeat_copies([2, 1, 1], [[2], [0], [1]], piece, set()) == (1, 2, True)  # left copy filled last
+    assert ro.repeat_copies([2, 1, 2], [[0], [1], [2]], piece, set()) is None
+    lines = ro.loo_table({"confidence": (88, {"later copy": 28.4, "earlier copy": 65.0, "a random slot": 24.2})})
+    assert lines[-1] == "| confidence | 88 | 28 % | 65 % | 24 % |"

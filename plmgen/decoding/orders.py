@@ -11,7 +11,8 @@ Every strategy answers two questions per step (positions are target indices 0..L
 
 Fixed: ``l2r``, ``r2l``, ``random`` (seeded), ``middle-out``, ``balanced-tree`` (middle of the largest open
 interval first). Adaptive ("easy-first"): ``confidence`` (highest max-probability), ``entropy`` (lowest entropy),
-``margin`` (largest top-1 − top-2 log-prob gap). Parallel: any order fills ``k`` positions per step (fixed orders:
+``margin`` (largest top-1 − top-2 log-prob gap), ``anchored`` (confidence discounted by the share of its word's
+probability that the neighbouring open slots take). Parallel: any order fills ``k`` positions per step (fixed orders:
 their next k; adaptive: the k best); ``threshold`` fills every open position whose max-probability exceeds p (at
 least the best one); ``parallel`` and ``threshold`` are the confidence order with k / p set.
 
@@ -167,14 +168,19 @@ class PriorityOrder(Order):
     def priority(self, logp: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def score(self, logp: Tensor) -> Tensor:
+    def score(self, logp: Tensor, q_ok: Tensor | None = None) -> Tensor:
         """What the order ranks slots by: ``priority``, with the slots whose likeliest token is the empty one after
-        every other (their priority order kept among themselves). logp [.., V] -> [..]."""
-        s = self.priority(logp)
+        every other (their priority order kept among themselves). logp [.., Q, V] -> [.., Q]; q_ok [.., Q] marks
+        the real rows (open slots in left-to-right order; an order reading its neighbours needs it)."""
+        s = self.priority(logp) if q_ok is None else self.priority_in_row(logp, q_ok)
         if self.empty_id is None:
             return s
         s = s.double()  # fp64: a shift by 1e4 keeps the fp32 scores' order and distances exactly
         return torch.where(self.empty_first(logp), s - EMPTY_LAST, s)
+
+    def priority_in_row(self, logp: Tensor, q_ok: Tensor) -> Tensor:
+        """``priority`` of rows that may read each other (the open slots of one hypothesis, left to right)."""
+        return self.priority(logp)
 
     def empty_first(self, logp: Tensor) -> Tensor:
         """[..] bool: the slot's likeliest token is the empty one (False without ``empty_id``)."""
@@ -200,7 +206,7 @@ class PriorityOrder(Order):
 
     def rank_positions(self, logp: Tensor, q_ok: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """Queried rows sorted by priority (highest first), the first ``n`` kept -> (sel [B, n'], sel_ok)."""
-        s = self.score(logp).masked_fill(~q_ok, float("-inf"))
+        s = self.score(logp, q_ok).masked_fill(~q_ok, float("-inf"))
         n = min(n, q_ok.shape[1])
         sel = s.topk(n, dim=1).indices  # [B, n] sorted, best first
         return sel, q_ok.gather(1, sel)
@@ -220,6 +226,25 @@ class Confidence(PriorityOrder):
 
     def priority(self, logp):
         return logp.max(-1).values
+
+
+class Anchored(Confidence):
+    """Confidence discounted by how sure the model is of the *slot* of its word: priority = log p_i(w) +
+    log[p_i(w) / (p_l(w) + p_i(w) + p_r(w))], w the likeliest token at slot i, l and r the nearest open slots on
+    each side (absent at the ends, or outside the window). A word that the model expects at one of two neighbouring
+    open slots waits until the context has decided which; under plain confidence it is written at one of them early,
+    and in the demo model's repeats the copy written *first* is the one its leave-one-out prediction rejects
+    (``experiments/results/recipe/README.md``, "anchored")."""
+
+    name = "anchored"
+
+    def priority_in_row(self, logp: Tensor, q_ok: Tensor) -> Tensor:
+        best, w = logp.max(-1)  # [B, Q]
+        none = torch.full_like(best[:, :1], float("-inf"))
+        at_left = logp[:, :-1].gather(2, w[:, 1:, None])[..., 0].masked_fill(~q_ok[:, :-1], float("-inf"))
+        at_right = logp[:, 1:].gather(2, w[:, :-1, None])[..., 0].masked_fill(~q_ok[:, 1:], float("-inf"))
+        left, right = torch.cat([none, at_left], 1), torch.cat([at_right, none], 1)  # log p_l(w), log p_r(w)
+        return 2 * best - torch.logsumexp(torch.stack([left, best, right]), 0)
 
 
 class Entropy(PriorityOrder):
@@ -255,7 +280,7 @@ class Threshold(Confidence):
 
 
 ORDERS: dict[str, type[Order]] = {c.name: c for c in (L2R, R2L, RandomOrder, MiddleOut, BalancedTree, Confidence,
-                                                      Entropy, Margin, Parallel, Threshold)}
+                                                      Anchored, Entropy, Margin, Parallel, Threshold)}
 
 
 def get_order(name: str, **kw) -> Order:

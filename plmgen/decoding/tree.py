@@ -207,7 +207,7 @@ def _draft(order: Order, tree: Tree, view: _PassView, stop: Tensor, c: tuple, cf
     node_tok, node_ok = torch.zeros_like(node_pos), torch.zeros(R, tree.n, dtype=torch.bool, device=dev)
     node_pos[:, 0], node_tok[:, 0], node_ok[:, 0] = c
     a, b = cfg.tree_positions, cfg.tree_tokens
-    stats = None if fixed else _RowStats.of(order, lp, b)  # once per pass: every level reads the same rows
+    stats = None if fixed else _RowStats.of(order, lp, qok, b)  # once per pass: every level reads the same rows
     for d, m in enumerate(tree.sizes, start=1):
         parents = torch.tensor(tree.expanded[d - 1], dtype=torch.long, device=dev)  # [P]
         if fixed:  # the plan's slot d (row d of the stop state's rows), a + 2b likeliest tokens
@@ -236,9 +236,9 @@ class _RowStats(NamedTuple):
     top_lp: Tensor  # [R, W, b] fp32: their log-probs
 
     @staticmethod
-    def of(order: Order, lp: Tensor, b: int) -> "_RowStats":
+    def of(order: Order, lp: Tensor, ok: Tensor, b: int) -> "_RowStats":
         top1, top = lp.max(-1), lp.topk(min(b, lp.shape[-1]), dim=-1)
-        return _RowStats(order.score(lp).double(), top1.indices, top1.values.float(), top.indices,
+        return _RowStats(order.score(lp, ok).double(), top1.indices, top1.values.float(), top.indices,
                          top.values.float())
 
 

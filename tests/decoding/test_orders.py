@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -144,3 +146,37 @@ def test_empty_slots_are_decided_last(name):
         assert filled == last
     else:
         assert filled == last[:1]
+
+
+def _anchored_brute(logp: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """The anchored priority written out slot by slot: log p_i(w) + log[p_i(w) / Σ over i and its open neighbours]."""
+    out = torch.full(ok.shape, float("nan"), dtype=torch.float64)
+    for b in range(ok.shape[0]):
+        for q in range(ok.shape[1]):
+            if not ok[b, q]:
+                continue
+            w = int(logp[b, q].argmax())
+            mass = sum(float(logp[b, n, w].exp()) for n in (q - 1, q, q + 1) if 0 <= n < ok.shape[1] and ok[b, n])
+            out[b, q] = 2 * float(logp[b, q, w]) - math.log(mass)
+    return out
+
+
+def test_anchored_priority_matches_a_brute_force_loop():
+    torch.manual_seed(0)
+    logp = torch.randn(3, 6, 5).mul(2).log_softmax(-1)
+    ok = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    got = get_order("anchored").score(logp, ok).double()
+    want = _anchored_brute(logp, ok)
+    assert torch.allclose(got[ok], want[ok], atol=1e-5)
+    assert torch.equal(get_order("confidence").score(logp, ok), logp.max(-1).values)  # the others ignore ok
+
+
+def test_anchored_defers_a_word_whose_slot_is_ambiguous():
+    """Slots 0 and 1 both expect word 1 (0.6 / 0.55); slot 2 is surer of its slot (0.5, its neighbours give word 2
+    little). Confidence fills slot 0 first, anchored slot 2; once slot 1 is decided, slot 0 is a plain slot again."""
+    p = torch.tensor([[[0.1, 0.6, 0.1, 0.2], [0.15, 0.55, 0.1, 0.2], [0.2, 0.1, 0.5, 0.2]]])
+    logp, ok = p.log(), torch.ones(1, 3, dtype=torch.bool)
+    assert get_order("confidence").choose(logp, ok)[0].tolist() == [[0]]
+    assert get_order("anchored").choose(logp, ok)[0].tolist() == [[2]]
+    alone = get_order("anchored").score(logp[:, :1], ok[:, :1])
+    assert torch.allclose(alone, logp[:, :1].max(-1).values)
