@@ -286,10 +286,10 @@ def test_objective_rejects_uni_attention_and_bi_data():
         DataConfig(kind="parallel", bi_data=True)
 
 
-@pytest.mark.parametrize("window", [1, 2, 3])
-def test_neighbour_unlikelihood_brute_force(window):
+@pytest.mark.parametrize("window,unseen", [(1, False), (2, False), (3, False), (1, True), (2, True)])
+def test_neighbour_unlikelihood_brute_force(window, unseen):
     """The unlikelihood term = a loop over predictions and their neighbours up to ``window`` slots away: a
-    neighbour counts when it is a target token, the prediction's query sees it, it differs from the label and (window
+    neighbour counts when it is a target token, the prediction's query sees it (or ``unseen``), it differs from the label and (window
     > 1) no nearer counted neighbour (left first at equal distance) holds the same token."""
     from plmgen.objectives.seq2seq import neighbour_candidates, neighbour_unlikelihood
 
@@ -300,7 +300,7 @@ def test_neighbour_unlikelihood_brute_force(window):
     labels = ids.gather(1, sm.target_pos)
     logits = torch.randn(*labels.shape, 1000, generator=g)
     logp = torch.log_softmax(logits, -1)
-    cand, ok = neighbour_candidates(labels, ids, target, sm, window=window)
+    cand, ok = neighbour_candidates(labels, ids, target, sm, window=window, unseen=unseen)
     loss, count = neighbour_unlikelihood(logp.gather(2, cand), ok, sm.target_valid)
     want, n, skipped_equal, dups = 0.0, 0, 0, 0
     B, P = labels.shape
@@ -310,7 +310,7 @@ def test_neighbour_unlikelihood_brute_force(window):
                 continue
             i, seen = int(sm.target_pos[b, p]), set()
             for j in [i + s * d for d in range(1, window + 1) for s in (-1, 1)]:  # nearest first, left first
-                if 0 <= j < ids.shape[1] and target[b, j] and sm.query[b, p, j]:
+                if 0 <= j < ids.shape[1] and target[b, j] and (unseen or sm.query[b, p, j]):
                     if ids[b, j] == labels[b, p]:
                         skipped_equal += 1
                         continue
@@ -321,6 +321,8 @@ def test_neighbour_unlikelihood_brute_force(window):
                     want -= math.log(1 - math.exp(float(logp[b, p, ids[b, j]])))
                     n += 1
     assert n > 0 and int(count) == n and (dups > 0) == (window > 1)
+    if unseen:  # more neighbours than the seen ones alone
+        assert n > int(neighbour_candidates(labels, ids, target, sm, window=window)[1].sum())
     torch.testing.assert_close(loss, torch.tensor(want / int(sm.target_valid.sum()), dtype=loss.dtype))
 
 
@@ -371,6 +373,8 @@ def test_unlikelihood_skip_empty_needs_both_terms():
 
     with pytest.raises(UserError, match="unlikelihood_skip_empty needs"):
         Seq2SeqConfig(unlikelihood=1.0, unlikelihood_skip_empty=True)
+    with pytest.raises(UserError, match="unlikelihood_unseen needs"):
+        Seq2SeqConfig(unlikelihood_unseen=True)
 
 
 def test_local_order_swaps_only_near_slots_and_width_one_is_l2r():

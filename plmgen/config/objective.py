@@ -72,6 +72,10 @@ class Seq2SeqConfig(YamlConfig):
     # the unlikelihood's neighbours: target slots up to this far on each side (1: p ∓ 1; 2 also catches a
     # two-piece word written twice, whose first piece sits two slots back); each distinct token counted once
     unlikelihood_window: int = 1
+    # with unlikelihood: also the neighbours the query does not see yet (a word that belongs one slot over is unlikely
+    # here whether or not it is decided: a word whose slot the context leaves open gets a flat distribution, so an
+    # easy-first decoder waits for it instead of writing it one slot off)
+    unlikelihood_unseen: bool = False
     # > 0: each training target gets 0..empty_slots extra slots (uniformly many, at uniformly random places) whose
     # label is the empty token (the tokenizer's <eop>); decoding may fill a slot with it and the text drops it, so a
     # target that needs fewer slots than the decoder gives it has a way out other than repeating a word
@@ -103,6 +107,7 @@ class Seq2SeqConfig(YamlConfig):
               "unlikelihood_skip_empty needs unlikelihood > 0 and empty_slots > 0")
         check(isinstance(self.unlikelihood_window, int) and 1 <= self.unlikelihood_window <= 8, n,
               f"unlikelihood_window must be an int in [1, 8], got {self.unlikelihood_window!r}")
+        check(not self.unlikelihood_unseen or self.unlikelihood > 0, n, "unlikelihood_unseen needs unlikelihood > 0")
         check(self.unlikelihood_window == 1 or not self.unlikelihood_skip_empty, n,
               "unlikelihood_skip_empty goes with unlikelihood_window 1")
         check(self.empty_place in ("random", "end", "mixed"), n,
@@ -117,7 +122,7 @@ def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
     default = Seq2SeqConfig()
     unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight", "end_marker",
                           "unlikelihood", "empty_slots", "unlikelihood_skip_empty", "empty_place",
-                          "unlikelihood_window")
+                          "unlikelihood_window", "unlikelihood_unseen")
               if getattr(s2s, f) != getattr(default, f)]
     if s2s.order not in (default.order, "l2r"):
         unused.insert(0, "order")

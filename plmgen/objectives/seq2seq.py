@@ -208,12 +208,13 @@ def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
 
 
 def neighbour_candidates(labels: Tensor, ids: Tensor, target: Tensor, sm: StreamMasks,
-                         skip: Tensor | None = None, window: int = 1) -> tuple[Tensor, Tensor]:
+                         skip: Tensor | None = None, window: int = 1, unseen: bool = False) -> tuple[Tensor, Tensor]:
     """The visible neighbours' tokens of every prediction -> (tokens, counts) [B, P, 2W] (slots p − W..p − 1,
     then p + 1..p + W).
 
     labels [B, P], ids/target [B, T]. A neighbour counts when it is a target token at target position p ∓ d
-    (d ≤ ``window``) of prediction p, the prediction's query sees it (already decoded), it is not the label and,
+    (d ≤ ``window``) of prediction p, the prediction's query sees it (already decoded; with ``unseen`` also when it
+    does not), it is not the label and,
     for window > 1, no nearer counted neighbour holds the same token (each distinct token once; window 1 counts
     both sides, as it always has). With ``skip`` [B, T] (the empty
     slots; window 1 only), the neighbours are the nearest target slots on each side that are not skipped: the word
@@ -229,7 +230,7 @@ def neighbour_candidates(labels: Tensor, ids: Tensor, target: Tensor, sm: Stream
     inside = (col >= 0) & (col < T)
     col = col.clamp(0, T - 1).flatten(1)  # [B, 2P]
     cand = ids.gather(1, col).view_as(inside)
-    seen = sm.query.gather(2, col.view(*inside.shape))
+    seen = sm.query.gather(2, col.view(*inside.shape)) | unseen
     ok = sm.target_valid[:, :, None] & inside & target.gather(1, col).view_as(inside) & seen
     ok = ok & (cand != labels[:, :, None])
     if window > 1:  # each distinct token once: drop a candidate that a nearer counted one already holds
@@ -323,7 +324,7 @@ class Seq2SeqObjective(Objective):
             ids = batch["input_ids"]
             skip = ids == self.special.empty_id if self.s2s.unlikelihood_skip_empty else None
             cand, ok = neighbour_candidates(labels, ids, batch["target"] & batch["valid"], sm, skip,
-                                            self.s2s.unlikelihood_window)
+                                            self.s2s.unlikelihood_window, self.s2s.unlikelihood_unseen)
             ok = ok & (cand != self.special.empty_id) if self.s2s.empty_slots else ok  # two empty slots may touch
             # One gather for the labels and both neighbours: its backward is one zero-filled [B, P, V] scatter
             # instead of three (their fills were ~8 % of the demo fine-tuning step under torch.profiler).
