@@ -11,10 +11,10 @@ immediately repeated word (``plmgen.evaluation.has_repeat``), finds the first re
   slot between two decided parts), only the left, only the right, or neither (the target's ends count as filled);
 - whether the two copies are adjacent slots or have empty slots between them.
 The same neighbour classes over *all* fills give the base rate a repeater is compared with. A second table gives
-each order's BLEU n-gram precisions (sacrebleu, against the split's references). A third asks the model itself: given
-the whole output but one slot (``leave_one_out``), does its likeliest token there differ from the one written — at
-the later copy's first-filled slot, at the earlier copy's, and at one random slot per output (the base rate)? Writes the markdown tables
-to stdout and, with ``--out F``, to F (atomically) with the provenance.
+each order's BLEU n-gram precisions (sacrebleu, against the split's references). A third asks the model itself:
+given the whole output but one slot (``leave_one_out``), does its likeliest token there differ from the one
+written — at the later copy's first-filled slot, at the earlier copy's, and at one random slot per output (the base
+rate)? Writes the markdown tables to stdout and, with ``--out F``, to F (atomically) with the provenance.
 """
 
 from __future__ import annotations
@@ -75,11 +75,15 @@ def repeat_origin(tokens: Sequence[int], trace: Sequence[Sequence[int]], piece: 
                   skip: set[int]) -> tuple[str, str, str] | None:
     """The first immediately repeated word of one output -> (which copy was later, the repeater's neighbour kind,
     "adjacent" | "across empty"), or None when no word repeats."""
-    if (copies := repeat_copies(tokens, trace, piece, skip)) is None:
-        return None
+    copies = repeat_copies(tokens, trace, piece, skip)
+    return None if copies is None else origin_of(copies, trace, len(tokens))
+
+
+def origin_of(copies: tuple[int, int, bool], trace: Sequence[Sequence[int]], length: int) -> tuple[str, str, str]:
+    """``repeat_copies``' answer -> ``repeat_origin``'s."""
     later, earlier, adjacent = copies
     which = "right copy later" if later > earlier else "left copy later"
-    return which, neighbour_kinds(trace, len(tokens))[later], "adjacent" if adjacent else "across empty"
+    return which, neighbour_kinds(trace, length)[later], "adjacent" if adjacent else "across empty"
 
 
 def leave_one_out(model, layout, tokens, slots):
@@ -97,10 +101,11 @@ def leave_one_out(model, layout, tokens, slots):
 
 
 def rejection_rates(tr, sources, outputs, probes, batch: int = 64) -> dict[str, float]:
-    """probes: [(kind, output index, slot)] -> {kind: % of probes whose leave-one-out argmax (specials banned, as
-    in decoding) differs from the token written there}."""
+    """probes: [(kind, output index, slot)] -> {kind: % of probes whose leave-one-out argmax (the tokenizer's
+    specials banned, as the decoder always bans them) differs from the token written there}."""
     import torch
 
+    from plmgen.config import DecodeConfig
     from plmgen.decoding.cache import build_layout
 
     tok, out, n = tr.tokenizer, Counter(), Counter()
@@ -108,7 +113,7 @@ def rejection_rates(tr, sources, outputs, probes, batch: int = 64) -> dict[str, 
         part = probes[i: i + batch]
         rows = [outputs[j] for _, j, _ in part]
         layout = build_layout(tr.model, [sources[j] for _, j, _ in part], [len(r) for r in rows], tok.sep_id,
-                              tok.pad_id, 512, end_id=tr.end_id)
+                              tok.pad_id, DecodeConfig().max_segment, end_id=tr.end_id)
         tokens = torch.full((len(rows), max(map(len, rows))), tok.pad_id, dtype=torch.long, device=tr.device)
         for b, r in enumerate(rows):
             tokens[b, : len(r)] = torch.tensor(r)
@@ -195,10 +200,9 @@ def main(checkpoint: str, orders: str = "confidence", split: str = "test", limit
             probes.append(("a random slot", j, rng.randrange(len(h.tokens))))
             if has_repeat(text):
                 n_rep += 1
-                if (origin := repeat_origin(h.tokens, h.trace, tok.sp.id_to_piece, skip)) is not None:
-                    reps[origin] += 1
-                    later, earlier, _ = repeat_copies(h.tokens, h.trace, tok.sp.id_to_piece, skip)
-                    probes += [("later copy", j, later), ("earlier copy", j, earlier)]
+                if (copies := repeat_copies(h.tokens, h.trace, tok.sp.id_to_piece, skip)) is not None:
+                    reps[origin_of(copies, h.trace, len(h.tokens))] += 1
+                    probes += [("later copy", j, copies[0]), ("earlier copy", j, copies[1])]
         per_order[spec] = (fills, reps, len(ids), n_rep)
         loo[spec] = (sum(reps.values()), rejection_rates(tr, ids, [h.tokens for h in run.hypotheses], probes))
         b = BLEU().corpus_score(run.hyps, [refs])

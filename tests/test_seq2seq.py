@@ -289,8 +289,8 @@ def test_objective_rejects_uni_attention_and_bi_data():
 @pytest.mark.parametrize("window,unseen", [(1, False), (2, False), (3, False), (1, True), (2, True)])
 def test_neighbour_unlikelihood_brute_force(window, unseen):
     """The unlikelihood term = a loop over predictions and their neighbours up to ``window`` slots away: a
-    neighbour counts when it is a target token, the prediction's query sees it (or ``unseen``), it differs from the label and (window
-    > 1) no nearer counted neighbour (left first at equal distance) holds the same token."""
+    neighbour counts when it is a target token, the prediction's query sees it (or ``unseen``), it differs from the
+    label and (window > 1) no nearer counted neighbour (left first at equal distance) holds the same token."""
     from plmgen.objectives.seq2seq import neighbour_candidates, neighbour_unlikelihood
 
     g = torch.Generator().manual_seed(4)

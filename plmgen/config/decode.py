@@ -15,9 +15,9 @@ class DecodeConfig(YamlConfig):
     """Any-order query-stream decoding (``plmgen.decoding.decode``).
 
     order: a name from ``plmgen.decoding.orders.ORDERS`` (l2r, r2l, random, middle-out, balanced-tree, confidence,
-    anchored, entropy, margin, parallel, threshold). beam > 1: beam search over (position, token) pairs. sample: ancestral
-    sampling with temperature / top_k (0 = off) / top_p (1 = off); temperature 0 = greedy. k_per_step: positions
-    filled per step; threshold: fill every open position with max-probability above it (adaptive orders);
+    anchored, entropy, margin, parallel, threshold). beam > 1: beam search over (position, token) pairs. sample:
+    ancestral sampling with temperature / top_k (0 = off) / top_p (1 = off); temperature 0 = greedy. k_per_step:
+    positions filled per step; threshold: fill every open position with max-probability above it (adaptive orders);
     window: W > 0 lets an adaptive order query and choose among the W leftmost open positions only (0 = all).
     refine_iters: mask-predict refinement iterations after the fill. max_len: longest target allowed.
     max_segment: context tokens (source + <sep>) in the final segment; earlier ones go through memory.
@@ -67,7 +67,8 @@ class DecodeConfig(YamlConfig):
         check(0.0 < self.top_p <= 1.0, n, f"top_p must be in (0, 1], got {self.top_p!r}")
         check(self.threshold is None or 0.0 < self.threshold < 1.0, n, f"threshold must be in (0, 1), got {self.threshold!r}")
         check(self.threshold is None or ORDERS[self.order].adaptive, n,
-                    f"threshold needs an adaptive order (confidence, anchored, entropy, margin, threshold), not {self.order!r}")
+              f"threshold needs an adaptive order ({', '.join(k for k, c in ORDERS.items() if c.adaptive)}), "
+              f"not {self.order!r}")
         check((err := window_error(self.order, self.window)) is None, n, err or "")
         check(self.beam == 1 or not self.sample, n, "beam > 1 cannot be combined with sample")
         check(self.beam == 1 or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,

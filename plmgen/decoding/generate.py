@@ -123,8 +123,8 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         data: data folder for --split (default: the one the checkpoint was trained on).
         ref: references for --input / --text (needed by --evaluate and --length oracle).
         order: decoding order: l2r, r2l, random, middle-out, balanced-tree, confidence, anchored, entropy, margin,
-            parallel, threshold; NAME@N fills N positions per step, NAME@P uses a confidence threshold P, NAME@wW lets an
-            adaptive order choose among the W leftmost open positions only.
+            parallel, threshold; NAME@N fills N positions per step, NAME@P uses a confidence threshold P, NAME@wW lets
+            an adaptive order choose among the W leftmost open positions only.
         length: target length: predict (length head), oracle (reference length) or a fixed N.
         length_beam: with --length predict: decode the top-N lengths, keep the best per-token log-probability.
         beam: beam size over (position, token) pairs (1 = greedy).
