@@ -483,3 +483,33 @@ def test_workers_decode_the_grid_as_one_process_does(ckpt, tmp_path):
             == [r.hyps for r in generate(out=str(tmp_path / "s2"), workers=2, **sampled)])
     with pytest.raises(UserError, match="--workers must be an integer in \[1, inf\]"):
         generate(out=str(tmp_path / "bad"), workers=0, **kw)
+
+
+def test_beam_suffix_in_a_grid_decodes_as_the_beam_flag(ckpt, tmp_path):
+    """``--orders l2r,l2r+beam3`` with ``--beam 2``: the plain entry decodes with the flag's beam, the suffixed one
+    with its own (the suffix wins), each labelled by its spec in the table."""
+    from plmgen.decoding.generate import _jobs, parse_order_spec
+    from plmgen.length import parse_length_mode
+
+    specs = [parse_order_spec(s) for s in ("l2r", "l2r+beam3", "confidence@w2+beam4")]
+    jobs = _jobs(specs, ["a", "b", "c"], [parse_length_mode("predict")], 1, 8, beam=2, max_len=24)
+    assert [(j[0].decode.order, j[0].decode.beam, j[0].decode.window) for j in jobs] == [
+        ("l2r", 2, 0), ("l2r", 3, 0), ("confidence", 4, 2)]
+    path, data, root = ckpt
+    kw = dict(checkpoint=str(path), split="dev", quiet=True)
+    runs = generate(orders="l2r,l2r+beam3", out=str(tmp_path / "grid"), beam=2, **kw)
+    assert [r.order for r in runs] == ["l2r", "l2r+beam3"]
+    assert runs[1].hyps == generate(order="l2r", beam=3, **kw)[0].hyps
+    assert "| l2r+beam3 |" in (tmp_path / "grid" / "orders.md").read_text()
+
+
+def test_costly_runs_start_first_in_workers():
+    """Adaptive orders, beams and length beams are queued before the cheap fixed-order greedy runs."""
+    from plmgen.config import DecodeConfig, TranslateConfig
+    from plmgen.decoding.workers import cost_rank
+
+    def rank(length_beam=1, **kw):
+        return cost_rank(TranslateConfig(decode=DecodeConfig(**kw), length_beam=length_beam))
+
+    assert [rank(order="l2r"), rank(order="r2l"), rank(order="confidence"), rank(order="l2r", beam=4),
+            rank(order="l2r", length_beam=3)] == [1, 1, 0, 0, 0]

@@ -9,7 +9,9 @@ a markdown table (BLEU, chrF, steps, tokens/s) plus PNG plots.
 
 An order spec is a strategy name from ``plmgen.decoding.ORDERS``, optionally with ``@N`` (positions filled per
 step, e.g. ``parallel@4``), ``@P`` with 0 < P < 1 (a confidence threshold, e.g. ``threshold@0.7``) or ``@wW`` (an
-adaptive order choosing among the W leftmost open positions only, e.g. ``entropy@w2``).
+adaptive order choosing among the W leftmost open positions only, e.g. ``entropy@w2``), and optionally with
+``+beamB`` (beam search of width B for that entry, whatever ``--beam`` says, e.g. ``l2r,l2r+beam4`` compares greedy
+and beam in one table).
 """
 
 from __future__ import annotations
@@ -32,32 +34,45 @@ MAX_LENGTH_FACTOR = 4  # --length N up to 4x the training sequence length
 
 
 def parse_order_spec(spec: str, flag: str = "--order") -> dict:
-    """``name`` | ``name@N`` | ``name@P`` | ``name@wW`` -> DecodeConfig fields (order, k_per_step / threshold /
-    window)."""
+    """``name`` | ``name@N`` | ``name@P`` | ``name@wW``, each optionally ``+beamB`` -> DecodeConfig fields (order,
+    k_per_step / threshold / window, beam)."""
+    base, plus, extra = spec.strip().partition("+")
+    fields = _parse_order(base, spec, flag)
+    if not plus:
+        return fields
+    if not (extra.startswith("beam") and extra[4:].isdigit() and 1 <= int(extra[4:]) <= MAX_BEAM):
+        raise UserError(f"{flag}: {spec!r}: a beam is NAME+beamB with an integer B in [1, {MAX_BEAM}]")
+    if fields.get("k_per_step", 1) > 1 or "threshold" in fields or fields["order"] == "threshold":
+        raise UserError(f"{flag}: {spec!r}: beam search fills one position per step; drop @N / @P or +beam")
+    return {**fields, "beam": int(extra[4:])}
+
+
+def _parse_order(spec: str, full: str, flag: str) -> dict:
+    """``parse_order_spec`` without the ``+beamB`` suffix (``full``: the whole spec, for messages)."""
     from plmgen.decoding.orders import ORDERS, window_error
 
-    name, _, arg = spec.strip().partition("@")
+    name, _, arg = spec.partition("@")
     if name not in ORDERS:
         raise UserError(f"{flag}: unknown order {name!r}; choose one of {', '.join(ORDERS)}")
     if not arg:
         return {"order": name}
     if arg.startswith("w"):
         if not (arg[1:].isdigit() and int(arg[1:]) >= 1):
-            raise UserError(f"{flag}: {spec!r}: a window is NAME@wW with an integer W >= 1")
+            raise UserError(f"{flag}: {full!r}: a window is NAME@wW with an integer W >= 1")
         if (err := window_error(name, int(arg[1:]))) is not None:
-            raise UserError(f"{flag}: {spec!r}: {err}")
+            raise UserError(f"{flag}: {full!r}: {err}")
         return {"order": name, "window": int(arg[1:])}
     try:
         value = float(arg)
     except ValueError:
-        raise UserError(f"{flag}: {spec!r}: expected NAME@N (positions per step) or NAME@P (threshold in (0, 1))") from None
+        raise UserError(f"{flag}: {full!r}: expected NAME@N (positions per step) or NAME@P (threshold in (0, 1))") from None
     if not math.isfinite(value):
-        raise UserError(f"{flag}: {spec!r}: N and P must be finite numbers")
+        raise UserError(f"{flag}: {full!r}: N and P must be finite numbers")
     if 0 < value < 1:
         return {"order": name, "threshold": value}
     if value >= 1 and value == int(value):
         return {"order": name, "k_per_step": int(value)}
-    raise UserError(f"{flag}: {spec!r}: N must be an integer >= 1 or P a threshold in (0, 1)")
+    raise UserError(f"{flag}: {full!r}: N must be an integer >= 1 or P a threshold in (0, 1)")
 
 
 # --- the command -------------------------------------------------------------------------------------------------
@@ -124,7 +139,8 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         ref: references for --input / --text (needed by --evaluate and --length oracle).
         order: decoding order: l2r, r2l, random, middle-out, balanced-tree, confidence, anchored, entropy, margin,
             parallel, threshold; NAME@N fills N positions per step, NAME@P uses a confidence threshold P, NAME@wW lets
-            an adaptive order choose among the W leftmost open positions only.
+            an adaptive order choose among the W leftmost open positions only; +beamB (e.g. l2r+beam4) decodes
+            that entry with beam B whatever --beam says.
         length: target length: predict (length head), oracle (reference length) or a fixed N.
         length_beam: with --length predict: decode the top-N lengths, keep the best per-token log-probability.
         beam: beam size over (position, token) pairs (1 = greedy).
@@ -168,7 +184,7 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
 def _jobs(specs: list[dict], labels: list[str], modes: list, length_beam: int, batch_size: int,
           **decode_kw) -> list[tuple[TranslateConfig, str, str]]:
     """One (config, order label, description) per order spec × length mode."""
-    return [(TranslateConfig(decode=DecodeConfig(**s, **decode_kw), length=m.label, length_beam=length_beam,
+    return [(TranslateConfig(decode=DecodeConfig(**{**decode_kw, **s}), length=m.label, length_beam=length_beam,
                              batch_size=batch_size), label, f"{label} ({m.label})")
             for s, label in zip(specs, labels) for m in modes]
 

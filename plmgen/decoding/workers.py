@@ -30,10 +30,11 @@ def _decode(cfg: TranslateConfig, label: str) -> DecodeRun:
 
 
 def cost_rank(cfg: TranslateConfig) -> int:
-    """0 for the runs to start first (adaptive orders: a query row per open slot, length beams), 1 for the rest."""
+    """0 for the runs to start first (adaptive orders: a query row per open slot, beams, length beams), 1 for the
+    rest."""
     from plmgen.decoding.orders import ORDERS
 
-    return 0 if ORDERS[cfg.decode.order].adaptive or cfg.length_beam > 1 else 1
+    return 0 if ORDERS[cfg.decode.order].adaptive or cfg.decode.beam > 1 or cfg.length_beam > 1 else 1
 
 
 def run_in_workers(tr: Translator, checkpoint: str, jobs: list[tuple[TranslateConfig, str, str]], sources,

@@ -111,6 +111,24 @@ def test_window_one_is_left_to_right_and_a_wide_window_is_the_plain_order():
     assert run(order="entropy", window=2) != run(order="entropy")  # the window changes this tiny model's choices
 
 
+def test_order_spec_beam_suffix():
+    from plmgen.decoding.generate import parse_order_spec
+
+    assert parse_order_spec("l2r+beam4") == {"order": "l2r", "beam": 4}
+    assert parse_order_spec("confidence@w2+beam2") == {"order": "confidence", "window": 2, "beam": 2}
+    assert parse_order_spec(" entropy ") == {"order": "entropy"}
+    for bad in ("l2r+beam0", "l2r+beam", "l2r+beamx", "l2r+b4", "l2r+", "l2r+beam65"):
+        with pytest.raises(UserError, match=r"NAME\+beamB"):
+            parse_order_spec(bad, "--orders")
+    for bad in ("parallel@2+beam4", "confidence@0.5+beam2", "threshold+beam2"):
+        with pytest.raises(UserError, match="one position per step"):
+            parse_order_spec(bad, "--orders")
+    with pytest.raises(UserError, match="unknown order 'beam4'"):
+        parse_order_spec("beam4")
+    with pytest.raises(UserError, match="'l2r@wx\\+beam2': a window"):
+        parse_order_spec("l2r@wx+beam2")
+
+
 def test_window_needs_an_adaptive_order():
     from plmgen.decoding.generate import parse_order_spec
 
