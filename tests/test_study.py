@@ -86,6 +86,25 @@ def test_micro_grid_writes_every_table_and_resumes(micro, monkeypatch):
     again = rs.run_study(spec=str(root / "micro.yaml"), data=str(data), out=str(out), variants="plm,none", record=False)
     assert again.read_text().split("## Provenance")[0] == md.split("## Provenance")[0]
 
+    # An order added to the spec later: only it is decoded (every cell and budget), the rest is read back.
+    monkeypatch.undo()  # the real generate back, to wrap it
+    real_generate, decoded = gen.generate, []
+
+    def spy(**kw):
+        decoded.append(kw["order"])
+        return real_generate(**kw)
+
+    monkeypatch.setattr(train, "run_training", boom)
+    monkeypatch.setattr(gen, "generate", spy)
+    spec = yaml.safe_load((root / "micro.yaml").read_text())
+    spec["variants"]["plm"]["orders"].append("l2r+beam2")
+    (root / "micro2.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    more = rs.run_study(spec=str(root / "micro2.yaml"), data=str(data), out=str(out), variants="plm,none",
+                        record=False).read_text()
+    assert decoded == ["l2r+beam2"] * 4  # 2 seeds × 2 budgets of plm; none's orders did not change
+    assert "| plm | l2r+beam2 |" in more and "| plm | confidence |" in more
+    assert (out / "eval" / "plm" / "seed1" / "budget-4" / "l2r+beam2.predict.txt").is_file()
+
 
 def test_compute_matched_pretraining_steps(micro, tmp_path):
     """Equal FLOPs: each pre-training variant gets steps x FLOPs/step(reference) / FLOPs/step(variant)."""

@@ -244,14 +244,13 @@ class StudyRunner:
 
         v, s = cell.variant, self.spec
         marker = self.eval_marker(cell, budget)
-        if (done := _read(marker)) is not None:
+        done = _read(marker) or {}
+        if self.holds_every_order(done, cell):
             return done
         ckpt = SaveAtSteps.path(cell.finetune.run_dir / "checkpoints", budget)
-        lengths = v.lengths.split(",")
-        result = {}
-        for order in v.orders:  # one generate per order: hypotheses files only (a --orders grid also draws plots)
-            for length in lengths:
-                tag = order if len(lengths) == 1 else f"{order} ({length})"
+        result = dict(done)  # orders added to the spec after this cell was evaluated: only they are decoded
+        for tag, order, length in self.eval_tags(cell):  # one generate per order: hypotheses only (no plots)
+            if tag not in result:
                 hyp_file = marker.with_suffix("") / f"{order}.{length}.txt".replace("/", "_")
                 (r,) = generate(checkpoint=str(ckpt), split=s.split, data=s.data, order=order, length=length,
                                 out=str(hyp_file), limit=s.limit, precision=s.precision, seed=cell.seed, quiet=True)
@@ -259,8 +258,24 @@ class StudyRunner:
                 result[tag] = {"bleu": sc.bleu, "chrf": sc.chrf, "repetition": sc.repetition, "steps": r.steps,
                                "seconds": r.seconds, "bleu_signature": sc.bleu_signature,
                                "chrf_signature": sc.chrf_signature, "hyps": r.hyps}
-        _write(marker, result)
+                _write(marker, result)  # after every order: an interrupted evaluation keeps what it decoded
         return result
+
+    @staticmethod
+    def eval_tags(cell: Cell) -> list[tuple[str, str, str]]:
+        """(tag, order, length) of every decode a cell's evaluation holds (tag: the order, with the length mode
+        when the variant has several)."""
+        lengths = cell.variant.lengths.split(",")
+        return [(order if len(lengths) == 1 else f"{order} ({length})", order, length)
+                for order in cell.variant.orders for length in lengths]
+
+    @classmethod
+    def holds_every_order(cls, done: dict, cell: Cell) -> bool:
+        """True when an evaluation record ``done`` holds every decode of the cell's variant."""
+        return all(tag in done for tag, _, _ in cls.eval_tags(cell))
+
+    def evaluated(self, cell: Cell, budget: int) -> bool:
+        return self.holds_every_order(_read(self.eval_marker(cell, budget)) or {}, cell)
 
     def wait(self) -> None:
         time.sleep(self.poll_s)
@@ -272,12 +287,14 @@ class StudyRunner:
     def advance(self, cell: Cell, refs: list[str]) -> bool:
         """Do every unfinished step of a cell that no other worker holds, in order; True once all are finished."""
         init = cell.pretrain.run_dir / "checkpoints" / "last.ckpt" if cell.pretrain is not None else None
-        steps = [] if cell.pretrain is None else [(cell.pretrain.run_dir / "done.json",
+        steps = [] if cell.pretrain is None else [(cell.pretrain.run_dir / "done.json", Path.is_file,
                                                    lambda: self.train(cell.pretrain, None))]
-        steps.append((cell.finetune.run_dir / "done.json", lambda: self.train(cell.finetune, init, cell.variant.budgets)))
-        steps += [(self.eval_marker(cell, b), lambda b=b: self.evaluate(cell, b, refs)) for b in cell.variant.budgets]
-        for marker, work in steps:
-            if marker.is_file():
+        steps.append((cell.finetune.run_dir / "done.json", Path.is_file,
+                      lambda: self.train(cell.finetune, init, cell.variant.budgets)))
+        steps += [(self.eval_marker(cell, b), lambda _, b=b: self.evaluated(cell, b),
+                   lambda b=b: self.evaluate(cell, b, refs)) for b in cell.variant.budgets]
+        for marker, finished, work in steps:
+            if finished(marker):
                 continue
             with claim(marker) as mine:
                 if not mine:
