@@ -19,6 +19,8 @@ class DecodeConfig(YamlConfig):
     ancestral sampling with temperature / top_k (0 = off) / top_p (1 = off); temperature 0 = greedy. k_per_step:
     positions filled per step; threshold: fill every open position with max-probability above it (adaptive orders);
     window: W > 0 lets an adaptive order query and choose among the W leftmost open positions only (0 = all).
+    ahead_penalty: λ > 0 ranks an adaptive order's slots by their score minus λ per open slot between the slot and
+    the decided text on its left (easy-first with a prior for continuing the text; every slot stays a candidate).
     refine_iters: mask-predict refinement iterations after the fill. max_len: longest target allowed.
     max_segment: context tokens (source + <sep>) in the final segment; earlier ones go through memory.
     bf16: bfloat16 autocast. backend: "cache" (incremental, exact) or "recompute" (naive reference).
@@ -41,6 +43,7 @@ class DecodeConfig(YamlConfig):
     k_per_step: int = 1
     threshold: float | None = None
     window: int = 0
+    ahead_penalty: float = 0.0
     refine_iters: int = 0
     seed: int = 0  # decoding: sentence i's random order from (seed, i), its samples from (seed + 1, i)
     max_len: int = 256
@@ -55,7 +58,7 @@ class DecodeConfig(YamlConfig):
     empty_last: bool = True  # adaptive orders decide empty-token slots last (checkpoints with empty slots only)
 
     def __post_init__(self) -> None:
-        from plmgen.decoding.orders import ORDERS, window_error
+        from plmgen.decoding.orders import ORDERS, ahead_error, window_error
 
         n = "DecodeConfig"
         check(self.order in ORDERS, n, f"order {self.order!r} is unknown; choose one of {', '.join(ORDERS)}")
@@ -70,11 +73,14 @@ class DecodeConfig(YamlConfig):
               f"threshold needs an adaptive order ({', '.join(k for k, c in ORDERS.items() if c.adaptive)}), "
               f"not {self.order!r}")
         check((err := window_error(self.order, self.window)) is None, n, err or "")
+        check((err := ahead_error(self.order, self.ahead_penalty)) is None, n, err or "")
         check(self.beam == 1 or not self.sample, n, "beam > 1 cannot be combined with sample")
         check(self.beam == 1 or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
                     "beam > 1 fills one position per step: use k_per_step 1 and no threshold")
         check(self.backend in ("cache", "recompute"), n, f"backend must be 'cache' or 'recompute', got {self.backend!r}")
         check(isinstance(self.speculate, int) and self.speculate >= 0, n, f"speculate must be an int >= 0, got {self.speculate!r}")
+        check(not self.speculate or not self.ahead_penalty, n, "speculate does not take an ahead penalty (a draft's "
+              "ranks would need the distances after each earlier draft); use speculate 0 with ahead_penalty")
         check(not self.speculate or self.beam == 1, n, "speculate drafts for greedy and sampling decoding; beam search stays sequential (use speculate 0 with beam > 1)")
         check(not self.speculate or (self.k_per_step == 1 and self.threshold is None and self.order != "threshold"), n,
                     "speculate verifies one-position-per-step decoding: use k_per_step 1 and no threshold")

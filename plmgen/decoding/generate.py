@@ -9,7 +9,9 @@ a markdown table (BLEU, chrF, steps, tokens/s) plus PNG plots.
 
 An order spec is a strategy name from ``plmgen.decoding.ORDERS``, optionally with ``@N`` (positions filled per
 step, e.g. ``parallel@4``), ``@P`` with 0 < P < 1 (a confidence threshold, e.g. ``threshold@0.7``) or ``@wW`` (an
-adaptive order choosing among the W leftmost open positions only, e.g. ``entropy@w2``), and optionally with
+adaptive order choosing among the W leftmost open positions only, e.g. ``entropy@w2``) or ``@dλ`` (an adaptive order
+whose slots lose λ per open slot between them and the decided text on their left, e.g. ``confidence@d1``), and
+optionally with
 ``+beamB`` (beam search of width B for that entry, whatever ``--beam`` says, e.g. ``l2r,l2r+beam4`` compares greedy
 and beam in one table).
 """
@@ -34,8 +36,8 @@ MAX_LENGTH_FACTOR = 4  # --length N up to 4x the training sequence length
 
 
 def parse_order_spec(spec: str, flag: str = "--order") -> dict:
-    """``name`` | ``name@N`` | ``name@P`` | ``name@wW``, each optionally ``+beamB`` -> DecodeConfig fields (order,
-    k_per_step / threshold / window, beam)."""
+    """``name`` | ``name@N`` | ``name@P`` | ``name@wW`` | ``name@dλ``, each optionally ``+beamB`` -> DecodeConfig
+    fields (order, k_per_step / threshold / window / ahead_penalty, beam)."""
     base, plus, extra = spec.strip().partition("+")
     fields = _parse_order(base, spec, flag)
     if not plus:
@@ -49,7 +51,7 @@ def parse_order_spec(spec: str, flag: str = "--order") -> dict:
 
 def _parse_order(spec: str, full: str, flag: str) -> dict:
     """``parse_order_spec`` without the ``+beamB`` suffix (``full``: the whole spec, for messages)."""
-    from plmgen.decoding.orders import ORDERS, window_error
+    from plmgen.decoding.orders import ORDERS, ahead_error, window_error
 
     name, _, arg = spec.partition("@")
     if name not in ORDERS:
@@ -62,6 +64,14 @@ def _parse_order(spec: str, full: str, flag: str) -> dict:
         if (err := window_error(name, int(arg[1:]))) is not None:
             raise UserError(f"{flag}: {full!r}: {err}")
         return {"order": name, "window": int(arg[1:])}
+    if arg.startswith("d"):
+        try:
+            ahead = float(arg[1:])
+        except ValueError:
+            raise UserError(f"{flag}: {full!r}: an ahead penalty is NAME@dλ with a number λ >= 0") from None
+        if (err := ahead_error(name, ahead)) is not None:
+            raise UserError(f"{flag}: {full!r}: {err}")
+        return {"order": name, "ahead_penalty": ahead}
     try:
         value = float(arg)
     except ValueError:
@@ -139,8 +149,8 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         ref: references for --input / --text (needed by --evaluate and --length oracle).
         order: decoding order: l2r, r2l, random, middle-out, balanced-tree, confidence, anchored, entropy, margin,
             parallel, threshold; NAME@N fills N positions per step, NAME@P uses a confidence threshold P, NAME@wW lets
-            an adaptive order choose among the W leftmost open positions only; +beamB (e.g. l2r+beam4) decodes
-            that entry with beam B whatever --beam says.
+            an adaptive order choose among the W leftmost open positions only, NAME@dλ takes λ off a slot's score
+            per open slot between it and the decided text on its left; +beamB: beam B for that entry.
         length: target length: predict (length head), oracle (reference length) or a fixed N.
         length_beam: with --length predict: decode the top-N lengths, keep the best per-token log-probability.
         beam: beam size over (position, token) pairs (1 = greedy).

@@ -19,6 +19,10 @@ least the best one); ``parallel`` and ``threshold`` are the confidence order wit
 Window: an adaptive order with ``window = W`` > 0 queries and chooses among the W leftmost open positions only
 (easy-first inside a sliding window; W = 1 is left to right, W = 0 every open position). It measures how much
 adaptivity a model can afford, and it queries W rows per step instead of every open one.
+Ahead penalty: an adaptive order with ``ahead = λ`` > 0 ranks a slot by its score minus λ per open slot between it
+and the decided text on its left (the nearest decided slot, or the source's ``<sep>``): easy-first with a prior for
+continuing what is written — every open slot stays a candidate (a soft window; λ → ∞ is left to right). Parallel
+fills rank a step's k slots by the distances at the start of the step.
 Empty slots: with ``empty_id`` (a checkpoint fine-tuned with ``Seq2SeqConfig.empty_slots``), an adaptive order
 decides a slot whose likeliest token is the empty one only when no open slot's likeliest token is a word. Training
 puts the empty slots at random places, so a high empty probability says that the model cannot tell where the spare
@@ -45,6 +49,24 @@ def example_generator(seed: int, example: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
+def ahead_error(order: str, ahead) -> str | None:
+    """Why an ahead penalty ``ahead`` cannot go with ``order`` (it needs an adaptive order and a finite λ >= 0)."""
+    if isinstance(ahead, bool) or not isinstance(ahead, (int, float)) or not 0 <= ahead < float("inf"):
+        return f"an ahead penalty must be a finite number >= 0, got {ahead!r}"
+    if ahead and not ORDERS[order].adaptive:
+        adaptive = ", ".join(n for n, o in ORDERS.items() if o.adaptive)
+        return f"an ahead penalty needs an adaptive order ({adaptive}), not {order!r}"
+    return None
+
+
+def slots_ahead(open_: Tensor, q_pos: Tensor) -> Tensor:
+    """open_ [B, L] (True = open), q_pos [B, Q] -> [B, Q] float: how many open slots lie between each queried slot
+    and the nearest decided slot on its left (or the source's ``<sep>`` before slot 0); 0 continues decided text."""
+    pos = torch.arange(open_.shape[1], device=open_.device).expand_as(open_)
+    last = torch.where(open_, -1, pos).cummax(1).values  # [B, L] the last decided slot at or before each slot
+    return (q_pos - last.gather(1, q_pos) - 1).float()
+
+
 def window_error(order: str, window) -> str | None:
     """Why ``window`` cannot go with ``order`` (a window needs an adaptive order and an int W >= 0), else None."""
     if not isinstance(window, int) or window < 0:
@@ -60,7 +82,7 @@ class Order:
     adaptive = False
 
     def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0, window: int = 0,
-                 empty_id: int | None = None):
+                 empty_id: int | None = None, ahead: float = 0.0):
         if k < 1:
             raise UserError(f"--order {self.name}@{k}: positions per step must be >= 1")
         if threshold is not None and not self.adaptive:
@@ -68,7 +90,10 @@ class Order:
                             f"entropy, margin, threshold)")
         if (err := window_error(self.name, window)) is not None:
             raise UserError(f"--order {self.name}@w{window}: {err}")
+        if (err := ahead_error(self.name, ahead)) is not None:
+            raise UserError(f"--order {self.name}@d{ahead}: {err}")
         self.k, self.threshold, self.seed, self.window, self.empty_id = k, threshold, seed, window, empty_id
+        self.ahead = float(ahead)
 
     def init(self, lengths: list[int], L: int, device, examples: Sequence[int] | None = None) -> Tensor | None:
         """Per-example plan [B, L] (fixed orders; padded with 0) or None. ``examples``: each row's index in the
@@ -164,6 +189,7 @@ class PriorityOrder(Order):
     """Adaptive: query every open position, fill the ones of highest ``priority`` (higher = fill first)."""
 
     adaptive = True
+    _ahead: Tensor | None = None  # [B, Q] slots_ahead of the last ``queries`` (with an ahead penalty)
 
     def priority(self, logp: Tensor) -> Tensor:
         raise NotImplementedError
@@ -173,6 +199,8 @@ class PriorityOrder(Order):
         every other (their priority order kept among themselves). logp [.., Q, V] -> [.., Q]; q_ok [.., Q] marks
         the real rows (open slots in left-to-right order; an order reading its neighbours needs it)."""
         s = self.priority(logp) if q_ok is None else self.priority_in_row(logp, q_ok)
+        if self.ahead:  # the distances of this step's queried slots (``queries``)
+            s = s - self.ahead * self._ahead.to(s.dtype)
         if self.empty_id is None:
             return s
         s = s.double()  # fp64: a shift by 1e4 keeps the fp32 scores' order and distances exactly
@@ -190,7 +218,11 @@ class PriorityOrder(Order):
 
     def queries(self, open_: Tensor, n_filled: Tensor, plan: Tensor | None) -> tuple[Tensor, Tensor]:
         q_pos, ok = self.open_positions(open_)
-        return (q_pos[:, : self.window], ok[:, : self.window]) if self.window else (q_pos, ok)
+        if self.window:
+            q_pos, ok = q_pos[:, : self.window], ok[:, : self.window]
+        if self.ahead:  # kept for ``score`` of this step's rows (greedy, sampling and beam query, then rank)
+            self._ahead = slots_ahead(open_, q_pos)
+        return q_pos, ok
 
     @staticmethod
     def open_positions(open_: Tensor) -> tuple[Tensor, Tensor]:
@@ -275,8 +307,8 @@ class Threshold(Confidence):
     name = "threshold"
 
     def __init__(self, k: int = 1, threshold: float | None = None, seed: int = 0, window: int = 0,
-                 empty_id: int | None = None):
-        super().__init__(k, 0.9 if threshold is None else threshold, seed, window, empty_id)
+                 empty_id: int | None = None, ahead: float = 0.0):
+        super().__init__(k, 0.9 if threshold is None else threshold, seed, window, empty_id, ahead)
 
 
 ORDERS: dict[str, type[Order]] = {c.name: c for c in (L2R, R2L, RandomOrder, MiddleOut, BalancedTree, Confidence,
@@ -284,7 +316,7 @@ ORDERS: dict[str, type[Order]] = {c.name: c for c in (L2R, R2L, RandomOrder, Mid
 
 
 def get_order(name: str, **kw) -> Order:
-    """An order strategy by name; ``kw``: k (positions per step), threshold, seed, window, empty_id."""
+    """An order strategy by name; ``kw``: k (positions per step), threshold, seed, window, empty_id, ahead."""
     if name not in ORDERS:
         raise UserError(f"unknown --order {name!r}; choose one of {', '.join(ORDERS)}")
     return ORDERS[name](**kw)

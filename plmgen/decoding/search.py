@@ -69,7 +69,7 @@ def decode_layout(model: XLNet, layout: DecodeLayout, cfg: DecodeConfig, *, bann
     examples, empty_id: as in ``decode`` (default 0..B-1). Call it inside :func:`inference`."""
     examples = list(range(layout.batch)) if examples is None else list(examples)
     order = get_order(cfg.order, k=cfg.k_per_step, threshold=cfg.threshold, seed=cfg.seed, window=cfg.window,
-                      empty_id=empty_id if cfg.empty_last else None)
+                      empty_id=empty_id if cfg.empty_last else None, ahead=cfg.ahead_penalty)
     forced = None
     if force is not None:
         forced = torch.full((layout.batch, int(layout.tgt_len.max())), layout.pad_id, dtype=torch.long)

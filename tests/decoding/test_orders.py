@@ -198,3 +198,75 @@ def test_anchored_defers_a_word_whose_slot_is_ambiguous():
     assert get_order("anchored").choose(logp, ok)[0].tolist() == [[2]]
     alone = get_order("anchored").score(logp[:, :1], ok[:, :1])
     assert torch.allclose(alone, logp[:, :1].max(-1).values)
+
+
+def test_slots_ahead_matches_a_loop():
+    """Open slots between each queried slot and the nearest decided slot (or <sep>) on its left, written out."""
+    from plmgen.decoding.orders import slots_ahead
+
+    gen = torch.Generator().manual_seed(0)
+    open_ = torch.rand(6, 9, generator=gen) < 0.6
+    open_[0], open_[1] = True, False  # nothing decided yet / everything decided
+    q_pos, ok = get_order("confidence").open_positions(open_)
+    got = slots_ahead(open_, q_pos)
+    for b in range(open_.shape[0]):
+        for q in range(q_pos.shape[1]):
+            if ok[b, q]:
+                p = int(q_pos[b, q])
+                last = max([j for j in range(p) if not open_[b, j]], default=-1)
+                assert got[b, q] == p - last - 1
+
+
+@pytest.mark.parametrize("name", ["confidence", "entropy", "anchored"])
+def test_ahead_penalty_ranks_by_score_minus_lambda_per_slot_ahead(name):
+    """Brute force: the slot chosen maximises the order's own score minus λ·(open slots between it and the decided
+    text on its left); λ = 0 is the plain order, a huge λ only continues decided text."""
+    gen = torch.Generator().manual_seed(1)
+    open_ = torch.rand(5, 8, generator=gen) < 0.7
+    open_[:, 0] = True
+    for lam in (0.0, 0.7, 3.0, 1e6):
+        order = get_order(name, ahead=lam)
+        q_pos, ok = order.queries(open_, None, None)
+        logp = torch.randn(*q_pos.shape, 6, generator=gen).mul(2).log_softmax(-1)
+        sel, sel_ok = order.choose(logp, ok)
+        plain = get_order(name).score(logp, ok)
+        for b in range(open_.shape[0]):
+            cands = [q for q in range(q_pos.shape[1]) if ok[b, q]]
+            ahead = [int(q_pos[b, q]) - max([j for j in range(int(q_pos[b, q])) if not open_[b, j]], default=-1) - 1
+                     for q in cands]
+            want = max(zip(cands, ahead), key=lambda c: float(plain[b, c[0]]) - lam * c[1])[0]
+            assert int(sel[b, 0]) == want
+            if lam == 1e6:
+                assert dict(zip(cands, ahead))[want] == 0  # it continues decided text (from empty: left to right)
+
+
+def test_ahead_penalty_decodes_between_left_to_right_and_the_free_order():
+    m = model()
+    src, lens = [[7, 8], [9], [10, 11, 12]], [3, 6, 8]
+
+    def run(**kw):
+        return [(h.tokens, h.trace) for h in decode(m, src, lens, DecodeConfig(**kw), sep_id=SEP, pad_id=PAD)]
+
+    assert run(order="confidence", ahead_penalty=0.0) == run(order="confidence")
+    assert run(order="confidence", ahead_penalty=1e6) == run(order="l2r")
+    assert run(order="entropy", ahead_penalty=0.5) != run(order="entropy")  # the prior changes this model's choices
+    beam1 = [(h.tokens, h.trace) for h in decode(m, src, lens, DecodeConfig(order="confidence", ahead_penalty=0.5,
+                                                                           beam=1), sep_id=SEP, pad_id=PAD)]
+    assert beam1 == run(order="confidence", ahead_penalty=0.5)
+    decode(m, src, lens, DecodeConfig(order="confidence", ahead_penalty=0.5, beam=3), sep_id=SEP, pad_id=PAD)
+
+
+def test_ahead_penalty_errors():
+    from plmgen.decoding.generate import parse_order_spec
+
+    assert parse_order_spec("confidence@d1") == {"order": "confidence", "ahead_penalty": 1.0}
+    assert parse_order_spec("entropy@d0.5+beam2") == {"order": "entropy", "ahead_penalty": 0.5, "beam": 2}
+    for bad, match in (("l2r@d1", "adaptive order"), ("confidence@dx", "NAME@dλ"), ("confidence@d-1", ">= 0"),
+                       ("confidence@dnan", ">= 0"), ("confidence@dinf", ">= 0")):
+        with pytest.raises(UserError, match=match):
+            parse_order_spec(bad)
+    with pytest.raises(UserError, match="adaptive order"):
+        DecodeConfig(order="r2l", ahead_penalty=1.0)
+    with pytest.raises(UserError, match="speculate does not take an ahead penalty"):
+        DecodeConfig(order="confidence", ahead_penalty=1.0, speculate=2)
+    assert DecodeConfig.from_dict(DecodeConfig(order="margin", ahead_penalty=0.25).to_dict()).ahead_penalty == 0.25
