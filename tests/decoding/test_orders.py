@@ -99,12 +99,15 @@ def test_window_fills_only_among_the_leftmost_open_positions(order, window):
         assert not still_open
 
 
-def test_window_one_is_left_to_right_and_a_wide_window_is_the_plain_order():
+def _decoder():
+    """(tokens, trace) per example of a tiny model's decode of three fixed sources, for any DecodeConfig fields."""
     m = model()
     src, lens = [[7, 8], [9], [10, 11, 12]], [3, 6, 8]
+    return lambda **kw: [(h.tokens, h.trace) for h in decode(m, src, lens, DecodeConfig(**kw), sep_id=SEP, pad_id=PAD)]
 
-    def run(**kw):
-        return [(h.tokens, h.trace) for h in decode(m, src, lens, DecodeConfig(**kw), sep_id=SEP, pad_id=PAD)]
+
+def test_window_one_is_left_to_right_and_a_wide_window_is_the_plain_order():
+    run = _decoder()
 
     assert run(order="confidence", window=1) == run(order="l2r")
     assert run(order="entropy", window=8) == run(order="entropy")
@@ -241,19 +244,13 @@ def test_ahead_penalty_ranks_by_score_minus_lambda_per_slot_ahead(name):
 
 
 def test_ahead_penalty_decodes_between_left_to_right_and_the_free_order():
-    m = model()
-    src, lens = [[7, 8], [9], [10, 11, 12]], [3, 6, 8]
-
-    def run(**kw):
-        return [(h.tokens, h.trace) for h in decode(m, src, lens, DecodeConfig(**kw), sep_id=SEP, pad_id=PAD)]
+    run = _decoder()
 
     assert run(order="confidence", ahead_penalty=0.0) == run(order="confidence")
     assert run(order="confidence", ahead_penalty=1e6) == run(order="l2r")
     assert run(order="entropy", ahead_penalty=0.5) != run(order="entropy")  # the prior changes this model's choices
-    beam1 = [(h.tokens, h.trace) for h in decode(m, src, lens, DecodeConfig(order="confidence", ahead_penalty=0.5,
-                                                                           beam=1), sep_id=SEP, pad_id=PAD)]
-    assert beam1 == run(order="confidence", ahead_penalty=0.5)
-    decode(m, src, lens, DecodeConfig(order="confidence", ahead_penalty=0.5, beam=3), sep_id=SEP, pad_id=PAD)
+    assert run(order="confidence", ahead_penalty=0.5, beam=1) == run(order="confidence", ahead_penalty=0.5)
+    assert len(run(order="confidence", ahead_penalty=0.5, beam=3)) == 3  # beam ranks by the same penalised score
 
 
 def test_ahead_penalty_errors():
