@@ -30,8 +30,8 @@ CONFIGS = Path(__file__).parent / "configs"  # package data (in the source tree:
 
 
 def demo(stage: str = "full", out: str | None = None, src: str = "de", tgt: str = "en", data: str | None = None,
-         pretrain_steps: int | None = None,
-         finetune_steps: int | None = None, orders: str = "l2r,l2r+beam4,r2l,confidence,confidence@d1,balanced-tree,parallel@2",
+         pretrain_steps: int | None = None, finetune_steps: int | None = None,
+         orders: str = "l2r,l2r+beam4,r2l,confidence,confidence@d1,balanced-tree,parallel@2",
          limit: int = 0, hf_checkpoint: str | None = None, length: int = 12, num_predict: int = 4,
          seed: int = 0, force: bool = False, threads: int | None = None) -> None:
     """Run the README demo.

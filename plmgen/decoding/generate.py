@@ -75,7 +75,8 @@ def _parse_order(spec: str, full: str, flag: str) -> dict:
     try:
         value = float(arg)
     except ValueError:
-        raise UserError(f"{flag}: {full!r}: expected NAME@N (positions per step) or NAME@P (threshold in (0, 1))") from None
+        raise UserError(f"{flag}: {full!r}: expected NAME@N (positions per step) or NAME@P (threshold in "
+                        "(0, 1))") from None
     if not math.isfinite(value):
         raise UserError(f"{flag}: {full!r}: N and P must be finite numbers")
     if 0 < value < 1:
