@@ -200,6 +200,8 @@ class PriorityOrder(Order):
         the real rows (open slots in left-to-right order; an order reading its neighbours needs it)."""
         s = self.priority(logp) if q_ok is None else self.priority_in_row(logp, q_ok)
         if self.ahead:  # the distances of this step's queried slots (``queries``)
+            if self._ahead is None or self._ahead.shape != s.shape:
+                raise RuntimeError(f"order {self.name} with an ahead penalty ranks only the rows of its last queries()")
             s = s - self.ahead * self._ahead.to(s.dtype)
         if self.empty_id is None:
             return s

@@ -267,3 +267,6 @@ def test_ahead_penalty_errors():
     with pytest.raises(UserError, match="speculate does not take an ahead penalty"):
         DecodeConfig(order="confidence", ahead_penalty=1.0, speculate=2)
     assert DecodeConfig.from_dict(DecodeConfig(order="margin", ahead_penalty=0.25).to_dict()).ahead_penalty == 0.25
+    order = get_order("confidence", ahead=1.0)
+    with pytest.raises(RuntimeError, match="last queries"):  # rows it has no distances for are never ranked silently
+        order.score(torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool))
