@@ -58,7 +58,7 @@ class DecodeConfig(YamlConfig):
     empty_last: bool = True  # adaptive orders decide empty-token slots last (checkpoints with empty slots only)
 
     def __post_init__(self) -> None:
-        from plmgen.decoding.orders import ORDERS, ahead_error, window_error
+        from plmgen.decoding.orders import ORDERS, ahead_error, needs_adaptive, window_error
 
         n = "DecodeConfig"
         check(self.order in ORDERS, n, f"order {self.order!r} is unknown; choose one of {', '.join(ORDERS)}")
@@ -69,9 +69,8 @@ class DecodeConfig(YamlConfig):
         check(self.temperature >= 0, n, f"temperature must be >= 0, got {self.temperature!r}")
         check(0.0 < self.top_p <= 1.0, n, f"top_p must be in (0, 1], got {self.top_p!r}")
         check(self.threshold is None or 0.0 < self.threshold < 1.0, n, f"threshold must be in (0, 1), got {self.threshold!r}")
-        check(self.threshold is None or ORDERS[self.order].adaptive, n,
-              f"threshold needs an adaptive order ({', '.join(k for k, c in ORDERS.items() if c.adaptive)}), "
-              f"not {self.order!r}")
+        err = None if self.threshold is None else needs_adaptive("threshold", self.order)
+        check(err is None, n, err or "")
         check((err := window_error(self.order, self.window)) is None, n, err or "")
         check((err := ahead_error(self.order, self.ahead_penalty)) is None, n, err or "")
         check(self.beam == 1 or not self.sample, n, "beam > 1 cannot be combined with sample")

@@ -11,9 +11,8 @@ An order spec is a strategy name from ``plmgen.decoding.ORDERS``, optionally wit
 step, e.g. ``parallel@4``), ``@P`` with 0 < P < 1 (a confidence threshold, e.g. ``threshold@0.7``) or ``@wW`` (an
 adaptive order choosing among the W leftmost open positions only, e.g. ``entropy@w2``) or ``@dλ`` (an adaptive order
 whose slots lose λ per open slot between them and the decided text on their left, e.g. ``confidence@d1``), and
-optionally with
-``+beamB`` (beam search of width B for that entry, whatever ``--beam`` says, e.g. ``l2r,l2r+beam4`` compares greedy
-and beam in one table).
+optionally with ``+beamB`` (beam search of width B for that entry, whatever ``--beam`` says, e.g. ``l2r,l2r+beam4``
+compares greedy and beam in one table).
 """
 
 from __future__ import annotations

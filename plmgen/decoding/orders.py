@@ -53,10 +53,14 @@ def ahead_error(order: str, ahead) -> str | None:
     """Why an ahead penalty ``ahead`` cannot go with ``order`` (it needs an adaptive order and a finite λ >= 0)."""
     if isinstance(ahead, bool) or not isinstance(ahead, (int, float)) or not 0 <= ahead < float("inf"):
         return f"an ahead penalty must be a finite number >= 0, got {ahead!r}"
-    if ahead and not ORDERS[order].adaptive:
-        adaptive = ", ".join(n for n, o in ORDERS.items() if o.adaptive)
-        return f"an ahead penalty needs an adaptive order ({adaptive}), not {order!r}"
-    return None
+    return needs_adaptive("an ahead penalty", order) if ahead else None
+
+
+def needs_adaptive(what: str, order: str) -> str | None:
+    """"<what> needs an adaptive order (the list), not <order>" when ``order`` is a fixed one, else None."""
+    if ORDERS[order].adaptive:
+        return None
+    return f"{what} needs an adaptive order ({', '.join(n for n, o in ORDERS.items() if o.adaptive)}), not {order!r}"
 
 
 def slots_ahead(open_: Tensor, q_pos: Tensor) -> Tensor:
@@ -71,10 +75,7 @@ def window_error(order: str, window) -> str | None:
     """Why ``window`` cannot go with ``order`` (a window needs an adaptive order and an int W >= 0), else None."""
     if not isinstance(window, int) or window < 0:
         return f"a window W must be an int >= 0, got {window!r}"
-    if window and not ORDERS[order].adaptive:
-        adaptive = ", ".join(n for n, o in ORDERS.items() if o.adaptive)
-        return f"a window needs an adaptive order ({adaptive}), not {order!r}"
-    return None
+    return needs_adaptive("a window", order) if window else None
 
 
 class Order:
@@ -85,9 +86,8 @@ class Order:
                  empty_id: int | None = None, ahead: float = 0.0):
         if k < 1:
             raise UserError(f"--order {self.name}@{k}: positions per step must be >= 1")
-        if threshold is not None and not self.adaptive:
-            raise UserError(f"--order {self.name}@{threshold}: a threshold needs an adaptive order (confidence, "
-                            f"entropy, margin, threshold)")
+        if threshold is not None and (err := needs_adaptive("a threshold", self.name)) is not None:
+            raise UserError(f"--order {self.name}@{threshold}: {err}")
         if (err := window_error(self.name, window)) is not None:
             raise UserError(f"--order {self.name}@w{window}: {err}")
         if (err := ahead_error(self.name, ahead)) is not None:

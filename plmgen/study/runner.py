@@ -242,7 +242,7 @@ class StudyRunner:
         from plmgen.decoding.generate import generate
         from plmgen.evaluation import corpus_scores
 
-        v, s = cell.variant, self.spec
+        s = self.spec
         marker = self.eval_marker(cell, budget)
         done = _read(marker) or {}
         if self.holds_every_order(done, cell):
