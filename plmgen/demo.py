@@ -73,7 +73,7 @@ def full_demo(out: Path, src: str, tgt: str, data: str | None, pretrain_steps: i
     from .config import ExperimentConfig
     from .data.prepare import prepare
     from .decoding.generate import generate
-    from .stages import train_stage
+    from .stages import processes, train_in_child, train_stage
     from .train import run_training
 
     console = Console()  # each stage says its thread count (run_training, generate)
@@ -86,9 +86,12 @@ def full_demo(out: Path, src: str, tgt: str, data: str | None, pretrain_steps: i
         train = cfg.train if steps is None else dataclasses.replace(cfg.train, max_steps=steps)
         cfg = dataclasses.replace(cfg, out_dir=str(run_dir), data=dataclasses.replace(cfg.data, path=data),
                                   train=dataclasses.replace(train, seed=seed))
-        return train_stage(run_dir, lambda resume: run_training(
-            cfg, resume=resume, init_from=str(init_from) if init_from and not resume else None),
-            cfg.train.max_steps, force=force, say=console.print)
+        init = str(init_from) if init_from else None
+        if processes(cfg.train) > 1:  # DDP: the ranks run `cli.py train` (see train_in_child)
+            return train_stage(run_dir, lambda resume: train_in_child(cfg, resume, init), cfg.train.max_steps,
+                               force=force, say=console.print)
+        return train_stage(run_dir, lambda resume: run_training(cfg, resume=resume, init_from=None if resume else init),
+                           cfg.train.max_steps, force=force, say=console.print)
 
     pre = stage("2/4 tokenizer + XLNet pre-training (DAE)", "demo-pretrain.yaml", out / "pretrain",
                 pretrain_steps)

@@ -67,3 +67,44 @@ def train_stage(run_dir: Path, train: Callable[[str | None], None], max_steps: i
     if completed(run_dir) is None:  # train() returned without reaching its last step
         raise RuntimeError(f"{run_dir}: training returned before its last step")
     return last
+
+
+CLI = Path(__file__).resolve().parents[1] / "cli.py"  # the repository's command line (next to the package)
+
+
+def processes(train_cfg) -> int:
+    """How many training processes a run's ``train`` config asks for (``devices`` x ``num_nodes``; auto = 1)."""
+    devices = train_cfg.devices if isinstance(train_cfg.devices, int) else 1
+    return devices * train_cfg.num_nodes
+
+
+def train_in_child(cfg, resume: str | None, init_from: str | None) -> None:
+    """``python cli.py train`` for ``cfg`` in a child process, for a multi-process (DDP) run started from inside
+    another command: Lightning's DDP launcher starts the other ranks by running its process's command line again,
+    which must be the train command, not (say) the whole demo. The child's output goes to the terminal; its exit
+    status becomes :class:`plmgen.errors.Stopped` (130 / 143) or a one-line error."""
+    import signal
+    import subprocess
+    import sys
+
+    from .errors import Stopped, UserError
+
+    if not CLI.is_file():
+        raise UserError(f"train.devices {cfg.train.devices}: a multi-process run needs {CLI} (run from the "
+                        "repository), or set train.devices 1")
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    spec = cfg.run_dir / "launch.yaml"  # the whole experiment, as the child reads it (kept: the run's command)
+    cfg.to_yaml(spec)
+    cmd = [sys.executable, str(CLI), "train", "--config", str(spec)]
+    cmd += ["--resume", resume] if resume else (["--init_from", init_from] if init_from else [])
+    child = subprocess.Popen(cmd)
+    while True:  # Ctrl+C reaches the child too (same process group): wait for it to save and exit
+        try:
+            status = child.wait()
+            break
+        except KeyboardInterrupt:
+            continue
+    if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        raise Stopped(status - 128, f"{cfg.run_dir}: training stopped; the stage resumes when run again")
+    if status != 0:
+        raise UserError(f"training {cfg.run_dir} failed (exit status {status}; its error is printed above)")

@@ -266,13 +266,18 @@ class _NoTips(logging.Filter):
 
 def quiet_lightning() -> None:
     """Silence third-party noise every stage printed: Lightning's tips, a torch pytree deprecation raised inside
-    Lightning, and the resume warning that the checkpoint folder is not empty (it is meant to hold last.ckpt)."""
+    Lightning, the resume warning that the checkpoint folder is not empty (it is meant to hold last.ckpt) and two
+    DDP warnings."""
     import lightning_utilities.core.rank_zero as rank_zero
 
     if not any(isinstance(f, _NoTips) for f in rank_zero.log.filters):
         rank_zero.log.addFilter(_NoTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # Under DDP: validation sums are reduced over ranks by PLMModule itself (sync_dist would reduce twice), and a
+    # deprecation inside Lightning's own all_gather.
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\(.*sync_dist=True\)")
+    warnings.filterwarnings("ignore", message=r"torch.distributed.nn.functional.all_gather is deprecated")
 
 
 def _trainer(cfg: ExperimentConfig, ckpt_dir: Path, run_dir: Path, callbacks: list):

@@ -34,7 +34,7 @@ def tiny_env(tmp_path_factory):
         reuse = {"reuse_len": 8} if cfg["data"].get("reuse_len") else {}
         cfg["data"].update(seq_len=32, batch_size=4, val_batches=1, **reuse)
         cfg["train"].update(max_steps=STEPS, warmup_steps=1, val_every=3, log_every=1, precision="fp32",
-                            progress_bar=False)
+                            progress_bar=False, devices=1, strategy="auto")  # in process (DDP: the test below)
         if "perm_size" in cfg.get("objective", {}):
             cfg["objective"]["perm_size"] = 8
         (configs / path.name).write_text(yaml.safe_dump(cfg))
@@ -86,3 +86,27 @@ def test_interrupted_demo_resumes_and_never_reports_partial_model(tiny_env, tmp_
     assert "reusing" in third and "resuming" not in third and "finished at step" in third
     forced = run_demo(tiny_env, out, monkeypatch, capsys, force=True).replace("\n", "")
     assert "--force: deleting" in forced and "reusing" not in forced
+
+
+def test_multi_process_stage_trains_in_a_child(tiny_env, tmp_path, monkeypatch, capfd):
+    """A stage whose config asks for two processes (the demo's fine-tuning: DDP, one process per CPU core) runs
+    `cli.py train` in a child, whose DDP launcher starts the second rank (it re-runs its own command line, which
+    must not be the whole demo); the run completes with both ranks, and a rerun of the demo reuses it."""
+    configs, data = tiny_env
+    ddp = tmp_path / "configs"
+    ddp.mkdir()
+    for path in configs.glob("demo-*.yaml"):
+        cfg = yaml.safe_load(path.read_text())
+        if path.name == "demo-finetune.yaml":
+            cfg["train"].update(devices=2, strategy="ddp")
+        (ddp / path.name).write_text(yaml.safe_dump(cfg))
+    monkeypatch.setattr(demo_mod, "CONFIGS", ddp)
+    monkeypatch.setattr(sys.modules["plmgen.data.prepare"], "prepare", lambda *a, **k: data)
+    out = tmp_path / "demo"
+    demo_mod.demo(out=str(out), data=str(data), orders="l2r", limit=4)
+    first = capfd.readouterr()
+    assert "MEMBER: 2/2" in first.out + first.err  # the second rank joined
+    assert completed(out / "finetune")["step"] == STEPS and (out / "orders" / "orders.md").is_file()
+    assert torch.load(out / "finetune" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STEPS
+    demo_mod.demo(out=str(out), data=str(data), orders="l2r", limit=4)
+    assert f"reusing {out / 'finetune'}" in capfd.readouterr().out.replace("\n", "")

@@ -191,6 +191,34 @@ def test_spec_errors_are_one_line(tmp_path):
         load_spec(bad)
 
 
+def test_study_cells_train_one_process_each(micro, tmp_path):
+    """A config that asks for DDP (the demo's fine-tuning does) resolves to one process per cell: Lightning would
+    start the second rank by running the study command again. A variant that sets it is refused in one line."""
+    import dataclasses
+
+    from plmgen.study.runner import StudyRunner
+    from plmgen.study.spec import load_spec
+
+    root, data = micro
+    spec = load_spec(root / "micro.yaml", str(data))
+    v = dataclasses.replace(spec.variant("plm"), finetune_config="demo-finetune.yaml")
+    runner = StudyRunner(spec, tmp_path / "out")
+    assert resolve_train(v).devices == 2  # the config itself asks for two processes
+    cfg = runner.finetune_config(v, 0, runner.tokenizer(120), None)
+    assert (cfg.train.devices, cfg.train.strategy, cfg.train.num_nodes) == (1, "auto", 1)
+    bad = yaml.safe_load((root / "micro.yaml").read_text())
+    bad["variants"]["plm"] = {**(bad["variants"]["plm"] or {}), "finetune": {"train.devices": 2}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(UserError, match="sets train.devices; a study trains one process per cell"):
+        load_spec(tmp_path / "bad.yaml", str(data))
+
+
+def resolve_train(v):
+    from plmgen.study.spec import resolve
+
+    return resolve(v.finetune_config, v.finetune, max_steps=max(v.budgets)).train
+
+
 def test_claim_takes_over_only_dead_workers(tmp_path):
     import os
     import socket

@@ -149,7 +149,9 @@ class StudyRunner:
             cfg, name=run_dir.name if run_dir.name != f"seed{seed}" else f"{run_dir.parent.name}-seed{seed}",
             out_dir=str(run_dir), tokenizer=str(tok.path), model=dataclasses.replace(cfg.model, vocab_size=tok.vocab_size),
             data=dataclasses.replace(cfg.data, path=self.spec.data, seed=seed),
-            train=dataclasses.replace(cfg.train, progress_bar=False))
+            # One process per cell: the runner's workers use the cores (a config's DDP, like the demo's, would have
+            # Lightning start its second rank by running the study command again).
+            train=dataclasses.replace(cfg.train, progress_bar=False, devices=1, strategy="auto", num_nodes=1))
 
     def pretrain_config(self, v: Variant, seed: int, tok, steps: int | None = None) -> ExperimentConfig | None:
         if v.pretrain_config is None:

@@ -34,6 +34,7 @@ from plmgen.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "experiments" / "configs"
+PROCESS_KEYS = ("train.devices", "train.strategy", "train.num_nodes")  # the runner sets these
 VARIANT_KEYS = ("pretrain_config", "pretrain", "pretrain_steps", "finetune_config", "finetune", "budgets", "orders",
                 "lengths", "note")
 
@@ -147,6 +148,9 @@ def _validate(spec: StudySpec) -> None:
         if v.pretrain_config is not None:
             _need(bool(v.pretrain_steps or spec.pretrain_steps), w, f"variants.{v.name}: no pre-training steps")
         _need(bool(v.finetune_config), w, f"variants.{v.name}: no finetune config")
+        multi = sorted(k for k in (*v.pretrain, *v.finetune) if k in PROCESS_KEYS)
+        _need(not multi, w, f"variants.{v.name}: sets {', '.join(multi)}; a study trains one process per cell "
+                            "(run more workers instead)")
 
 
 def config_path(name: str) -> Path:
