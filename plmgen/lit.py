@@ -77,6 +77,8 @@ class PLMModule(L.LightningModule):
     def __init__(self, model: nn.Module, objective: nn.Module, train_cfg, meta: dict | None = None) -> None:
         super().__init__()
         self.model, self.objective, self.train_cfg = model, objective, train_cfg
+        if not getattr(objective, "query_stream", True) and hasattr(model, "mask_emb"):
+            model.mask_emb.requires_grad_(False)  # no gradient ever reaches it (Objective.query_stream)
         self.meta = meta or {}
         self._mems: list[Tensor] | None = None
         self._val_sums: dict[str, list[Tensor]] = {}

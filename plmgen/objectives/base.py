@@ -69,6 +69,9 @@ class Objective(nn.Module):
 
     name: ClassVar[str] = ""
     uses_mems: bool = False
+    # False: the objective never runs the query stream, so the backbone's mask_emb (its first state) gets no
+    # gradient; PLMModule freezes it then (DDP refuses parameters that take no part in the loss).
+    query_stream: ClassVar[bool] = True
 
     def __init__(self, cfg: ObjectiveConfig, model_cfg: ModelConfig, special: SpecialIds | None = None):
         super().__init__()

@@ -64,6 +64,7 @@ def dae_corruption(batch: Batch, cfg: ObjectiveConfig, special: SpecialIds, voca
 
 class DAEObjective(Objective):
     name = "dae"
+    query_stream = False
     uses_mems = True
 
     def sample(self, batch: Batch, generator: torch.Generator | None = None) -> DAECorruption:

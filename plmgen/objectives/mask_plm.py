@@ -114,6 +114,7 @@ def rows_forward(model, lay: MaskPLMLayout, mems: list[Tensor] | None = None, bi
 
 class MaskPLMObjective(Objective):
     name = "mask-plm"
+    query_stream = False
     uses_mems = True
 
     def sample(self, batch: Batch, generator: torch.Generator | None = None) -> MaskPLMLayout:

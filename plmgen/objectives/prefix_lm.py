@@ -53,6 +53,7 @@ class PrefixLMObjective(Objective):
     """``prefix-lm``: next-token prediction on the target from the content stream under the prefix-LM mask."""
 
     name = "prefix-lm"
+    query_stream = False
     uses_mems = False  # one pair per row, as seq2seq
 
     def __init__(self, cfg: ObjectiveConfig, model_cfg: ModelConfig, special: SpecialIds | None = None):

@@ -45,3 +45,32 @@ def test_loss_goes_down(name):
         opt.step()
         losses.append(float(out.loss.detach()))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("case", ["plm", "plm-nsp", "dae", "mask-plm", "mass", "joint", "seq2seq", "prefix-lm"])
+def test_every_trained_parameter_gets_a_gradient(case):
+    """What DDP requires (it refuses a parameter that takes no part in the loss): the parameters one step's backward
+    leaves without a gradient are exactly mask_emb for the objectives that declare no query stream (and none
+    otherwise), and PLMModule trains exactly the others."""
+    from objectives.test_device import CASES
+
+    from plmgen.config import ModelConfig, TrainConfig
+    from plmgen.data.parallel import pair_batch
+    from plmgen.lit import PLMModule
+    from plmgen.model import XLNet
+
+    if case == "prefix-lm":
+        cfg, mcfg = ObjectiveConfig(name="prefix-lm"), ModelConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4,
+                                                                   d_inner=64, mem_len=0)
+        batch = pair_batch([[11, 12, 13], [14], [15, 16]], [[21, 22], [23, 24, 25, 26], [27]], 4, 5)
+    else:
+        cfg, mcfg, batch = CASES[case]()
+    torch.manual_seed(0)
+    model, objective = XLNet(mcfg), build_objective(cfg, mcfg)
+    mems = [torch.zeros(4, 8, 32)] * 2 if objective.uses_mems and mcfg.mem_len else None
+    objective(model, batch, mems=mems).loss.backward()
+    params = dict(model.named_parameters(prefix="model")) | dict(objective.named_parameters(prefix="objective"))
+    unused = {n for n, p in params.items() if p.grad is None}
+    assert unused == (set() if objective.query_stream else {"model.mask_emb"})
+    module = PLMModule(model, objective, TrainConfig())
+    assert {n for n, p in module.named_parameters() if p.requires_grad} == set(params) - unused
