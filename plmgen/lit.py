@@ -77,8 +77,8 @@ class PLMModule(L.LightningModule):
     def __init__(self, model: nn.Module, objective: nn.Module, train_cfg, meta: dict | None = None) -> None:
         super().__init__()
         self.model, self.objective, self.train_cfg = model, objective, train_cfg
-        if not getattr(objective, "query_stream", True) and hasattr(model, "mask_emb"):
-            model.mask_emb.requires_grad_(False)  # no gradient ever reaches it (Objective.query_stream)
+        if not getattr(objective, "query_stream", True) and hasattr(model, "train_query_stream"):
+            model.train_query_stream(False)  # no gradient ever reaches it (Objective.query_stream)
         self.meta = meta or {}
         self._mems: list[Tensor] | None = None
         self._val_sums: dict[str, list[Tensor]] = {}
@@ -220,8 +220,10 @@ class StopOnSignal(L.Callback):
     """Ctrl+C (SIGINT) or SIGTERM during training: finish the current step, stop, and let the caller save
     ``last.ckpt`` and exit with 128 + the signal number. A second Ctrl+C aborts at once.
 
-    Installed when training starts, after Lightning's own handlers (which it restores at teardown); not under
-    multi-process strategies, where one rank alone must not stop (Lightning's SIGTERM handling applies there).
+    Installed when training starts, after Lightning's own handlers (which it restores at teardown). Under several
+    processes (DDP) every rank installs it and, after each step, the ranks agree on the largest signal any of them
+    received (one all-reduce of a scalar), so all stop after the same step and save one checkpoint together: a rank
+    that stopped alone would leave the others waiting in their next collective.
     """
 
     def __init__(self) -> None:
@@ -231,7 +233,7 @@ class StopOnSignal(L.Callback):
         import signal
         import threading
 
-        if trainer.world_size > 1 or threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread():
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
@@ -246,5 +248,11 @@ class StopOnSignal(L.Callback):
         print(f"\n{name}: stopping after this step and saving a checkpoint (Ctrl+C again to abort)", flush=True)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.world_size > 1:
+            import torch.distributed as dist
+
+            got = torch.tensor([self.signum or 0], device=module.device)
+            dist.all_reduce(got, op=dist.ReduceOp.MAX)
+            self.signum = int(got) or None
         if self.signum is not None:
             trainer.should_stop = True

@@ -246,6 +246,11 @@ class XLNet(nn.Module):
         i = layer if self.cfg.untie_r else 0
         return self.r_w_bias[i], self.r_r_bias[i], self.r_s_bias[i]
 
+    def train_query_stream(self, used: bool) -> None:
+        """Whether training runs the query stream: its first state (mask_emb) is trained only then (an objective that
+        never runs it leaves it frozen; DDP refuses a parameter that takes no part in the loss)."""
+        self.mask_emb.requires_grad_(used)
+
     def logits(self, x: Tensor) -> Tensor:
         """Tied LM head: [.., d] -> [.., V]."""
         return torch.nn.functional.linear(x, self.word_embedding.weight, self.lm_bias)

@@ -129,3 +129,29 @@ def test_signal_stops_after_a_checkpoint_with_status(data, tmp_path, sig, status
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert 0 < ckpt["global_step"] < 100000 and "--resume last" in err
     assert not (out / "complete.json").exists()
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_every_ddp_rank_after_the_same_step(data, tmp_path, sig, status):
+    """Ctrl+C / SIGTERM to a two-process run (the signal reaches the process group, as from a terminal): the ranks
+    agree to stop after the same step, save last.ckpt together and exit 130 / 143 (before, a rank left alone
+    waited in its next collective for ever)."""
+    out = tmp_path / "ddp-sig"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "train", "--config", str(TINY), "--data.path",
+                             str(data), "--out_dir", str(out), "--train.max_steps", "100000", "--train.val_every", "5",
+                             "--train.devices", "2", "--train.strategy", "ddp", "--train.accelerator", "cpu",
+                             "--threads", "1", "--no-train.progress_bar"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoints" / "last.ckpt").exists():  # the first checkpoint: training is under way
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        os.killpg(proc.pid, sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == status, err[-3000:]
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] > 0 and not (out / "complete.json").exists() and "--resume last" in err
