@@ -88,6 +88,7 @@ def train_in_child(cfg, resume: str | None, init_from: str | None) -> None:
     import sys
 
     from .errors import Stopped, UserError
+    from .threads import usable_cores
 
     if not CLI.is_file():
         raise UserError(f"train.devices {cfg.train.devices}: a multi-process run needs {CLI} (run from the "
@@ -95,8 +96,6 @@ def train_in_child(cfg, resume: str | None, init_from: str | None) -> None:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     spec = cfg.run_dir / "launch.yaml"  # the whole experiment, as the child reads it (kept: the run's command)
     cfg.to_yaml(spec)
-    from .threads import usable_cores
-
     # Each rank's threads set before its first op (Lightning would lower them only at launch): 5-10 % faster here
     threads = max(1, usable_cores() // processes(cfg.train))
     cmd = [sys.executable, str(CLI), "train", "--config", str(spec), "--threads", str(threads)]
