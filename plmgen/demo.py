@@ -88,10 +88,10 @@ def full_demo(out: Path, src: str, tgt: str, data: str | None, pretrain_steps: i
                                   train=dataclasses.replace(train, seed=seed))
         init = str(init_from) if init_from else None
         if processes(cfg.train) > 1:  # DDP: the ranks run `cli.py train` (see train_in_child)
-            return train_stage(run_dir, lambda resume: train_in_child(cfg, resume, init), cfg.train.max_steps,
-                               force=force, say=console.print)
-        return train_stage(run_dir, lambda resume: run_training(cfg, resume=resume, init_from=None if resume else init),
-                           cfg.train.max_steps, force=force, say=console.print)
+            run = lambda resume: train_in_child(cfg, resume, init)  # noqa: E731
+        else:
+            run = lambda resume: run_training(cfg, resume=resume, init_from=None if resume else init)  # noqa: E731
+        return train_stage(run_dir, run, cfg.train.max_steps, force=force, say=console.print)
 
     pre = stage("2/4 tokenizer + XLNet pre-training (DAE)", "demo-pretrain.yaml", out / "pretrain",
                 pretrain_steps)
