@@ -37,6 +37,7 @@ class Batch(TypedDict, total=False):
     # parallel pairs
     target: Tensor  # [B, T] bool: target positions
     src_len: Tensor  # [B] long: source length S, without <sep>
+    positions: Tensor  # [B, T] long: each token's position when not 0..T−1 (seq2seq.aligned_positions)
     tgt_len: Tensor  # [B] long: target length L
     src_len_max: int  # max over rows of src_len
     tgt_len_max: int  # max over rows of tgt_len

@@ -330,18 +330,21 @@ class XLNet(nn.Module):
         mems: list[Tensor] | None = None,  # per layer [B, M, d]
         bi_data: bool = False,  # the batch's second half reads its streams backward (batch["bi_backward"])
         reuse_len: int = 0,  # > 0: only the first reuse_len positions become memory (batch["reuse_len"])
+        positions: Tensor | None = None,  # [B, T] long: the tokens' positions (default 0..T−1)
     ) -> XLNetOutput:
-        """A segment at positions 0..T−1 after the memory, the query stream at ``target_pos``."""
+        """A segment at positions 0..T−1 (or ``positions``) after the memory, the query stream at ``target_pos``
+        (a query row sits at its token's position)."""
         B, T = input_ids.shape
         dev = input_ids.device
         M = mems[0].shape[1] if mems else 0
         if bi_data and B % 2:
             raise ValueError(f"bi_data needs an even batch size (forward + backward halves), got B={B}")
         P = 0 if target_pos is None else target_pos.shape[1]
-        pos = torch.arange(T, device=dev)[None]
+        pos = torch.arange(T, device=dev)[None] if positions is None else positions
         seg = seg_ids
         if P:
-            pos = torch.cat([pos.expand(B, T), target_pos], dim=1)
+            q_pos = target_pos if positions is None else torch.gather(positions, 1, target_pos)
+            pos = torch.cat([pos.expand(B, T), q_pos], dim=1)
             seg = None if seg_ids is None else torch.cat([seg_ids, torch.gather(seg_ids, 1, target_pos)], dim=1)
         mask = self._row_mask(B, T, M, content_mask, query_mask, target_pos, dev)
         n_mem = min(reuse_len, T) if reuse_len > 0 else None

@@ -10,7 +10,7 @@ from plmgen.config import ModelConfig, Seq2SeqConfig
 from plmgen.data.parallel import pair_batch
 from plmgen.model import XLNet
 from plmgen.objectives.seq2seq import (ORDER_IDS, batch_masks, mono_batch, predicted_ranks, sample_orders,
-                                      target_ranks, with_empty_slots, with_end_marker)
+                                      target_ranks, with_aligned_positions, with_empty_slots, with_end_marker)
 
 SEP, PAD, EOS, EMPTY = 4, 5, 2, 8
 
@@ -38,6 +38,33 @@ def test_end_marker_layout():
     assert b["target"].tolist() == [[0, 0, 0, 1, 1, 1, 0], [0, 0, 1, 0, 0, 0, 0]]
     assert b["functional"].tolist() == [[0, 0, 1, 0, 0, 0, 1], [0, 1, 0, 1, 1, 1, 1]]
     assert b["end"].tolist() == [[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 1, 0, 0, 0]]
+
+
+def test_aligned_positions_restart_after_sep_brute_force():
+    """Row by row: source and <sep> at 0..S, every later column (targets, empty slots, end marker, padding) from 0."""
+    g = torch.Generator().manual_seed(1)
+    batch, srcs, _ = _batch(g, B=6)
+    batch = with_aligned_positions(with_empty_slots(with_end_marker(batch, EOS, PAD), 2, EMPTY, PAD, g))
+    T = batch["input_ids"].shape[1]
+    for b, s in enumerate(srcs):
+        S = len(s)
+        assert batch["positions"][b].tolist() == list(range(S + 1)) + list(range(T - S - 1))
+
+
+def test_aligned_positions_reach_the_backbone_and_keep_source_states():
+    """The objective's aligned batch moves the query stream (positions are live) but not the source states (the
+    source never sees the target, and its positions are unchanged)."""
+    torch.manual_seed(0)
+    model = XLNet(ModelConfig.named("tiny", mem_len=0)).eval()
+    batch = with_end_marker(pair_batch([[11, 12, 13], [14]], [[21, 22], [23, 24, 25]], SEP, PAD), EOS, PAD)
+    _, m = batch_masks(batch, Seq2SeqConfig(order="l2r"), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = model(batch["input_ids"], batch["seg_ids"], m.content, m.query, m.target_pos)
+        aligned = model(batch["input_ids"], batch["seg_ids"], m.content, m.query, m.target_pos,
+                        positions=with_aligned_positions(batch)["positions"])
+    src = ~batch["target"] & ~batch["end"] & batch["valid"]
+    torch.testing.assert_close(plain.h[src], aligned.h[src])
+    assert (plain.g - aligned.g).abs().max() > 1e-5  # (a small init: positions move it little, but well above 0)
 
 
 @pytest.mark.parametrize("end_share", [0.0, 1.0, 0.5])
@@ -235,11 +262,12 @@ def test_objective_terms_and_weights():
     assert obj.length_head.proj.weight.grad is not None and model.mask_emb.grad is not None
 
 
-@pytest.mark.parametrize("marker", [False, True])
-def test_objective_fits_a_fixed_batch(marker):
+@pytest.mark.parametrize("marker, aligned", [(False, False), (True, False), (True, True)])
+def test_objective_fits_a_fixed_batch(marker, aligned):
     """Over-fitting 8 fixed pairs: the seq2seq loss (over random orders) must fall well below its start."""
     torch.manual_seed(0)
-    obj, model = _objective(order="l2r:0.5,uniform:0.5", length_weight=0.1, max_len=8, end_marker=marker)
+    obj, model = _objective(order="l2r:0.5,uniform:0.5", length_weight=0.1, max_len=8, end_marker=marker,
+                            aligned_positions=aligned)
     g = torch.Generator().manual_seed(0)
     batch, _, _ = _batch(g, B=8, vocab=60)
     opt = torch.optim.Adam(list(model.parameters()) + list(obj.parameters()), lr=1e-2)

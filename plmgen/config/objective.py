@@ -87,6 +87,10 @@ class Seq2SeqConfig(YamlConfig):
     # that the model can locate, so its empty probability says "the sentence is over", not "unsure of this word"),
     # or mixed (each row one or the other with probability 1/2)
     empty_place: str = "random"
+    # target slot j at position j, numbered like the source (source token i at i, <sep> at S): a target token and
+    # the source token it was aligned with in a monotone translation are about 0 apart, so relative attention can
+    # find "where in the source am I" from positions alone; off: the target follows <sep> (position S + 1 + j)
+    aligned_positions: bool = False
 
     def __post_init__(self) -> None:
         n = "Seq2SeqConfig"
@@ -122,7 +126,7 @@ def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
     default = Seq2SeqConfig()
     unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight", "end_marker",
                           "unlikelihood", "empty_slots", "unlikelihood_skip_empty", "empty_place",
-                          "unlikelihood_window", "unlikelihood_unseen")
+                          "unlikelihood_window", "unlikelihood_unseen", "aligned_positions")
               if getattr(s2s, f) != getattr(default, f)]
     if s2s.order not in (default.order, "l2r"):
         unused.insert(0, "order")

@@ -45,7 +45,7 @@ class Cache:
         self.model = model
         enc = encode_context(model, layout)
         R, dev = layout.batch, layout.ctx.device
-        t_pos = target_positions(layout, L)  # [R, L]
+        t_pos = target_positions(layout, L)[0]  # [R, L]
         self.base = enc.cache.pos.shape[1]  # M + C: the first target slot
         self.kv = enc.cache.extend(t_pos, torch.ones_like(t_pos))  # target keys: segment 1
         self.ok = torch.cat([enc.ok, enc.ok.new_zeros(R, L)], dim=1)  # [R, J]; targets join as fed

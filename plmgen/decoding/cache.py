@@ -20,7 +20,9 @@ Long sources (``DecodeLayout``): the context ``source + <sep>`` is encoded in on
 model was trained) and only the last ``max_segment`` context tokens form the final segment. Positions follow
 ``XLNet.forward`` with memory: memory state m sits at position m (0..M_b−1), the final context at M_b.., the target
 right after (M_b + C_b + l). Only distances enter the model, so this equals the absolute source positions (every
-chunk's states become memory: decoding has no ``reuse_len``).
+chunk's states become memory: decoding has no ``reuse_len``). A model fine-tuned with
+``Seq2SeqConfig.aligned_positions`` has target slot l at position l (numbered like the source, which starts at 0)
+and the end marker at L_b.
 
 Cache layout (pre-allocated, never concatenated): per layer k, v [B, H, J, D]; slot regions
 ``[memory M | context C | target L | dummy]`` with per-row positions ``k_pos`` [B, J] and validity ``k_ok`` [B, J]
@@ -58,6 +60,7 @@ class DecodeLayout:
     mem_len: Tensor  # [B] long, valid memory states per row (0 without memory)
     pad_id: int
     end_id: int | None = None  # the end marker after the last target slot (``Seq2SeqConfig.end_marker``), or None
+    aligned: bool = False  # target slot l at position l (``Seq2SeqConfig.aligned_positions``), else after the context
 
     @property
     def batch(self) -> int:
@@ -77,9 +80,10 @@ def check_decodable(model: XLNet) -> None:
 
 
 def build_layout(model: XLNet, src: list[list[int]], tgt_lengths: list[int], sep_id: int, pad_id: int,
-                 max_segment: int, end_id: int | None = None) -> DecodeLayout:
+                 max_segment: int, end_id: int | None = None, aligned: bool = False) -> DecodeLayout:
     """Sources + target lengths -> ``DecodeLayout``; long sources are pushed through Transformer-XL memory.
-    end_id: the end marker the model was fine-tuned with (None: none)."""
+    end_id: the end marker the model was fine-tuned with (None: none); aligned: its target positions were
+    ``Seq2SeqConfig.aligned_positions``."""
     check_decodable(model)
     dev = model_device(model)
     ctxs, mems_rows = [], []
@@ -103,7 +107,7 @@ def build_layout(model: XLNet, src: list[list[int]], tgt_lengths: list[int], sep
                 mems[i][b, : m[i].shape[1]] = m[i][0]
     return DecodeLayout(ctx=ctx, ctx_len=torch.tensor([len(c) for c in ctxs], device=dev),
                         tgt_len=torch.tensor(tgt_lengths, device=dev), mems=mems, mem_len=mem_len, pad_id=pad_id,
-                        end_id=end_id)
+                        end_id=end_id, aligned=aligned)
 
 
 def encode_memory(model: XLNet, ids: list[int], max_segment: int) -> list[Tensor]:
@@ -154,9 +158,11 @@ def context_slots(layout: DecodeLayout) -> tuple[Tensor, Tensor]:
     return pos, ok
 
 
-def target_positions(layout: DecodeLayout, L: int) -> Tensor:
-    """Positions [B, L] of L target slots right after each row's memory + context."""
-    return (layout.mem_len + layout.ctx_len)[:, None] + torch.arange(L, device=layout.ctx.device)[None]
+def target_positions(layout: DecodeLayout, L: int) -> tuple[Tensor, Tensor]:
+    """Positions [B, L] of L target slots (and [B, 1], the end marker's after each row's last slot): right after
+    each row's memory + context, or from 0 with ``layout.aligned``."""
+    start = torch.zeros_like(layout.ctx_len) if layout.aligned else layout.mem_len + layout.ctx_len  # [B]
+    return start[:, None] + torch.arange(L, device=layout.ctx.device)[None], (start + layout.tgt_len)[:, None]
 
 
 def encode_context(model: XLNet, layout: DecodeLayout) -> EncodedContext:
@@ -184,10 +190,9 @@ class IncrementalCache:
         M = 0 if layout.mems is None else layout.mems[0].shape[1]
         L = int(layout.tgt_len.max())
         self.M, self.C, self.L = M, C, L
-        # Targets right after each row's context, then the end marker (if any) right after the row's last target;
-        # the dummy slot (last) sits at position 0 and is never valid.
-        self.t_pos = target_positions(layout, L)  # [B, L]
-        end_pos = (layout.mem_len + layout.ctx_len + layout.tgt_len)[:, None]  # [B, 1]
+        # Target slots (after each row's context, or from 0 when aligned), then the end marker (if any) right after
+        # the row's last target; the dummy slot (last) sits at position 0 and is never valid.
+        self.t_pos, end_pos = target_positions(layout, L)  # [B, L], [B, 1]
         extra = [end_pos] if layout.end_id is not None else []
         new_pos = torch.cat([self.t_pos, *extra, torch.zeros_like(self.t_pos[:, :1])], dim=1)
         self.kv = enc.cache.extend(new_pos, torch.ones_like(new_pos))  # segment 1: target keys
@@ -349,6 +354,9 @@ def full_forward(model: XLNet, layout: DecodeLayout, tokens: Tensor, rank: Tenso
     r.scatter_(1, tcol, rank)
     r = torch.where(is_tgt, r, torch.full_like(r, -1))
     seg = (is_tgt | end).long()
+    # Positions: the context at its columns (memory before it at −M_b..−1); with ``aligned``, targets and the end
+    # marker at l − M_b, which is the cache's l against its context from M_b on.
+    pos = torch.where(is_tgt | end, col - c_len[:, None] - layout.mem_len[:, None], col) if layout.aligned else None
     tpos = tcol.gather(1, q_pos)  # [B, Q]
     cmask = content_mask(r, valid) & ~(end[:, None, :] & ~(is_tgt | end)[:, :, None])  # the context never sees it
     if q_limit is None:
@@ -356,14 +364,14 @@ def full_forward(model: XLNet, layout: DecodeLayout, tokens: Tensor, rank: Tenso
     else:
         qmask = valid[:, None, :] & (r[:, None, :] < q_limit[:, :, None]) & q_ok[:, :, None]
     if layout.mems is None:
-        g = model(ids, seg, cmask, qmask, tpos, bi_data=False).g
+        g = model(ids, seg, cmask, qmask, tpos, bi_data=False, positions=pos).g
     else:  # memory differs per row and is always visible in model(...): one row at a time
         rows = []
         for b in range(B):
             m = int(layout.mem_len[b])
             mems = [x[b: b + 1, :m] for x in layout.mems] if m else None
             rows.append(model(ids[b: b + 1], seg[b: b + 1], cmask[b: b + 1], qmask[b: b + 1], tpos[b: b + 1],
-                              mems=mems, bi_data=False).g)
+                              mems=mems, bi_data=False, positions=None if pos is None else pos[b: b + 1]).g)
         g = torch.cat(rows)
     return log_probs(model, g)
 

@@ -37,7 +37,7 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
            pad_id: int, banned: Sequence[int] = (), banned_last: Sequence[int] = (),
            force: Sequence[Sequence[int]] | None = None, on_step: StepHook | None = None,
            examples: Sequence[int] | None = None, end_id: int | None = None,
-           empty_id: int | None = None) -> list[Hypothesis]:
+           empty_id: int | None = None, aligned: bool = False) -> list[Hypothesis]:
     """Decode one target of length ``tgt_lengths[b]`` for each source ``src[b]`` (token ids without <sep>).
 
     banned: ids never generated (e.g. the tokenizer's special ids); banned_last: ids never in a target's last slot
@@ -45,7 +45,8 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
     positions are filled with the given tokens; used by ``sequence_logprob``). on_step: called with each step's
     log-probs. examples: each source's index in the whole input (default 0..B-1): random orders and sampling draw from the
     stream of (``cfg.seed``, that index), so an output does not depend on which sentences share its batch.
-    end_id: the end marker of a model fine-tuned with ``end_marker`` (None: none). empty_id: the empty token of a
+    end_id: the end marker of a model fine-tuned with ``end_marker`` (None: none); aligned: a model fine-tuned with
+    ``aligned_positions``. empty_id: the empty token of a
     model fine-tuned with ``empty_slots`` (None: none; adaptive orders decide its slots last unless
     ``cfg.empty_last`` is False, see ``decoding.orders``). Returns one ``Hypothesis`` per
     example (the best beam). Runs under :func:`inference`; the model should be in eval mode.
@@ -55,7 +56,8 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
     if len(examples) != len(src):
         raise UserError(f"got {len(src)} sources but {len(examples)} example indices")
     with inference(cfg.bf16, model_device(model)):
-        layout = build_layout(model, [list(s) for s in src], list(tgt_lengths), sep_id, pad_id, cfg.max_segment, end_id)
+        layout = build_layout(model, [list(s) for s in src], list(tgt_lengths), sep_id, pad_id, cfg.max_segment, end_id,
+                              aligned)
         return decode_layout(model, layout, cfg, banned=banned, banned_last=banned_last, force=force, on_step=on_step,
                              examples=examples, empty_id=empty_id)
 
@@ -100,13 +102,15 @@ def inference(bf16: bool, device: torch.device | str):
 
 def sequence_logprob(model: XLNet, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]],
                      order: str = "l2r", *, sep_id: int, pad_id: int, seed: int = 0, max_segment: int = 512,
-                     bf16: bool = False, backend: str = "cache", end_id: int | None = None) -> list[Hypothesis]:
+                     bf16: bool = False, backend: str = "cache", end_id: int | None = None,
+                     aligned: bool = False) -> list[Hypothesis]:
     """Exact chain-rule log-probability of each given target under ``order`` (one position per step; for an
     adaptive order the positions are chosen from the model's predictions, the tokens are the given ones).
     Returns ``Hypothesis`` objects (``logprob``, ``avg_logprob``, ``trace``) with ``tokens`` = the given target."""
     cfg = DecodeConfig(order=order, seed=seed, max_len=max([len(t) for t in tgt] + [1]), max_segment=max_segment,
                        bf16=bf16, backend=backend)
-    return decode(model, src, [len(t) for t in tgt], cfg, sep_id=sep_id, pad_id=pad_id, force=tgt, end_id=end_id)
+    return decode(model, src, [len(t) for t in tgt], cfg, sep_id=sep_id, pad_id=pad_id, force=tgt, end_id=end_id,
+                  aligned=aligned)
 
 
 def _validate(model, src, tgt_lengths, cfg, force) -> None:

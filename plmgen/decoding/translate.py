@@ -50,6 +50,11 @@ class Translator:
         return self.tokenizer.eos_id if self.config.objective.seq2seq.end_marker else None
 
     @property
+    def aligned(self) -> bool:
+        """The checkpoint was fine-tuned with target positions from 0 (``Seq2SeqConfig.aligned_positions``)."""
+        return self.config.objective.seq2seq.aligned_positions
+
+    @property
     def empty_id(self) -> int | None:
         """The empty token's id when the checkpoint was fine-tuned with ``Seq2SeqConfig.empty_slots``, else None."""
         return self.tokenizer.empty_id if self.config.objective.seq2seq.empty_slots else None
@@ -130,7 +135,7 @@ def length_logits(tr: Translator, sources: Sequence[Sequence[int]], bf16: bool =
     tok = tr.tokenizer
     with inference(bf16, tr.device):
         layout = build_layout(tr.model, [list(s) for s in sources], [1] * len(sources), tok.sep_id, tok.pad_id,
-                              max_segment)
+                              max_segment)  # the context alone: no target positions needed
         return _length_head_logits(tr, layout, encode_context(tr.model, layout))
 
 
@@ -174,7 +179,7 @@ def translate_batch(tr: Translator, sources: list[list[int]], cfg: TranslateConf
     mode = parse_length_mode(cfg.length)
     with inference(dcfg.bf16, tr.device):
         layout = build_layout(tr.model, sources, [1] * len(sources), tok.sep_id, tok.pad_id, dcfg.max_segment,
-                              tr.end_id)
+                              tr.end_id, tr.aligned)
         enc = encode_context(tr.model, layout)
         cands = candidate_lengths(mode, cfg.length_beam, len(sources), refs,
                                   lambda: _length_head_logits(tr, layout, enc))

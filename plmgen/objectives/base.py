@@ -184,8 +184,12 @@ def order_masks(rank: Tensor, valid: Tensor, num_predict: int, reuse_len: int = 
 
 def stream_settings(batch: Batch) -> dict:
     """What a pre-training batch tells the backbone about its text streams: ``XLNet.forward``'s ``bi_data`` (the
-    second half of the rows reads backward) and ``reuse_len`` (only that many leading positions become memory)."""
-    return {"bi_data": bool(batch.get("bi_backward", False)), "reuse_len": reuse_len_of(batch)}
+    second half of the rows reads backward), ``reuse_len`` (only that many leading positions become memory) and,
+    when a layout numbers its tokens otherwise than 0..T−1, their ``positions``."""
+    out = {"bi_data": bool(batch.get("bi_backward", False)), "reuse_len": reuse_len_of(batch)}
+    if batch.get("positions") is not None:
+        out["positions"] = batch["positions"]
+    return out
 
 
 def two_stream_logits(model, batch: Batch, sm: StreamMasks, mems: list[Tensor] | None):

@@ -165,6 +165,15 @@ def with_end_marker(batch: Batch, end_id: int, pad_id: int) -> Batch:
     return out
 
 
+def with_aligned_positions(batch: Batch) -> Batch:
+    """The batch with ``positions`` [B, T]: source tokens and <sep> at 0..S, then everything after <sep> (target
+    slots, empty slots, the end marker, padding) from 0 again (``Seq2SeqConfig.aligned_positions``)."""
+    ids = batch["input_ids"]
+    col = torch.arange(ids.shape[1], device=ids.device)[None]  # [1, T]
+    start = batch["src_len"].to(ids.device)[:, None] + 1  # [B, 1] the first column after <sep>
+    return {**batch, "positions": torch.where(col < start, col, col - start)}
+
+
 def with_empty_slots(batch: Batch, n_max: int, empty_id: int, pad_id: int,
                      generator: torch.Generator | None = None, end_share: float = 0.0) -> Batch:
     """The batch with n ~ U{0..n_max} empty slots per row at uniformly random places of its target ([B, T + n_max]),
@@ -309,9 +318,9 @@ class Seq2SeqObjective(Objective):
         if self.s2s.empty_slots:
             batch = with_empty_slots(batch, self.s2s.empty_slots, self.special.empty_id, self.special.pad_id, generator,
                                      {"random": 0.0, "end": 1.0, "mixed": 0.5}[self.s2s.empty_place])
-        if not self.s2s.end_marker:
-            return batch
-        return with_end_marker(batch, self.special.eos_id, self.special.pad_id)
+        if self.s2s.end_marker:
+            batch = with_end_marker(batch, self.special.eos_id, self.special.pad_id)
+        return with_aligned_positions(batch) if self.s2s.aligned_positions else batch
 
     def forward(self, model, batch: Batch, mems: list[Tensor] | None = None,
                 generator: torch.Generator | None = None) -> ObjectiveOutput:

@@ -17,10 +17,10 @@ MODES = [{}, {"k_per_step": 2}, {"beam": 3}]
 EOS = 2
 
 
-def run(m, cfg_kw, src=SRC, lens=LENS, backend="cache", end_id=None):
+def run(m, cfg_kw, src=SRC, lens=LENS, backend="cache", end_id=None, aligned=False):
     steps = []
     cfg = DecodeConfig(backend=backend, **cfg_kw)
-    hyps = decode(m, src, lens, cfg, sep_id=SEP, pad_id=PAD, end_id=end_id,
+    hyps = decode(m, src, lens, cfg, sep_id=SEP, pad_id=PAD, end_id=end_id, aligned=aligned,
                   on_step=lambda lp, q, ok: steps.append((lp.clone(), q.clone(), ok.clone())))
     return hyps, steps
 
@@ -65,23 +65,41 @@ def test_cache_equals_recompute_with_end_marker(m, order, mode_id):
     assert not torch.allclose(a[1][0][0], run(m, kw)[1][0][0])
 
 
-def test_end_marker_scores_like_the_training_layout(m):
+@pytest.mark.parametrize("aligned", [False, True])
+def test_end_marker_scores_like_the_training_layout(m, aligned):
     """Teacher-forced l2r scoring with the end marker = one model(...) pass over the seq2seq objective's own
-    marked batch and masks (an independent construction: ``with_end_marker`` + ``batch_masks``)."""
+    marked batch and masks (an independent construction: ``with_end_marker`` + ``batch_masks``), also with the
+    training layout's aligned target positions (``with_aligned_positions``)."""
     from plmgen.config import Seq2SeqConfig
     from plmgen.data.parallel import pair_batch
-    from plmgen.objectives.seq2seq import batch_masks, with_end_marker
+    from plmgen.objectives.seq2seq import batch_masks, with_aligned_positions, with_end_marker
 
     tgt = [[21, 22, 23, 24], [25, 26, 27, 28, 29, 30], [31, 32, 33]]
-    hyps = sequence_logprob(m, SRC, tgt, "l2r", sep_id=SEP, pad_id=PAD, end_id=EOS)
+    hyps = sequence_logprob(m, SRC, tgt, "l2r", sep_id=SEP, pad_id=PAD, end_id=EOS, aligned=aligned)
     batch = with_end_marker(pair_batch(SRC, tgt, SEP, PAD), EOS, PAD)
+    batch = with_aligned_positions(batch) if aligned else batch
     _, sm = batch_masks(batch, Seq2SeqConfig(order="l2r"))
     with torch.no_grad():
-        g = m(batch["input_ids"], batch["seg_ids"], sm.content, sm.query, sm.target_pos).g
+        g = m(batch["input_ids"], batch["seg_ids"], sm.content, sm.query, sm.target_pos,
+              positions=batch.get("positions")).g
         lp = torch.log_softmax(m.logits(g), -1)
     labels = batch["input_ids"].gather(1, sm.target_pos)
     ref = (lp.gather(2, labels[:, :, None])[..., 0] * sm.target_valid).sum(1)
     torch.testing.assert_close(torch.tensor([h.logprob for h in hyps]), ref, atol=1e-4, rtol=0)
+
+
+ALIGNED_CASES = [("l2r", "single"), ("confidence", "single"), ("random", "k2"), ("entropy", "beam3")]
+
+
+@pytest.mark.parametrize("order, mode_id", ALIGNED_CASES)
+@pytest.mark.parametrize("end_id", [None, EOS])
+def test_cache_equals_recompute_with_aligned_positions(m, order, mode_id, end_id):
+    mode = dict(zip(("single", "k2", "beam3"), MODES))[mode_id]
+    kw = {"order": order, **mode}
+    a = run(m, kw, end_id=end_id, aligned=True)
+    assert_same(a, run(m, kw, backend="recompute", end_id=end_id, aligned=True))
+    # the positions are live: the first step's log-probs differ from the layout with targets after the context
+    assert not torch.allclose(a[1][0][0], run(m, kw, end_id=end_id)[1][0][0])
 
 
 @pytest.mark.parametrize("kw", [{"order": "confidence", "window": 2},
@@ -104,6 +122,8 @@ def test_long_source_through_memory():
     kw = {"order": "confidence", "max_segment": 4, "k_per_step": 2}
     assert_same(run(m, kw, src=src), run(m, kw, src=src, backend="recompute"))
     assert_same(run(m, kw, src=src, end_id=EOS), run(m, kw, src=src, backend="recompute", end_id=EOS))
+    assert_same(run(m, kw, src=src, end_id=EOS, aligned=True),
+                run(m, kw, src=src, backend="recompute", end_id=EOS, aligned=True))
     # The memory really is attended to: changing the head of the long source moves the target's log-probs.
     other = [src[0], [40] + src[1][1:], src[2]]
     la, lb = run(m, kw, src=src)[1][0][0], run(m, kw, src=other)[1][0][0]
