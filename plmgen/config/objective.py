@@ -126,7 +126,7 @@ def check_prefix_lm_knobs(s2s: Seq2SeqConfig) -> None:
     default = Seq2SeqConfig()
     unused = [f for f in ("predict_fraction", "predict_sampling", "length_weight", "mass_weight", "end_marker",
                           "unlikelihood", "empty_slots", "unlikelihood_skip_empty", "empty_place",
-                          "unlikelihood_window", "unlikelihood_unseen", "aligned_positions")
+                          "unlikelihood_window", "unlikelihood_unseen")
               if getattr(s2s, f) != getattr(default, f)]
     if s2s.order not in (default.order, "l2r"):
         unused.insert(0, "order")

@@ -100,12 +100,15 @@ class Recompute:
         target = (col >= lay.ctx_len[:, None]) & valid
         cmask = prefix_lm_masks(ids, target, valid, eos_id=0).content
         seg = target.long()
+        # aligned: fed token j at j − M_b against the context from 0 (the cache's j against the context from M_b)
+        pos = torch.where(target, col - (lay.ctx_len + lay.mem_len)[:, None], col) if lay.aligned else None
         if lay.mems is None:
-            h = model(ids, seg, cmask, bi_data=False).h
+            h = model(ids, seg, cmask, bi_data=False, positions=pos).h
         else:  # memory differs per row and is always visible in model(...): one row at a time
             h = torch.cat([model(ids[b: b + 1], seg[b: b + 1], cmask[b: b + 1],
                                  mems=[m[b: b + 1, : int(lay.mem_len[b])] for m in lay.mems]
-                                 if int(lay.mem_len[b]) else None, bi_data=False).h for b in range(R)])
+                                 if int(lay.mem_len[b]) else None, bi_data=False,
+                                 positions=None if pos is None else pos[b: b + 1]).h for b in range(R)])
         last = lay.ctx_len + n - 1  # <sep> before any token is fed
         return log_probs(model, h[torch.arange(R, device=dev), last])
 
@@ -153,12 +156,14 @@ def default_limits(src: Sequence[Sequence[int]], cap: int, fixed: Sequence[int] 
 
 def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits: Limits, *, sep_id: int,
            pad_id: int, eos_id: int, banned: Sequence[int] = (), banned_last: Sequence[int] = (),
-           on_step: StepHook | None = None, examples: Sequence[int] | None = None) -> list[Hypothesis]:
+           on_step: StepHook | None = None, examples: Sequence[int] | None = None,
+           aligned: bool = False) -> list[Hypothesis]:
     """Decode each source left to right until ``</s>``: greedy, ``cfg.sample`` or ``cfg.beam`` > 1 (the best beam by
     length-normalised log-probability, ``</s>`` included). ``banned`` never generated (``</s>`` is allowed);
     ``banned_last`` never the last token (``Tokenizer.blank_ids``: no ``</s>`` right after one).
     examples: each source's index in the whole input (default 0..B-1); sampling draws from the stream of
-    (``cfg.seed``, that index), as ``search.decode`` does, so a sample does not depend on batching."""
+    (``cfg.seed``, that index), as ``search.decode`` does, so a sample does not depend on batching. aligned: the
+    checkpoint was trained with ``seq2seq.aligned_positions`` (target token j at position j)."""
     if not len(src) or any(len(s) == 0 for s in src):
         raise UserError("nothing to decode: empty batch or empty source")
     examples = list(range(len(src))) if examples is None else list(examples)
@@ -168,7 +173,8 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], cfg: DecodeConfig, limits
     dev = model_device(model)
     limits = Limits(limits.min_len.to(dev), limits.max_len.to(dev))
     with inference(cfg.bf16, dev):
-        layout = build_layout(model, [list(s) for s in src], [1] * len(src), sep_id, pad_id, cfg.max_segment)
+        layout = build_layout(model, [list(s) for s in src], [1] * len(src), sep_id, pad_id, cfg.max_segment,
+                              aligned=aligned)
         if cfg.beam > 1:
             rows = torch.arange(len(src), device=dev).repeat_interleave(cfg.beam)
             layout, limits = layout.index(rows), limits.index(rows)
@@ -278,7 +284,7 @@ def translate(tr, sources: list[list[int]], dcfg: DecodeConfig, mode, length_bea
             [mode.n if mode.kind == "fixed" else max(1, len(refs[i])) for i in idx]
         hyps = decode(tr.model, srcs, dcfg, default_limits(srcs, cap, fixed), sep_id=tok.sep_id, pad_id=tok.pad_id,
                       eos_id=tok.eos_id, banned=tr.banned, banned_last=tok.blank_ids,
-                      examples=idx)
+                      examples=idx, aligned=tr.aligned)
         for i, h in zip(idx, hyps):
             results[i] = h
         if task is not None:

@@ -10,7 +10,8 @@ eos id), so the decoder (plmgen/decoding/ar.py) knows where to stop. ``</s>`` is
 the batches are the seq2seq objective's, unchanged. Masks and labels come from the pure function
 ``prefix_lm_masks`` (brute-force leak tested).
 
-Of ``objective.seq2seq`` this objective reads ``max_len`` (the decoder's length cap); the query-stream knobs
+Of ``objective.seq2seq`` this objective reads ``max_len`` (the decoder's length cap) and ``aligned_positions`` (target
+token j at position j, numbered like the source, as for seq2seq; the decoder follows the checkpoint); the query-stream knobs
 (``order``, ``predict_fraction``, ``predict_sampling``, ``length_weight``, ``mass_weight``) do not apply and must
 keep their defaults (``order`` may also say ``l2r``).
 """
@@ -29,7 +30,7 @@ from plmgen.errors import UserError
 from plmgen.masks import content_mask
 
 from .base import Objective, ObjectiveOutput, SpecialIds, combine, masked_ce
-from .seq2seq import ORDER_IDS, target_ranks
+from .seq2seq import ORDER_IDS, target_ranks, with_aligned_positions
 
 
 @dataclass
@@ -70,7 +71,8 @@ class PrefixLMObjective(Objective):
                 generator: torch.Generator | None = None) -> ObjectiveOutput:
         ids = batch["input_ids"]
         m = self.sample(batch, generator)
-        out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=m.content.to(ids.device))
+        pos = with_aligned_positions(batch)["positions"] if self.s2s.aligned_positions else None
+        out = model(ids, seg_ids=batch.get("seg_ids"), content_mask=m.content.to(ids.device), positions=pos)
         predicts = m.predicts.to(ids.device)
         logits = model.logits(out.h[predicts])  # [N, V]: only the predicting rows reach the LM head
         loss, n = masked_ce(logits, m.labels.to(ids.device)[predicts], torch.ones_like(predicts[predicts]),

@@ -17,12 +17,12 @@ SPECIALS = list(range(9))  # banned like the tokenizer's special ids (</s> stays
 MODES = [{}, {"beam": 3}, {"sample": True, "seed": 3, "temperature": 1.5}]
 
 
-def run(m, cfg_kw, src=SRC, limits=None, backend="cache", examples=None):
+def run(m, cfg_kw, src=SRC, limits=None, backend="cache", examples=None, aligned=False):
     steps = []
     cfg = DecodeConfig(backend=backend, **cfg_kw)
     limits = limits or default_limits(src, cap=12)
     hyps = decode(m, src, cfg, limits, sep_id=SEP, pad_id=PAD, eos_id=EOS, banned=SPECIALS, examples=examples,
-                  on_step=lambda lp, n: steps.append(lp.clone()))
+                  aligned=aligned, on_step=lambda lp, n: steps.append(lp.clone()))
     return hyps, steps
 
 
@@ -58,6 +58,30 @@ def test_cache_equals_full_recompute(m, kw):
     assert_same(run(m, kw), run(m, kw, backend="recompute"))
 
 
+@pytest.mark.parametrize("kw", MODES, ids=["greedy", "beam3", "sample"])
+def test_cache_equals_full_recompute_with_aligned_positions(m, kw):
+    a = run(m, kw, aligned=True)
+    assert_same(a, run(m, kw, backend="recompute", aligned=True))
+    assert not torch.allclose(a[1][1], run(m, kw)[1][1])  # the positions are live (the first fed token's step)
+
+
+def test_aligned_score_is_one_pass_over_the_objectives_batch(m):
+    """Greedy aligned decoding's log-probability = one model(...) pass over the prefix-lm objective's own aligned
+    training batch (``pair_batch`` + ``prefix_lm_masks`` + ``with_aligned_positions``, an independent layout)."""
+    from plmgen.data.parallel import pair_batch
+    from plmgen.objectives.prefix_lm import prefix_lm_masks
+    from plmgen.objectives.seq2seq import with_aligned_positions
+
+    hyps, _ = run(m, {}, aligned=True)
+    batch = with_aligned_positions(pair_batch(SRC, [h.tokens for h in hyps], SEP, PAD))
+    pm = prefix_lm_masks(batch["input_ids"], batch["target"], batch["valid"], EOS)
+    with torch.no_grad():
+        h = m(batch["input_ids"], batch["seg_ids"], pm.content, positions=batch["positions"]).h
+        lp = torch.log_softmax(m.logits(h), -1).gather(2, pm.labels[:, :, None])[..., 0]
+    ref = (lp * pm.predicts).sum(1)
+    torch.testing.assert_close(torch.tensor([x.logprob for x in hyps]), ref, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("kw", MODES[:2], ids=["greedy", "beam3"])
 def test_cache_equals_recompute_with_memory(kw):
     """Sources longer than max_segment go through Transformer-XL memory in both backends."""
@@ -66,6 +90,7 @@ def test_cache_equals_recompute_with_memory(kw):
         mm.lm_bias[EOS] += 1.0
     kw = dict(kw, max_segment=4)
     assert_same(run(mm, kw), run(mm, kw, backend="recompute"))
+    assert_same(run(mm, kw, aligned=True), run(mm, kw, backend="recompute", aligned=True))
 
 
 @pytest.mark.parametrize("kw", MODES, ids=["greedy", "beam3", "sample"])
