@@ -108,11 +108,11 @@ class PLMModule(L.LightningModule):
         mems = self._mems_for(batch) if training else None
         out = self.objective(self.model, batch, mems=mems)
         if not torch.isfinite(out.loss.detach()):
-            terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
+            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.terms.items())
             hint = "lower train.lr or raise train.warmup_steps"
             if self.train_cfg.precision != "fp32":
                 hint += ", or use train.precision fp32"
-            raise NonFiniteLoss(f"training stopped: non-finite {stage} loss {float(out.loss)} at step "
+            raise NonFiniteLoss(f"training stopped: non-finite {stage} loss {float(out.loss.detach())} at step "
                                 f"{self.global_step} ({terms}); {hint}; --resume last continues from the last "
                                 "checkpoint")
         if training and self.objective.uses_mems:
