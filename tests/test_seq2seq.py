@@ -277,7 +277,7 @@ def test_objective_fits_a_fixed_batch(marker, aligned):
         opt.zero_grad()
         out.loss.backward()
         opt.step()
-        losses.append(float(out.terms["seq2seq"]))
+        losses.append(float(out.terms["seq2seq"].detach()))
     assert sum(losses[-5:]) / 5 < 0.3 * sum(losses[:5]) / 5, (losses[:5], losses[-5:])
 
 
@@ -358,7 +358,7 @@ def test_unlikelihood_term_is_weighted_and_trains():
     obj, model = _objective(unlikelihood=0.5, max_len=8)
     batch, _, _ = _batch(torch.Generator().manual_seed(0), B=4)
     out = obj(model, batch, generator=torch.Generator().manual_seed(0))
-    assert out.weights["unlikelihood"] == 0.5 and float(out.terms["unlikelihood"]) > 0
+    assert out.weights["unlikelihood"] == 0.5 and float(out.terms["unlikelihood"].detach()) > 0
     torch.testing.assert_close(out.loss, sum(out.weights[k] * out.terms[k] for k in out.terms))
     out.loss.backward()
     assert model.mask_emb.grad is not None
