@@ -27,7 +27,8 @@ from torch import Tensor
 from ..config import DecodeConfig
 from ..errors import UserError
 from ..model import Rows, XLNet
-from .cache import DecodeLayout, build_layout, encode_context, log_probs, model_device, target_positions
+from .cache import (DecodeLayout, build_layout, encode_context, log_probs, model_device, recompute_positions,
+                    target_positions)
 from .orders import example_generator
 from .search import Hypothesis, inference, pick_tokens
 from .state import Bans
@@ -100,8 +101,7 @@ class Recompute:
         target = (col >= lay.ctx_len[:, None]) & valid
         cmask = prefix_lm_masks(ids, target, valid, eos_id=0).content
         seg = target.long()
-        # aligned: fed token j at j − M_b against the context from 0 (the cache's j against the context from M_b)
-        pos = torch.where(target, col - (lay.ctx_len + lay.mem_len)[:, None], col) if lay.aligned else None
+        pos = recompute_positions(lay, col, target)
         if lay.mems is None:
             h = model(ids, seg, cmask, bi_data=False, positions=pos).h
         else:  # memory differs per row and is always visible in model(...): one row at a time

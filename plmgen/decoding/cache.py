@@ -165,6 +165,16 @@ def target_positions(layout: DecodeLayout, L: int) -> tuple[Tensor, Tensor]:
     return start[:, None] + torch.arange(L, device=layout.ctx.device)[None], (start + layout.tgt_len)[:, None]
 
 
+def recompute_positions(layout: DecodeLayout, col: Tensor, target: Tensor) -> Tensor | None:
+    """Positions [B, T] for a naive recompute's ``model(...)`` pass over ``[context | target]`` columns col [1, T]
+    (memory before them at −M_b..−1): None (the default 0..T−1) unless ``layout.aligned``; then the target columns
+    ``target`` [B, T] (target tokens, the end marker) sit at l − M_b, which is the cache's l against its context
+    from M_b on."""
+    if not layout.aligned:
+        return None
+    return torch.where(target, col - (layout.ctx_len + layout.mem_len)[:, None], col)
+
+
 def encode_context(model: XLNet, layout: DecodeLayout) -> EncodedContext:
     """Content stream over the context (full visibility among context + memory, never the target), its keys and
     values written into a fresh ``KVCache``."""
@@ -354,9 +364,7 @@ def full_forward(model: XLNet, layout: DecodeLayout, tokens: Tensor, rank: Tenso
     r.scatter_(1, tcol, rank)
     r = torch.where(is_tgt, r, torch.full_like(r, -1))
     seg = (is_tgt | end).long()
-    # Positions: the context at its columns (memory before it at −M_b..−1); with ``aligned``, targets and the end
-    # marker at l − M_b, which is the cache's l against its context from M_b on.
-    pos = torch.where(is_tgt | end, col - c_len[:, None] - layout.mem_len[:, None], col) if layout.aligned else None
+    pos = recompute_positions(layout, col, is_tgt | end)
     tpos = tcol.gather(1, q_pos)  # [B, Q]
     cmask = content_mask(r, valid) & ~(end[:, None, :] & ~(is_tgt | end)[:, :, None])  # the context never sees it
     if q_limit is None:

@@ -46,10 +46,9 @@ def decode(model: XLNet, src: Sequence[Sequence[int]], tgt_lengths: Sequence[int
     log-probs. examples: each source's index in the whole input (default 0..B-1): random orders and sampling draw from the
     stream of (``cfg.seed``, that index), so an output does not depend on which sentences share its batch.
     end_id: the end marker of a model fine-tuned with ``end_marker`` (None: none); aligned: a model fine-tuned with
-    ``aligned_positions``. empty_id: the empty token of a
-    model fine-tuned with ``empty_slots`` (None: none; adaptive orders decide its slots last unless
-    ``cfg.empty_last`` is False, see ``decoding.orders``). Returns one ``Hypothesis`` per
-    example (the best beam). Runs under :func:`inference`; the model should be in eval mode.
+    ``aligned_positions``. empty_id: the empty token of a model fine-tuned with ``empty_slots`` (None: none; adaptive
+    orders decide its slots last unless ``cfg.empty_last`` is False, see ``decoding.orders``). Returns one
+    ``Hypothesis`` per example (the best beam). Runs under :func:`inference`; the model should be in eval mode.
     """
     _validate(model, src, tgt_lengths, cfg, force)
     examples = list(range(len(src))) if examples is None else list(examples)
