@@ -72,10 +72,14 @@ def train_stage(run_dir: Path, train: Callable[[str | None], None], max_steps: i
 CLI = Path(__file__).resolve().parents[1] / "cli.py"  # the repository's command line (next to the package)
 
 
+def devices_per_node(train_cfg) -> int:
+    """How many training processes a run's ``train`` config starts on each machine (``devices``; auto = 1)."""
+    return train_cfg.devices if isinstance(train_cfg.devices, int) else 1
+
+
 def processes(train_cfg) -> int:
     """How many training processes a run's ``train`` config asks for (``devices`` x ``num_nodes``; auto = 1)."""
-    devices = train_cfg.devices if isinstance(train_cfg.devices, int) else 1
-    return devices * train_cfg.num_nodes
+    return devices_per_node(train_cfg) * train_cfg.num_nodes
 
 
 def train_in_child(cfg, resume: str | None, init_from: str | None) -> None:
@@ -98,7 +102,7 @@ def train_in_child(cfg, resume: str | None, init_from: str | None) -> None:
     cfg.to_yaml(spec)
     # Each rank's threads set before its first op (Lightning would lower them only at launch): 5-10 % faster here;
     # the cores of this machine are shared by its own ranks (devices), not by other nodes'.
-    threads = max(1, usable_cores() // (processes(cfg.train) // cfg.train.num_nodes))
+    threads = max(1, usable_cores() // devices_per_node(cfg.train))
     cmd = [sys.executable, str(CLI), "train", "--config", str(spec), "--threads", str(threads)]
     cmd += ["--resume", resume] if resume else (["--init_from", init_from] if init_from else [])
     child = subprocess.Popen(cmd)
