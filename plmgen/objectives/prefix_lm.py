@@ -10,10 +10,10 @@ eos id), so the decoder (plmgen/decoding/ar.py) knows where to stop. ``</s>`` is
 the batches are the seq2seq objective's, unchanged. Masks and labels come from the pure function
 ``prefix_lm_masks`` (brute-force leak tested).
 
-Of ``objective.seq2seq`` this objective reads ``max_len`` (the decoder's length cap) and ``aligned_positions`` (target
-token j at position j, numbered like the source, as for seq2seq; the decoder follows the checkpoint); the query-stream knobs
-(``order``, ``predict_fraction``, ``predict_sampling``, ``length_weight``, ``mass_weight``) do not apply and must
-keep their defaults (``order`` may also say ``l2r``).
+Of ``objective.seq2seq`` this objective reads ``max_len`` (the decoder's length cap) and ``aligned_positions``
+(target token j at position j, numbered like the source, as for seq2seq; the decoder follows the checkpoint); the
+query-stream knobs (``order``, ``predict_fraction``, ``predict_sampling``, ``length_weight``, ``mass_weight``) do not
+apply and must keep their defaults (``order`` may also say ``l2r``).
 """
 
 from __future__ import annotations
