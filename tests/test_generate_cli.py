@@ -51,8 +51,15 @@ def test_generate_writes_one_line_per_input_and_a_trace(ckpt, tmp_path):
     assert len(out.read_text(encoding="utf-8").split("\n")) == 4  # 3 lines + final newline
     recs = [json.loads(l) for l in trace.read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in recs] == [1, 2, 3]
-    for r in recs:
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(path.parents[1] / "tokenizer.model"))
+    hyps = out.read_text(encoding="utf-8").splitlines()
+    for r, hyp in zip(recs, hyps):
         assert r["length"] == 5 and [s for step in r["steps"] for s in step] == [4, 3, 2, 1, 0]  # r2l
+        # each slot's piece, in position order: sentencepiece itself turns them back into the hypothesis
+        assert len(r["pieces"]) == len(r["logprobs"]) == 5 and sp.decode_pieces(r["pieces"]) == hyp == r["hyp"]
+        assert all(lp <= 0 for lp in r["logprobs"]) and any(lp < 0 for lp in r["logprobs"])
 
 
 def test_generate_split_with_length_predict_beam_and_evaluate(ckpt, tmp_path, capsys):

@@ -3,9 +3,9 @@
 Flow: parse the flags into ``TranslateConfig`` (a nested ``DecodeConfig``) -> load the checkpoint onto ``--device``
 (default: CUDA when available) -> read sources (a file, or a split of the prepared data folder) -> ``translate`` ->
 detokenized hypotheses written atomically. ``--trace`` writes one JSON line per sentence with the target positions
-filled at every step; ``--evaluate``
-scores against the references with sacrebleu. ``--orders a,b,c`` (optionally × ``--lengths``) runs a grid and writes
-a markdown table (BLEU, chrF, steps, tokens/s) plus PNG plots.
+filled at every step and each slot's piece and log-probability; ``--evaluate`` scores against the references with
+sacrebleu. ``--orders a,b,c`` (optionally × ``--lengths``) runs a grid and writes a markdown table (BLEU, chrF,
+steps, tokens/s) plus PNG plots.
 
 An order spec is a strategy name from ``plmgen.decoding.ORDERS``, optionally with ``@N`` (positions filled per
 step, e.g. ``parallel@4``), ``@P`` with 0 < P < 1 (a confidence threshold, e.g. ``threshold@0.7``) or ``@wW`` (an
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Callable
 
 from plmgen.config import DecodeConfig, TranslateConfig, parse_precision, parse_speculate
 from plmgen.decoding.translate import DecodeRun, Translator, load_translator, resolve_device, translate
@@ -87,10 +88,17 @@ def _parse_order(spec: str, full: str, flag: str) -> dict:
 
 # --- the command -------------------------------------------------------------------------------------------------
 
-def trace_lines(run: DecodeRun) -> str:
-    """JSONL: per input line, the target positions filled at each step (0-based target indices)."""
-    rows = [{"line": i + 1, "order": run.order, "length": len(h.tokens), "steps": h.trace, "hyp": text}
-            for i, (h, text) in enumerate(zip(run.hypotheses, run.hyps))]
+def trace_lines(run: DecodeRun, piece: Callable[[int], str] | None = None) -> str:
+    """JSONL: per input line, the target positions filled at each step (0-based target indices), and with ``piece``
+    (token id -> sentencepiece piece) each slot's piece and log-probability when it was (last) filled, in position
+    order — what a slot held and how sure the model was (an empty slot shows as the empty token's piece)."""
+    rows = []
+    for i, (h, text) in enumerate(zip(run.hypotheses, run.hyps)):
+        row = {"line": i + 1, "order": run.order, "length": len(h.tokens), "steps": h.trace, "hyp": text}
+        if piece is not None:
+            row["pieces"] = [piece(t) for t in h.tokens]
+            row["logprobs"] = [round(float(lp), 4) for lp in h.token_logprobs]
+        rows.append(row)
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
@@ -160,7 +168,8 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         top_k: sample among the k most likely tokens (0 = all).
         top_p: nucleus sampling: the smallest set of tokens whose probability reaches p (1 = all).
         out: hypotheses file (default: stdout); with --orders, a folder for every run's files, table and plots.
-        trace: JSONL file of the positions filled at each step (with --orders: one per run in the --out folder).
+        trace: JSONL file of the positions filled at each step and each slot's piece and log-probability (with
+            --orders: one per run in the --out folder).
         evaluate: print sacrebleu BLEU and chrF against the references, with signatures.
         orders: comma-separated order specs to compare (writes a markdown table and PNG plots).
         lengths: comma-separated length modes for --orders (default: --length), e.g. predict,oracle.
@@ -187,7 +196,7 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
                  max_len=max_len, sample=sample, temperature=temperature, top_k=top_k, top_p=top_p, **spec,
                  bf16=parse_precision(precision, "--precision") == "bf16", empty_last=empty_last)
     runs = _run_jobs(tr, checkpoint, jobs, sources, ref_ids, min(workers, len(jobs)), n_threads, quiet)
-    _write_outputs(runs, refs, out, trace, evaluate, bool(orders), quiet)
+    _write_outputs(runs, refs, out, trace, evaluate, bool(orders), quiet, tr.tokenizer.id_to_piece)
     return runs
 
 
@@ -286,7 +295,8 @@ def _run_grid(tr: Translator, sources, ref_ids, jobs: list[tuple[TranslateConfig
     return runs
 
 
-def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid: bool, quiet: bool) -> None:
+def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid: bool, quiet: bool,
+                   piece: Callable[[int], str] | None = None) -> None:
     from rich.console import Console
 
     from plmgen.evaluation import corpus_scores
@@ -301,7 +311,7 @@ def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid
         else:
             print(text, end="")
         if trace:
-            atomic_write_text(trace, trace_lines(run))
+            atomic_write_text(trace, trace_lines(run, piece))
         if evaluate:
             s = corpus_scores(run.hyps, refs)
             for line in s.lines():
@@ -312,7 +322,7 @@ def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid
     for run in runs:
         tag = f"{run.order}.{run.length}".replace("/", "_")
         atomic_write_text(folder / f"{tag}.txt", "".join(h + "\n" for h in run.hyps))
-        atomic_write_text(folder / f"{tag}.trace.jsonl", trace_lines(run))
+        atomic_write_text(folder / f"{tag}.trace.jsonl", trace_lines(run, piece))
         row = {"order": run.order, "length": run.length, "BLEU": math.nan, "chrF": math.nan, "rep %": math.nan,
                "⁇ %": math.nan, "steps": run.steps, "tokens/s": run.tokens / max(run.seconds, 1e-9)}
         if refs is not None:
