@@ -168,8 +168,7 @@ def generate(*, checkpoint: str, input: str | None = None, text: list[str] | Non
         top_k: sample among the k most likely tokens (0 = all).
         top_p: nucleus sampling: the smallest set of tokens whose probability reaches p (1 = all).
         out: hypotheses file (default: stdout); with --orders, a folder for every run's files, table and plots.
-        trace: JSONL file of the positions filled at each step and each slot's piece and log-probability (with
-            --orders: one per run in the --out folder).
+        trace: JSONL of the slots filled per step and each slot's piece and log-prob (--orders: one per run).
         evaluate: print sacrebleu BLEU and chrF against the references, with signatures.
         orders: comma-separated order specs to compare (writes a markdown table and PNG plots).
         lengths: comma-separated length modes for --orders (default: --length), e.g. predict,oracle.
