@@ -88,17 +88,13 @@ def _parse_order(spec: str, full: str, flag: str) -> dict:
 
 # --- the command -------------------------------------------------------------------------------------------------
 
-def trace_lines(run: DecodeRun, piece: Callable[[int], str] | None = None) -> str:
-    """JSONL: per input line, the target positions filled at each step (0-based target indices), and with ``piece``
-    (token id -> sentencepiece piece) each slot's piece and log-probability when it was (last) filled, in position
+def trace_lines(run: DecodeRun, piece: Callable[[int], str]) -> str:
+    """JSONL: per input line, the target positions filled at each step (0-based target indices), and each slot's
+    piece (``piece``: token id -> sentencepiece piece) and log-probability when it was (last) filled, in position
     order — what a slot held and how sure the model was (an empty slot shows as the empty token's piece)."""
-    rows = []
-    for i, (h, text) in enumerate(zip(run.hypotheses, run.hyps)):
-        row = {"line": i + 1, "order": run.order, "length": len(h.tokens), "steps": h.trace, "hyp": text}
-        if piece is not None:
-            row["pieces"] = [piece(t) for t in h.tokens]
-            row["logprobs"] = [round(float(lp), 4) for lp in h.token_logprobs]
-        rows.append(row)
+    rows = [{"line": i + 1, "order": run.order, "length": len(h.tokens), "steps": h.trace, "hyp": text,
+             "pieces": [piece(t) for t in h.tokens], "logprobs": [round(float(lp), 4) for lp in h.token_logprobs]}
+            for i, (h, text) in enumerate(zip(run.hypotheses, run.hyps))]
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
@@ -295,7 +291,7 @@ def _run_grid(tr: Translator, sources, ref_ids, jobs: list[tuple[TranslateConfig
 
 
 def _write_outputs(runs: list[DecodeRun], refs, out, trace, evaluate: bool, grid: bool, quiet: bool,
-                   piece: Callable[[int], str] | None = None) -> None:
+                   piece: Callable[[int], str]) -> None:
     from rich.console import Console
 
     from plmgen.evaluation import corpus_scores
