@@ -248,11 +248,17 @@ class StopOnSignal(L.Callback):
         print(f"\n{name}: stopping after this step and saving a checkpoint (Ctrl+C again to abort)", flush=True)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        signum = self.signum
         if trainer.world_size > 1:
             import torch.distributed as dist
 
-            got = torch.tensor([self.signum or 0], device=module.device)
+            got = torch.tensor([signum or 0], device=module.device)
             dist.all_reduce(got, op=dist.ReduceOp.MAX)
-            self.signum = int(got) or None
-        if self.signum is not None:
+            signum = int(got) or None  # what every rank agrees on
+            # A signal handled while this rank waited in the all-reduce (Python runs the handler right after it
+            # returns) is not in ``got``: keep it for the next step's all-reduce instead of overwriting it with None
+            # (which lost it on every rank and left the run training on).
+            if signum is not None:
+                self.signum = signum
+        if signum is not None:
             trainer.should_stop = True

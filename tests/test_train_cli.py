@@ -131,6 +131,32 @@ def test_signal_stops_after_a_checkpoint_with_status(data, tmp_path, sig, status
     assert not (out / "complete.json").exists()
 
 
+def test_a_signal_handled_during_the_ranks_all_reduce_is_kept_for_the_next_step(monkeypatch, capsys):
+    """Python runs a signal handler right after the blocking all-reduce returns, so a signal that arrived while the
+    ranks waited in it is not in that step's reduced value: the rank must neither stop alone nor forget it (it
+    did: the reduced 0 overwrote it on every rank, and a SIGTERM to a DDP run was lost), but stop with the others
+    after the next step's all-reduce."""
+    import types
+
+    import torch.distributed as dist
+
+    from plmgen.lit import StopOnSignal
+
+    stop = StopOnSignal()
+    trainer = types.SimpleNamespace(world_size=2, should_stop=False)
+    module = types.SimpleNamespace(device=torch.device("cpu"))
+
+    def reduce_while_signalled(t, op):  # the other rank had no signal; ours is handled as the reduce returns
+        stop._handle(signal.SIGTERM, None)
+
+    monkeypatch.setattr(dist, "all_reduce", reduce_while_signalled)
+    stop.on_train_batch_end(trainer, module, None, None, 0)
+    assert not trainer.should_stop and stop.signum == signal.SIGTERM  # not alone, not forgotten
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op: None)  # next step: our value is the maximum
+    stop.on_train_batch_end(trainer, module, None, None, 1)
+    assert trainer.should_stop and stop.signum == signal.SIGTERM
+
+
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_every_ddp_rank_after_the_same_step(data, tmp_path, sig, status):
     """Ctrl+C / SIGTERM to a two-process run (the signal reaches the process group, as from a terminal): the ranks
